@@ -1,0 +1,190 @@
+"""The binary payloads (feat, hard, fused), each a tensor container with a fixed schema.
+
+Every container's meta holds ``kind`` and ``schema``; the tensors' dtypes, ranks and
+row counts are checked on decode so a consumer never sees a half-valid batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared import codec
+from shared.codec import BadShape, Bundle, Malformed, UnsupportedVersion
+from shared.topics import check_device, check_segment
+
+CONTAINER_SCHEMA = "1"
+_FLOATS = ("float16", "float32")
+
+
+def _head(b: Bundle, kind: str) -> None:
+    if b.meta.get("kind") != kind:
+        raise Malformed(f"expected container kind {kind!r}, got {b.meta.get('kind')!r}")
+    if b.meta.get("schema") != CONTAINER_SCHEMA:
+        raise UnsupportedVersion(f"container schema {b.meta.get('schema')!r}; this build reads {CONTAINER_SCHEMA}")
+
+
+def _rows(n: int, **arrs: np.ndarray) -> None:
+    for name, a in arrs.items():
+        if a.shape[0] != n:
+            raise BadShape(f"tensor {name!r} has {a.shape[0]} rows, expected {n}")
+
+
+def _ident(b: Bundle) -> tuple[str, str, str]:
+    try:
+        return (check_device(b.meta_str("device")), check_segment(b.meta_str("stream"), "stream"),
+                check_segment(b.meta_str("task"), "task"))
+    except ValueError as exc:
+        if isinstance(exc, codec.CodecError):
+            raise
+        raise Malformed(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """Feature rows from one device: what the edge model saw, compactly."""
+
+    device: str
+    stream: str
+    task: str
+    boot: int
+    seq: int
+    model_version: int
+    sample: np.ndarray  # (N,) int64 sample ids
+    feat: np.ndarray  # (N, D) float16|float32
+    scores: np.ndarray  # (N, C) float16|float32 class probabilities
+    ts: np.ndarray  # (N,) float64 capture times
+
+    KIND = "feat"
+
+    def encode(self, *, float16: bool = False) -> bytes:
+        return codec.encode(
+            {"sample": self.sample.astype(np.int64), "feat": self.feat, "scores": self.scores,
+             "ts": self.ts.astype(np.float64)},
+            {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "device": self.device, "stream": self.stream,
+             "task": self.task, "boot": str(self.boot), "seq": str(self.seq), "model_version": str(self.model_version)},
+            float16={"feat", "scores"} if float16 else False,
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> FeatureBatch:
+        b = codec.decode(payload)
+        _head(b, cls.KIND)
+        device, stream, task = _ident(b)
+        sample = b.require("sample", dtypes=("int64",), rank=1)
+        n = sample.shape[0]
+        feat = b.require("feat", dtypes=_FLOATS, rank=2)
+        scores = b.require("scores", dtypes=_FLOATS, rank=2)
+        ts = b.require("ts", dtypes=("float64",), rank=1)
+        _rows(n, feat=feat, scores=scores, ts=ts)
+        return cls(device, stream, task, b.meta_int("boot"), b.meta_int("seq"), b.meta_int("model_version"),
+                   sample, feat, scores, ts)
+
+
+@dataclass(frozen=True, slots=True)
+class HardSample:
+    """Escalated sample(s): the model input itself, plus what the edge model made of it."""
+
+    device: str
+    stream: str
+    task: str
+    boot: int
+    seq: int
+    model_version: int
+    sample: np.ndarray  # (N,) int64
+    x: np.ndarray  # (N, ...) float32 preprocessed model input, per the manifest's input spec
+    feat: np.ndarray  # (N, D) float32
+    scores: np.ndarray  # (N, C) float32
+    ts: np.ndarray  # (N,) float64
+
+    KIND = "hard"
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            {"sample": self.sample.astype(np.int64), "x": self.x, "feat": self.feat, "scores": self.scores,
+             "ts": self.ts.astype(np.float64)},
+            {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "device": self.device, "stream": self.stream,
+             "task": self.task, "boot": str(self.boot), "seq": str(self.seq), "model_version": str(self.model_version)},
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> HardSample:
+        b = codec.decode(payload)
+        _head(b, cls.KIND)
+        device, stream, task = _ident(b)
+        sample = b.require("sample", dtypes=("int64",), rank=1)
+        n = sample.shape[0]
+        x = b.tensors.get("x")
+        if x is None or x.dtype.name not in _FLOATS or x.ndim < 2:
+            raise BadShape("tensor 'x' must be a float tensor of rank >= 2")
+        feat = b.require("feat", dtypes=_FLOATS, rank=2)
+        scores = b.require("scores", dtypes=_FLOATS, rank=2)
+        ts = b.require("ts", dtypes=("float64",), rank=1)
+        _rows(n, x=x, feat=feat, scores=scores, ts=ts)
+        return cls(device, stream, task, b.meta_int("boot"), b.meta_int("seq"), b.meta_int("model_version"),
+                   sample, x, feat, scores, ts)
+
+
+@dataclass(frozen=True, slots=True)
+class FusedBatch:
+    """Rows from many devices joined with labels and hub context (see docs/PROTOCOL.md)."""
+
+    task: str
+    bridge: str
+    seq: int
+    devices: tuple[str, ...]  # device_idx indexes this tuple
+    context_names: tuple[str, ...]
+    sample: np.ndarray  # (N,) int64
+    device_idx: np.ndarray  # (N,) int32
+    feat: np.ndarray  # (N, D) float32
+    label: np.ndarray  # (N,) int64, -1 where no label arrived within the window
+    edge_label: np.ndarray  # (N,) int64, the edge model's prediction
+    edge_conf: np.ndarray  # (N,) float32
+    model_version: np.ndarray  # (N,) int32 edge model version per row
+    ctx: np.ndarray  # (N, K) float32 context features
+
+    KIND = "fused"
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            {"sample": self.sample.astype(np.int64), "device_idx": self.device_idx.astype(np.int32),
+             "feat": self.feat.astype(np.float32), "label": self.label.astype(np.int64),
+             "edge_label": self.edge_label.astype(np.int64), "edge_conf": self.edge_conf.astype(np.float32),
+             "model_version": self.model_version.astype(np.int32), "ctx": self.ctx.astype(np.float32)},
+            {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "task": self.task, "bridge": self.bridge,
+             "seq": str(self.seq), "devices": json.dumps(list(self.devices)),
+             "context": json.dumps(list(self.context_names))},
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> FusedBatch:
+        b = codec.decode(payload)
+        _head(b, cls.KIND)
+        try:
+            task = check_segment(b.meta_str("task"), "task")
+            devices = tuple(check_device(d) for d in json.loads(b.meta_str("devices")))
+            ctx_names = tuple(str(c) for c in json.loads(b.meta_str("context")))
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, codec.CodecError):
+                raise
+            raise Malformed(f"bad fused meta: {exc}") from None
+        sample = b.require("sample", dtypes=("int64",), rank=1)
+        n = sample.shape[0]
+        device_idx = b.require("device_idx", dtypes=("int32",), rank=1)
+        feat = b.require("feat", dtypes=("float32",), rank=2)
+        label = b.require("label", dtypes=("int64",), rank=1)
+        edge_label = b.require("edge_label", dtypes=("int64",), rank=1)
+        edge_conf = b.require("edge_conf", dtypes=("float32",), rank=1)
+        mv = b.require("model_version", dtypes=("int32",), rank=1)
+        ctx = b.require("ctx", dtypes=("float32",), rank=2, dims=(None, len(ctx_names)))
+        _rows(n, device_idx=device_idx, feat=feat, label=label, edge_label=edge_label, edge_conf=edge_conf,
+              model_version=mv, ctx=ctx)
+        if n and (device_idx.min() < 0 or device_idx.max() >= len(devices)):
+            raise BadShape("device_idx points outside the devices list")
+        return cls(task, b.meta_str("bridge"), b.meta_int("seq"), devices, ctx_names, sample, device_idx, feat,
+                   label, edge_label, edge_conf, mv, ctx)
+
+
+CONTAINERS = {c.KIND: c for c in (FeatureBatch, HardSample, FusedBatch)}

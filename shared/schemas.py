@@ -1,0 +1,297 @@
+"""JSON payload schemas: one pydantic model per message kind.
+
+Every payload carries ``"schema": 1`` and a ``"kind"`` discriminator; unknown fields are
+rejected (``extra="forbid"``) so a typo on the producer side fails loudly at the consumer.
+Binary tensor payloads are described in :mod:`shared.containers`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from shared.topics import DEVICE_RE, SEGMENT_RE
+
+SCHEMA_VERSION = 1
+MAX_JSON_BYTES = 256 * 1024
+
+DeviceId = Annotated[str, Field(pattern=DEVICE_RE.pattern, description="Device id, [a-z0-9-], max 48 chars.")]
+Segment = Annotated[str, Field(pattern=SEGMENT_RE.pattern, description="Topic-safe name, [a-z0-9_-].")]
+Prob = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SchemaError(ValueError):
+    """A JSON payload that cannot be accepted; ``reason`` is a stable counter key."""
+
+    reason = "invalid"
+
+
+class NotJson(SchemaError):
+    reason = "not_json"
+
+
+class UnknownSchemaVersion(SchemaError):
+    reason = "unknown_schema_version"
+
+
+class WrongKind(SchemaError):
+    reason = "wrong_kind"
+
+
+class InvalidPayload(SchemaError):
+    reason = "invalid"
+
+
+class PayloadTooLarge(SchemaError):
+    reason = "oversized"
+
+
+class Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(
+        SCHEMA_VERSION, alias="schema", description="Payload schema version; consumers reject versions they do not know."
+    )
+
+
+class Status(Msg):
+    """Birth and death of an agent (retained; the LWT carries state=offline)."""
+
+    kind: Literal["status"] = "status"
+    device: DeviceId
+    state: Literal["online", "offline"] = Field(description="online after connect; offline via LWT or clean stop.")
+    boot: int = Field(ge=0, description="Boot epoch (unix seconds at process start); part of the dedup key.")
+    versions: dict[str, str] = Field(default_factory=dict, description="Software versions (lepton, onnxruntime, ...).")
+    models: dict[str, int] = Field(default_factory=dict, description="Model version in use per task.")
+    ts: Finite = Field(description="Unix time of this message.")
+
+
+class Telemetry(Msg):
+    kind: Literal["telemetry"] = "telemetry"
+    device: DeviceId
+    boot: int = Field(ge=0, description="Boot epoch of the sender.")
+    ts: Finite = Field(description="Unix time of this message.")
+    fps: Finite = Field(ge=0, description="Frames processed per second over the last interval.")
+    latency_ms_p50: Finite = Field(ge=0, description="Median inference latency, ms.")
+    latency_ms_p99: Finite = Field(ge=0, description="99th percentile inference latency, ms.")
+    uplink_bytes: int = Field(ge=0, description="Payload bytes published since boot.")
+    raw_bytes: int = Field(ge=0, description="Bytes the raw inputs would have cost (JPEG) since boot.")
+    outbox_depth: int = Field(ge=0, description="Messages waiting in the store-and-forward outbox.")
+    escalation_ratio: Prob = Field(description="Escalated samples / samples since boot.")
+    frames: int = Field(ge=0, description="Frames processed since boot.")
+    dropped_frames: int = Field(ge=0, description="Frames dropped by the capture queue since boot.")
+    counters: dict[str, int] = Field(default_factory=dict, description="Other counters (rejections, swaps, ...).")
+
+
+class Prediction(Msg):
+    kind: Literal["pred"] = "pred"
+    device: DeviceId
+    stream: Segment
+    task: Segment
+    sample: int = Field(ge=0, description="Sample id, unique per device.")
+    label: int = Field(ge=0, description="Predicted class index.")
+    confidence: Prob = Field(description="Score of the predicted class.")
+    source: Literal["edge", "cloud"] = Field(description="Who decided: the local model or the cloud's reply.")
+    escalated: bool = Field(description="Whether the sample was escalated.")
+    model_version: int = Field(ge=0, description="Edge model version that scored the sample.")
+    ts: Finite = Field(description="Capture time (unix seconds).")
+
+
+class Event(Msg):
+    kind: Literal["event"] = "event"
+    device: DeviceId
+    stream: Segment
+    task: Segment
+    sample: int = Field(ge=0, description="Sample id that raised the alert.")
+    label: int = Field(ge=0, description="Alert class index.")
+    name: str = Field(max_length=64, description="Alert class name.")
+    confidence: Prob = Field(description="Score of the alert class.")
+    boot: int = Field(ge=0, description="Boot epoch of the sender.")
+    seq: int = Field(ge=0, description="Per-boot sequence number (dedup key with device and boot).")
+    ts: Finite = Field(description="Capture time (unix seconds).")
+
+
+class Reply(Msg):
+    """The cloud's answer to an escalated sample, sent to the request's response topic."""
+
+    kind: Literal["reply"] = "reply"
+    task: Segment
+    sample: int = Field(ge=0, description="The escalated sample id.")
+    label: int = Field(ge=0, description="Cloud model's class.")
+    confidence: Prob = Field(description="Cloud model's score for that class.")
+    model: str = Field(max_length=64, description="Cloud model name/version that answered.")
+    worker: str = Field(max_length=64, description="Worker id that answered.")
+    ts: Finite = Field(description="Unix time of the answer.")
+
+
+class ModelState(Msg):
+    kind: Literal["model_state"] = "model_state"
+    device: DeviceId
+    task: Segment
+    state: Literal["loaded", "rejected", "rolled_back", "stale"] = Field(description="What happened to the model.")
+    version: int = Field(ge=0, description="Version now serving.")
+    offered: int | None = Field(None, ge=0, description="Version offered, when it was rejected.")
+    reason: str = Field("", max_length=512, description="Why, when rejected or rolled back.")
+    ts: Finite = Field(description="Unix time of this message.")
+
+
+class Command(Msg):
+    kind: Literal["cmd"] = "cmd"
+    name: Literal["rebirth", "thresholds", "rollback"] = Field(description="Command name (also the topic leaf).")
+    args: dict[str, Finite | int | str] = Field(default_factory=dict, description="Command arguments.")
+    ts: Finite = Field(description="Unix time of this message.")
+
+
+class LabelItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample: int = Field(ge=0, description="Sample id.")
+    label: int = Field(ge=0, description="True class index.")
+
+
+class Labels(Msg):
+    kind: Literal["label"] = "label"
+    device: DeviceId
+    stream: Segment
+    task: Segment
+    items: list[LabelItem] = Field(min_length=1, max_length=4096, description="Ground truth by sample id.")
+    source: str = Field("human", max_length=64, description="Who labelled (human, app, labeller).")
+    ts: Finite = Field(description="Unix time of this message.")
+
+
+class ServiceStatus(Msg):
+    kind: Literal["service_status"] = "service_status"
+    service: Literal["bridge", "worker"]
+    id: str = Field(max_length=64, description="Instance id.")
+    state: Literal["online", "offline"]
+    ts: Finite = Field(description="Unix time of this message.")
+    counters: dict[str, int] = Field(default_factory=dict, description="Monotonic counters.")
+    gauges: dict[str, Finite] = Field(default_factory=dict, description="Current values (queue depths, rates, lag).")
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(max_length=64, description="ONNX input/output name.")
+    dtype: Literal["float32", "float16", "int64", "uint8"] = Field(description="Element type.")
+    shape: list[int | str] = Field(description="Dimensions; strings are symbolic (batch).")
+
+
+class InputSpec(BaseModel):
+    """The exact preprocessing contract, so anyone can feed the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensor: TensorSpec
+    layout: str = Field(max_length=16, description="NCHW for images, NCT for sensor windows.")
+    preprocess: dict[str, Any] = Field(description="Named preprocessing steps and parameters, in order.")
+    classes: list[str] = Field(min_length=2, description="Class names by index.")
+
+
+class Manifest(Msg):
+    """Signed description of one model version (retained on model/{task}/manifest)."""
+
+    kind: Literal["manifest"] = "manifest"
+    task: Segment
+    version: int = Field(ge=1, description="Monotonic version; agents never accept a lower or equal one.")
+    parent: int | None = Field(None, ge=1, description="Version this one was trained from.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the ONNX artifact.")
+    size: int = Field(ge=1, description="Artifact size in bytes; agents refuse larger artifacts.")
+    artifact: str = Field(max_length=512, description="Topic of the retained artifact.")
+    input: InputSpec
+    outputs: list[TensorSpec] = Field(description="ONNX outputs: features then scores.")
+    metrics: dict[str, Finite] = Field(default_factory=dict, description="Holdout metrics at publish time.")
+    reference: str = Field(max_length=2_000_000, description="Base64 tensor container: inputs x and expected outputs.")
+    tolerance: Finite = Field(1e-3, gt=0, description="Max |expected - actual| on the reference outputs.")
+    created: Finite = Field(description="Unix time the version was made.")
+    expires: Finite = Field(description="Unix time after which agents report the manifest stale.")
+    key_id: str = Field("", max_length=64, description="Fingerprint of the signing key.")
+    signature: str = Field("", max_length=256, description="Base64 Ed25519 signature over the canonical JSON without this field.")
+
+    @field_validator("expires")
+    @classmethod
+    def _expires_after_created(cls, v: float, info: Any) -> float:
+        created = info.data.get("created")
+        if created is not None and v <= created:
+            raise ValueError("expires must be after created")
+        return v
+
+
+JsonMsg = Status | Telemetry | Prediction | Event | Reply | ModelState | Command | Labels | ServiceStatus | Manifest
+AnyMsg = Annotated[JsonMsg, Field(discriminator="kind")]
+_ANY = TypeAdapter(AnyMsg)
+
+SCHEMAS: dict[str, type[Msg]] = {
+    m.__name__: m for m in (Status, Telemetry, Prediction, Event, Reply, ModelState, Command, Labels, ServiceStatus, Manifest)
+}
+
+M = TypeVar("M", bound=Msg)
+
+
+def dumps(msg: Msg) -> bytes:
+    """Serialise for the wire: compact, aliases (``schema``), nothing left out."""
+    return msg.model_dump_json(by_alias=True).encode()
+
+
+def _load_obj(payload: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+    if len(payload) > MAX_JSON_BYTES:
+        raise PayloadTooLarge(f"JSON payload of {len(payload)} B > {MAX_JSON_BYTES}")
+    if len(payload) == 0:
+        raise NotJson("empty payload")
+    try:
+        obj = json.loads(bytes(payload) if not isinstance(payload, str) else payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise NotJson(f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidPayload("payload must be a JSON object")
+    version = obj.get("schema")
+    if version != SCHEMA_VERSION:
+        raise UnknownSchemaVersion(f"schema version {version!r}; this build reads {SCHEMA_VERSION}")
+    return obj
+
+
+def _validate(adapter_or_model: Any, obj: dict[str, Any]) -> Any:
+    try:
+        return adapter_or_model(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise InvalidPayload(f"{exc.error_count()} error(s); first at {loc or '<root>'}: {first['msg']}") from None
+
+
+def loads(payload: bytes | bytearray | memoryview | str, expected: type[M]) -> M:
+    """Parse and validate a payload that must be of type ``expected``."""
+    obj = _load_obj(payload)
+    kind = obj.get("kind")
+    want = expected.model_fields["kind"].default
+    if kind != want:
+        raise WrongKind(f"expected kind {want!r}, got {kind!r}")
+    return _validate(expected.model_validate, obj)
+
+
+def loads_any(payload: bytes | bytearray | memoryview | str) -> JsonMsg:
+    """Parse any JSON message, dispatching on ``kind``."""
+    return _validate(_ANY.validate_python, _load_obj(payload))
+
+
+def canonical(obj: dict[str, Any]) -> bytes:
+    """Deterministic JSON bytes (what manifests are signed over)."""
+    for v in _walk(obj):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidPayload("non-finite number in signed content")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _walk(o: Any):
+    if isinstance(o, dict):
+        for v in o.values():
+            yield from _walk(v)
+    elif isinstance(o, list):
+        for v in o:
+            yield from _walk(v)
+    else:
+        yield o

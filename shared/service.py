@@ -1,0 +1,106 @@
+"""Service lifecycle: start / stop / join around a stop event, and a main() helper for SIGTERM.
+
+A service's constructor does no I/O; ``start()`` opens connections and spawns threads,
+``stop()`` sets the stop event and closes them, ``join()`` waits. Worker loops wait on
+``self.stopping`` (an Event) rather than sleeping, so shutdown is prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a dependency (broker, binary) is missing
+
+
+class Service:
+    """Base class. Subclasses implement ``_start()`` and ``_stop()``, and may add threads via ``spawn``."""
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self.errors: list[BaseException] = []
+
+    def spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Run ``target`` in a daemon thread; an exception is recorded and stops the service."""
+
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # record, then stop the whole service: no zombie halves
+                self.errors.append(exc)
+                log.exception("%s: thread %s crashed", self.name, name)
+                self.stopping.set()
+
+        t = threading.Thread(target=guarded, name=f"{self.name}-{name}", daemon=True)
+        self._threads.append(t)
+        t.start()
+        return t
+
+    def start(self) -> Service:
+        if self._started:
+            raise RuntimeError(f"{self.name} already started")
+        self._started = True
+        self.stopping.clear()
+        self._start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self._started:
+            return
+        self.stopping.set()
+        try:
+            self._stop()
+        finally:
+            self.join(timeout)
+            self._started = False
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the service's threads; True if all ended."""
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the service is asked to stop (by stop(), a signal or a crash)."""
+        return self.stopping.wait(timeout)
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        pass
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_until_signal(service: Service, *, duration: float | None = None) -> int:
+    """Start ``service``, run until SIGTERM/SIGINT (or ``duration`` seconds), stop it; return an exit code."""
+    def handler(signum: int, frame: object) -> None:
+        log.info("%s: got %s, shutting down", service.name, signal.Signals(signum).name)
+        service.stopping.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        service.start()
+        service.wait(duration)
+    finally:
+        service.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return EXIT_ERROR if service.errors else EXIT_OK

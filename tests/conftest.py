@@ -1,0 +1,89 @@
+"""Shared fixtures: a real mosquitto per test session (or per test), unique topic roots, clients.
+
+Set LEPTON_TEST_BROKER=testcontainers to use the eclipse-mosquitto container where a Docker
+engine is reachable; the default is the local `mosquitto` binary with mosquitto/test.conf.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.broker import Broker
+from shared.mqtt import MqttClient, MqttSettings
+from shared.topics import Topics
+
+
+class _ContainerBroker:  # pragma: no cover - needs a Docker engine, which CI lacks
+    def __init__(self) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        conf = Path(__file__).resolve().parent.parent / "mosquitto" / "test.conf"
+        text = conf.read_text().replace("listener 1883 127.0.0.1", "listener 1883 0.0.0.0")
+        self._tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"lepton-mq-{uuid.uuid4().hex[:6]}.conf"
+        self._tmp.write_text(text.replace("persistence_location /var/lib/mosquitto/", "persistence_location /tmp/"))
+        self.c = DockerContainer("eclipse-mosquitto:2").with_exposed_ports(1883).with_volume_mapping(
+            str(self._tmp), "/mosquitto/config/mosquitto.conf")
+        self.c.start()
+        self.host = self.c.get_container_host_ip()
+        self.port = int(self.c.get_exposed_port(1883))
+
+    def stop(self) -> None:
+        self.c.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One mosquitto for the whole session; tests isolate themselves with a unique topic root."""
+    if os.environ.get("LEPTON_TEST_BROKER") == "testcontainers":  # pragma: no cover
+        b = _ContainerBroker()
+        yield b  # type: ignore[misc]
+        b.stop()
+        return
+    b = Broker(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of the test's own, for tests that stop, kill or restart it."""
+    b = Broker(tmp_path / "mosquitto").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A unique root under lepton/v1, so `mosquitto_sub -t 'lepton/v1/#'` still sees every test."""
+    return Topics(f"lepton/v1/t{uuid.uuid4().hex[:10]}")
+
+
+def settings_for(b: Broker, **kw: object) -> MqttSettings:
+    return MqttSettings(host=getattr(b, "host", "127.0.0.1"), port=b.port, **kw)
+
+
+@pytest.fixture
+def mqtt_factory(broker: Broker) -> Iterator[Callable[..., MqttClient]]:
+    """Make started, connected clients; at teardown stop them and fail on swallowed handler errors."""
+    made: list[MqttClient] = []
+
+    def make(client_id: str | None = None, target: Broker | None = None, connect: bool = True,
+             **kw: object) -> MqttClient:
+        c = MqttClient(settings_for(target or broker, **kw), client_id=client_id or f"t-{uuid.uuid4().hex[:8]}")
+        made.append(c)
+        c.start()
+        if connect:
+            assert c.wait_connected(10), f"could not connect: {c.last_connect_error}"
+        return c
+
+    yield make
+    errors = []
+    for c in made:
+        c.stop()
+        errors.extend(c.callback_errors)
+    assert not errors, f"exceptions swallowed in MQTT callbacks: {errors!r}"
