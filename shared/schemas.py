@@ -98,6 +98,7 @@ class Prediction(Msg):
     source: Literal["edge", "cloud"] = Field(description="Who decided: the local model or the cloud's reply.")
     escalated: bool = Field(description="Whether the sample was escalated.")
     model_version: int = Field(ge=0, description="Edge model version that scored the sample.")
+    ref: str = Field("", max_length=256, description="Source reference of the raw sample (file, frame no., dataset index).")
     ts: Finite = Field(description="Capture time (unix seconds).")
 
 
