@@ -1,1 +1,1 @@
-"""lepton_cli"""
+"""The umbrella `lepton` command: up, monitor, keys, provision, protocol-doc."""

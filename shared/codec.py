@@ -154,7 +154,7 @@ def encode(
         if a.dtype.kind == "f" and (float16 is True or (not isinstance(float16, bool) and name in float16)):
             a = a.astype(np.float16)
         _check_array(name, a.dtype.name, a.shape, limits)
-        arrays.append((name, np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))))
+        arrays.append((name, a.astype(a.dtype.newbyteorder("<"), order="C", copy=False)))
     header = json.dumps(
         {"meta": meta, "tensors": [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays]},
         separators=(",", ":"),
@@ -237,7 +237,7 @@ def decode(payload: bytes | bytearray | memoryview, *, allow_nonfinite: bool = F
         pos += _pad(pos)
         if nbytes > total - pos:
             raise Truncated(f"tensor {name!r} needs {nbytes} B, {max(total - pos, 0)} B left")
-        arr = np.frombuffer(buf, dtype=dt, count=count, offset=pos).reshape(shape)
+        arr = np.frombuffer(buf, dtype=dt, count=count, offset=pos).reshape(tuple(shape))
         if not allow_nonfinite and dt.kind == "f" and count and not np.isfinite(arr).all():
             raise NonFinite(f"tensor {name!r} holds NaN or Inf")
         out[name] = arr

@@ -188,3 +188,45 @@ class FusedBatch:
 
 
 CONTAINERS = {c.KIND: c for c in (FeatureBatch, HardSample, FusedBatch)}
+
+# What each container holds, for docs/PROTOCOL.md; tests check encoders against it.
+# (name, dtype, shape, meaning)
+LAYOUT: dict[str, dict[str, list[tuple[str, str, str, str]]]] = {
+    "feat": {
+        "meta": [("kind", "str", "", "`feat`"), ("schema", "str", "", "container schema, `1`"),
+                 ("device", "str", "", "sender device id (must match the topic)"),
+                 ("stream", "str", "", "stream name (must match the topic)"), ("task", "str", "", "task name"),
+                 ("boot", "int", "", "boot epoch of the sender"),
+                 ("seq", "int", "", "per-boot sequence number; (device, boot, seq) is the dedup key"),
+                 ("model_version", "int", "", "edge model version that made the features")],
+        "tensors": [("sample", "int64", "(N,)", "sample ids"),
+                    ("feat", "float16|float32", "(N, D)", "feature vectors (float16 when configured)"),
+                    ("scores", "float16|float32", "(N, C)", "class probabilities from the edge model"),
+                    ("ts", "float64", "(N,)", "capture times, unix seconds")],
+    },
+    "hard": {
+        "meta": [("kind", "str", "", "`hard`"), ("schema", "str", "", "container schema, `1`"),
+                 ("device", "str", "", "sender device id"), ("stream", "str", "", "stream name"),
+                 ("task", "str", "", "task name"), ("boot", "int", "", "boot epoch"),
+                 ("seq", "int", "", "per-boot sequence number"), ("model_version", "int", "", "edge model version")],
+        "tensors": [("sample", "int64", "(N,)", "sample ids"),
+                    ("x", "float16|float32", "(N, ...)", "preprocessed model input, per the manifest's input spec"),
+                    ("feat", "float16|float32", "(N, D)", "edge features"),
+                    ("scores", "float16|float32", "(N, C)", "edge class probabilities"),
+                    ("ts", "float64", "(N,)", "capture times")],
+    },
+    "fused": {
+        "meta": [("kind", "str", "", "`fused`"), ("schema", "str", "", "container schema, `1`"),
+                 ("task", "str", "", "task name"), ("bridge", "str", "", "bridge instance id"),
+                 ("seq", "int", "", "per-bridge batch sequence"),
+                 ("devices", "JSON list", "", "device ids; `device_idx` indexes it"),
+                 ("context", "JSON list", "", "names of the `ctx` columns")],
+        "tensors": [("sample", "int64", "(N,)", "sample ids"), ("device_idx", "int32", "(N,)", "index into `devices`"),
+                    ("feat", "float32", "(N, D)", "feature vectors"),
+                    ("label", "int64", "(N,)", "ground truth, -1 when no label arrived within the window"),
+                    ("edge_label", "int64", "(N,)", "edge model's prediction"),
+                    ("edge_conf", "float32", "(N,)", "edge model's confidence"),
+                    ("model_version", "int32", "(N,)", "edge model version per row"),
+                    ("ctx", "float32", "(N, K)", "context features named by `context`")],
+    },
+}

@@ -1,0 +1,48 @@
+"""`lepton` — one entry point; each subcommand lives in its own module with register()/run()."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> module; each module defines register(subparsers) adding its parser with set_defaults(func=...)
+SUBCOMMANDS = {
+    "up": "lepton_cli.up",
+    "monitor": "lepton_cli.monitor",
+    "keys": "lepton_cli.keys",
+    "provision": "lepton_cli.provision",
+    "protocol-doc": "lepton_cli.protocol_doc",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lepton", description="Lepton: edge AI and cloud AI as one system over MQTT.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:  # a missing optional dependency: say which
+                sub.add_parser(name, help=f"(unavailable: {exc.name} is not installed)")
+            continue
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

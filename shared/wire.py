@@ -1,0 +1,100 @@
+"""Decode any received Lepton message by its topic: the one dispatcher from topic to schema.
+
+``decode(topics, topic, payload)`` parses the topic, picks the payload type from
+``TOPIC_SPECS`` and returns a :class:`Decoded` or raises a :class:`WireError` whose
+``reason`` is a stable counter key (``bad_topic``, ``not_json``, ``truncated``, ...).
+Services that only care about some kinds still go through here, so a new payload type
+is added in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared import codec, schemas
+from shared.containers import CONTAINERS
+from shared.counters import Counters
+from shared.topics import SPEC_BY_KIND, Kind, ParsedTopic, Topics, TopicError
+
+
+log = logging.getLogger(__name__)
+
+
+class WireError(ValueError):
+    """A received message that cannot be used. ``kind`` is None when the topic itself is bad."""
+
+    def __init__(self, reason: str, detail: str, kind: Kind | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    topic: ParsedTopic
+    value: Any  # a schemas.Msg, a containers.* record, or bytes for ONNX artifacts
+
+
+def decode(topics: Topics, topic: str, payload: bytes) -> Decoded:
+    try:
+        parsed = topics.parse(topic)
+    except TopicError as exc:
+        raise WireError("bad_topic", str(exc)) from None
+    spec = SPEC_BY_KIND[parsed.kind]
+    try:
+        if spec.encoding == "json":
+            if not payload and spec.retain:
+                # An empty retained payload is how MQTT clears a retained topic.
+                raise WireError("empty", "empty retained payload (topic cleared)", parsed.kind)
+            value: Any = schemas.loads(payload, schemas.SCHEMAS[spec.payload])
+        elif spec.encoding == "tensor":
+            value = CONTAINERS[spec.payload].decode(payload)
+        else:
+            if not payload:
+                raise WireError("empty", "empty artifact payload", parsed.kind)
+            value = bytes(payload)
+    except (schemas.SchemaError, codec.CodecError) as exc:
+        raise WireError(exc.reason, str(exc), parsed.kind) from None
+    _check_identity(parsed, value)
+    return Decoded(parsed, value)
+
+
+def _check_identity(t: ParsedTopic, v: Any) -> None:
+    """The payload must agree with its topic: a device cannot speak for another in the body."""
+    for attr in ("device", "stream", "task"):
+        want = getattr(t, attr)
+        got = getattr(v, attr, None)
+        if want is not None and got is not None and want != got:
+            raise WireError("topic_mismatch", f"topic says {attr}={want!r}, payload says {got!r}", t.kind)
+
+
+class Receiver:
+    """An MQTT handler that decodes, counts and logs rejections, and passes good values on.
+
+    Rejections are counted as ``rejected.<kind>.<reason>`` (kind ``unknown`` for bad topics),
+    logged once per (kind, reason) at WARNING and then at DEBUG, so a flood of garbage cannot
+    flood the log; the subscriber keeps going.
+    """
+
+    def __init__(self, topics: Topics, on_value: Callable[[Decoded, Any], None], counters: Counters) -> None:
+        self.topics = topics
+        self.on_value = on_value
+        self.counters = counters
+        self._warned: set[tuple[str, str]] = set()
+
+    def __call__(self, msg: Any) -> None:
+        try:
+            decoded = decode(self.topics, msg.topic, msg.payload)
+        except WireError as exc:
+            kind = exc.kind.value if exc.kind else "unknown"
+            self.counters.inc(f"rejected.{kind}.{exc.reason}")
+            level = logging.DEBUG if (kind, exc.reason) in self._warned else logging.WARNING
+            self._warned.add((kind, exc.reason))
+            log.log(level, "rejected %s on %s: %s", kind, msg.topic, exc.detail)
+            return
+        self.counters.inc(f"accepted.{decoded.topic.kind.value}")
+        self.on_value(decoded, msg)
