@@ -73,6 +73,9 @@ class MqttSettings(BaseModel):
     max_inflight: int = Field(100, ge=1, description="QoS 1 messages in flight before paho queues.")
     max_queued: int = Field(10000, ge=0, description="Messages paho may queue; beyond that publish raises.")
     tls: TlsSettings | None = Field(None, description="TLS settings; None for plain TCP.")
+    manual_ack: bool = Field(False, description="QoS 1 PUBACKs are sent by MqttClient.ack(msg), not on receipt.")
+    receive_maximum: int | None = Field(None, ge=1, le=65535,
+                                        description="MQTT 5 Receive Maximum: unacked QoS 1 messages the broker may send us.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class Message:
     correlation_data: bytes | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
     message_expiry: int | None = None
+    mid: int = 0  # packet id, for MqttClient.ack with manual_ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,8 @@ def message_from_paho(m: paho.MQTTMessage) -> Message:
     cd = getattr(props, "CorrelationData", None) if props else None
     up = getattr(props, "UserProperty", None) if props else None
     me = getattr(props, "MessageExpiryInterval", None) if props else None
-    return Message(m.topic, bytes(m.payload), m.qos, bool(m.retain), rt, cd, tuple(tuple(x) for x in up or ()), me)
+    return Message(m.topic, bytes(m.payload), m.qos, bool(m.retain), rt, cd, tuple(tuple(x) for x in up or ()), me,
+                   m.mid)
 
 
 class MqttClient:
@@ -273,11 +278,17 @@ class MqttClient:
         self.counters.inc("mqtt.published")
         return info.mid
 
+    def ack(self, msg: Message) -> None:
+        """Acknowledge a QoS 1 message received with ``manual_ack`` (no-op otherwise or for QoS 0)."""
+        c = self._client
+        if c is not None and msg.qos > 0 and self.settings.manual_ack:
+            c.ack(msg.mid, msg.qos)
+
     # ---- internals ------------------------------------------------------
     def _make_client(self) -> paho.Client:
         s = self.settings
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5,
-                        reconnect_on_failure=False)
+                        reconnect_on_failure=False, manual_ack=s.manual_ack)
         c.connect_timeout = s.connect_timeout
         c.max_inflight_messages_set(s.max_inflight)
         c.max_queued_messages_set(s.max_queued)
@@ -297,10 +308,13 @@ class MqttClient:
         return c
 
     def _connect_props(self) -> Properties | None:
-        if self.settings.session_expiry <= 0:
+        if self.settings.session_expiry <= 0 and self.settings.receive_maximum is None:
             return None
         p = Properties(PacketTypes.CONNECT)
-        p.SessionExpiryInterval = self.settings.session_expiry
+        if self.settings.session_expiry > 0:
+            p.SessionExpiryInterval = self.settings.session_expiry
+        if self.settings.receive_maximum is not None:
+            p.ReceiveMaximum = self.settings.receive_maximum
         return p
 
     def _set_nodelay(self) -> None:

@@ -118,7 +118,7 @@ def get_task(name: str) -> TaskDef:
         raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dataset(name: str) -> Dataset:
     t = get_task(name)
     raw, y = t._loader()

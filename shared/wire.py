@@ -17,8 +17,7 @@ from typing import Any
 from shared import codec, schemas
 from shared.containers import CONTAINERS
 from shared.counters import Counters
-from shared.topics import SPEC_BY_KIND, Kind, ParsedTopic, Topics, TopicError
-
+from shared.topics import SPEC_BY_KIND, Kind, ParsedTopic, TopicError, Topics
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pytest
 
 from shared import schemas, wire
 from shared.counters import Counters
-from shared.mqtt import MqttClient, MqttSettings, NotConnected, Will
+from shared.mqtt import MqttClient, MqttSettings, NotConnected
 from shared.topics import SPEC_BY_KIND, Topics
 
 from .samples import feature_batch, fused_batch, hard_sample, json_samples

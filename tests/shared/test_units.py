@@ -1,6 +1,7 @@
 """Small pure pieces: config loading, dedup, signing, preprocessing, bounded queue, wire dispatch."""
 
 import json
+
 import numpy as np
 import pytest
 from hypothesis import given

@@ -1,0 +1,197 @@
+"""Fleet statistics from the topic tree: the pure core behind `lepton monitor` and `lepton up`.
+
+:class:`FleetStats` is fed decoded messages (shared.wire) and keeps, per task and device:
+model version, rolling accuracy against ground truth (when the sample's ``ref`` points into a
+packaged dataset), escalation ratio, uplink vs raw bytes, plus hub queue depths and drops.
+Edge-only accuracy comes from the feature batches (the edge model's own argmax per sample);
+joint accuracy from the final predictions (cloud answer when it came in time).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared import schemas
+from shared.containers import FeatureBatch
+from shared.tasks import get_task
+from shared.topics import Kind
+from shared.wire import Decoded
+
+WINDOW = 200
+
+
+def truth_for(ref: str) -> int | None:
+    task, sep, idx = ref.partition(":")
+    if not sep or not idx.isdigit():
+        return None
+    try:
+        y = get_task(task).dataset().y
+    except KeyError:
+        return None
+    i = int(idx)
+    return int(y[i]) if 0 <= i < len(y) else None
+
+
+@dataclass
+class DeviceRow:
+    device: str
+    task: str = "?"
+    state: str = "?"
+    model: int = 0
+    preds: int = 0
+    escalated: int = 0
+    cloud_answers: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # 1/0 correct, joint
+    uplink: int = 0
+    raw: int = 0
+    outbox: int = 0
+    fps: float = 0.0
+    dropped_frames: int = 0
+    swaps: int = 0
+    rejected_models: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class FleetStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.devices: dict[str, DeviceRow] = {}
+        # (task, model_version) -> [correct, total] for joint and edge-only decisions
+        self.joint: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self.edge: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self._edge_label: dict[tuple[str, int], tuple[int, int]] = {}  # (device, sample) -> (label, version)
+        self._pred_truth: dict[tuple[str, int], int] = {}
+        self.manifests: dict[str, schemas.Manifest] = {}
+        self.hub: schemas.ServiceStatus | None = None
+        self.workers: dict[str, schemas.ServiceStatus] = {}
+        self.messages: dict[str, int] = defaultdict(int)
+        self.bytes: dict[str, int] = defaultdict(int)
+
+    def _row(self, device: str) -> DeviceRow:
+        r = self.devices.get(device)
+        if r is None:
+            r = self.devices[device] = DeviceRow(device)
+        return r
+
+    def feed(self, d: Decoded, payload_size: int = 0) -> None:
+        k, v = d.topic.kind, d.value
+        with self._lock:
+            self.messages[k.value] += 1
+            self.bytes[k.value] += payload_size
+            if k is Kind.STATUS:
+                r = self._row(v.device)
+                r.state = v.state
+                if v.models:
+                    r.task, r.model = next(iter(v.models.items()))
+            elif k is Kind.PRED:
+                self._pred(v)
+            elif k is Kind.FEAT:
+                self._feat(v)
+            elif k is Kind.TELEMETRY:
+                r = self._row(v.device)
+                r.uplink, r.raw, r.outbox, r.fps = v.uplink_bytes, v.raw_bytes, v.outbox_depth, v.fps
+                r.dropped_frames, r.counters = v.dropped_frames, dict(v.counters)
+            elif k is Kind.MODEL_STATE:
+                r = self._row(v.device)
+                if v.state == "loaded":
+                    r.swaps += 1
+                    r.model = v.version
+                elif v.state == "rejected":
+                    r.rejected_models += 1
+            elif k is Kind.MANIFEST:
+                self.manifests[v.task] = v
+            elif k is Kind.HUB_STATUS:
+                self.hub = v
+            elif k is Kind.CLOUD_STATUS:
+                self.workers[v.id] = v
+
+    def _pred(self, p: schemas.Prediction) -> None:
+        r = self._row(p.device)
+        r.task, r.model = p.task, max(r.model, p.model_version)
+        r.preds += 1
+        r.escalated += int(p.escalated)
+        r.cloud_answers += int(p.source == "cloud")
+        truth = truth_for(p.ref)
+        if truth is None:
+            return
+        ok = int(p.label == truth)
+        r.recent.append(ok)
+        j = self.joint[(p.task, p.model_version)]
+        j[0] += ok
+        j[1] += 1
+        key = (p.device, p.sample)
+        edge = self._edge_label.pop(key, None)
+        if edge is not None:
+            self._score_edge(p.task, edge, truth)
+        else:
+            self._pred_truth[key] = truth
+            if len(self._pred_truth) > 100_000:
+                self._pred_truth.pop(next(iter(self._pred_truth)))
+
+    def _feat(self, fb: FeatureBatch) -> None:
+        labels = np.asarray(fb.scores, dtype=np.float32).argmax(axis=1)
+        for s, lab in zip(fb.sample.tolist(), labels.tolist(), strict=True):
+            key = (fb.device, s)
+            truth = self._pred_truth.pop(key, None)
+            if truth is not None:
+                self._score_edge(fb.task, (lab, fb.model_version), truth)
+            else:
+                self._edge_label[key] = (lab, fb.model_version)
+                if len(self._edge_label) > 100_000:
+                    self._edge_label.pop(next(iter(self._edge_label)))
+
+    def _score_edge(self, task: str, edge: tuple[int, int], truth: int) -> None:
+        e = self.edge[(task, edge[1])]
+        e[0] += int(edge[0] == truth)
+        e[1] += 1
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            def acc(tbl: dict[tuple[str, int], list[int]]) -> dict[str, dict[str, Any]]:
+                out: dict[str, dict[str, Any]] = {}
+                for (task, ver), (c, n) in sorted(tbl.items()):
+                    out.setdefault(task, {})[f"v{ver}"] = {"accuracy": round(c / n, 4) if n else None, "samples": n}
+                return out
+
+            preds = sum(r.preds for r in self.devices.values())
+            esc = sum(r.escalated for r in self.devices.values())
+            uplink = sum(r.uplink for r in self.devices.values())
+            raw = sum(r.raw for r in self.devices.values())
+            jc = sum(c for c, _ in self.joint.values())
+            jn = sum(n for _, n in self.joint.values())
+            ec = sum(c for c, _ in self.edge.values())
+            en = sum(n for _, n in self.edge.values())
+            return {
+                "accuracy_per_version_joint": acc(self.joint),
+                "accuracy_per_version_edge_only": acc(self.edge),
+                "accuracy_joint": round(jc / jn, 4) if jn else None,
+                "accuracy_edge_only": round(ec / en, 4) if en else None,
+                "predictions": preds,
+                "escalation_ratio": round(esc / preds, 4) if preds else None,
+                "cloud_answers": sum(r.cloud_answers for r in self.devices.values()),
+                "uplink_bytes": uplink,
+                "raw_frame_bytes": raw,
+                "uplink_vs_raw": round(uplink / raw, 4) if raw else None,
+                "hot_swaps": sum(r.swaps for r in self.devices.values()),
+                "models_rejected": sum(r.rejected_models for r in self.devices.values()),
+                "frames_dropped": sum(r.dropped_frames for r in self.devices.values()),
+                "devices": {d: {"task": r.task, "state": r.state, "model": r.model, "preds": r.preds,
+                                "escalated": r.escalated, "uplink": r.uplink, "raw": r.raw,
+                                "rolling_accuracy": round(sum(r.recent) / len(r.recent), 4) if r.recent else None,
+                                "counters": r.counters}
+                            for d, r in sorted(self.devices.items())},
+                "models": {t: {"version": m.version, "metrics": dict(m.metrics)} for t, m in self.manifests.items()},
+                "hub": {"counters": dict(self.hub.counters), "gauges": dict(self.hub.gauges)} if self.hub else None,
+                "workers": {w: {"state": s.state, "counters": dict(s.counters)} for w, s in self.workers.items()},
+                "messages_seen": dict(self.messages),
+                "bytes_seen": dict(self.bytes),
+            }
+
+    def rows(self) -> list[DeviceRow]:
+        with self._lock:
+            return [self.devices[k] for k in sorted(self.devices)]

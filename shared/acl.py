@@ -1,0 +1,219 @@
+"""Who may publish and read what: the one source of Lepton's broker ACLs.
+
+Every rule names a topic *kind* from ``shared.topics.TOPIC_SPECS`` (or a tree filter built by
+``Topics``), so the mosquitto ACL file is generated from the same table as the topics and
+cannot drift from them; a test fails if a kind is added without deciding who may use it.
+
+Identities:
+
+- a **device** is any identity matching ``shared.topics.DEVICE_RE`` (``cam-1``). Its rules are
+  ``pattern`` lines with ``%u``, so the broker binds "its own tree" to the authenticated
+  username (or certificate CN): a stolen device can only speak for itself.
+- a **service** identity is ``<role>_<name>`` (``bridge_1``, ``worker_gpu0``). The underscore
+  cannot occur in a device id, so no device can ever be provisioned with a service's name.
+  Each service instance gets its own identity because the broker uses the username as the
+  client id (one connection per identity).
+
+mosquitto 2.0's ``acl_file`` checks PUBLISH (0x87 in the PUBACK) and every delivery (a
+message a client may not read is never sent to it), but it does not refuse SUBSCRIBE: a
+subscription outside the rules is granted and simply never receives anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from shared.topics import DEVICE_RE, SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, TopicError, Topics
+
+
+class IdentityError(ValueError):
+    """A username that is neither a valid device id nor a ``<role>_<name>`` service identity."""
+
+
+class Role(str, enum.Enum):
+    DEVICE = "device"
+    BRIDGE = "bridge"
+    WORKER = "worker"
+    LABELLER = "labeller"
+    OPERATOR = "operator"
+    MONITOR = "monitor"
+
+
+SERVICE_ROLES = tuple(r for r in Role if r is not Role.DEVICE)
+_ROLE_ALT = "|".join(r.value for r in SERVICE_ROLES)
+SERVICE_RE = re.compile(rf"^({_ROLE_ALT})_[a-z0-9][a-z0-9-]{{0,39}}$")
+
+
+class Access(str, enum.Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """``access`` to one topic kind (own tree only when ``own``) or to a whole ``tree``."""
+
+    access: Access
+    kind: Kind | None = None
+    own: bool = False  # the {device} placeholder becomes %u: the identity's own topics
+    tree: str | None = None  # a Topics filter method name, e.g. "edge_tree", "all"
+
+    def filter(self, root: str, *, user: str | None = None) -> str:
+        """The topic filter; for ``own`` grants ``%u`` unless a concrete ``user`` is given."""
+        if self.tree is not None:
+            return str(getattr(Topics(root), self.tree)())
+        assert self.kind is not None
+        parts = []
+        for p in SPEC_BY_KIND[self.kind].pattern.split("/"):
+            if p == "{device}" and self.own:
+                parts.append(user if user is not None else "%u")
+            elif p.startswith("{"):
+                parts.append("+")
+            else:
+                parts.append(p)
+        return f"{root}/{'/'.join(parts)}"
+
+
+R, W = Access.READ, Access.WRITE
+_DEVICE_WRITES = (Kind.STATUS, Kind.TELEMETRY, Kind.PRED, Kind.EVENT, Kind.FEAT, Kind.HARD, Kind.MODEL_STATE)
+
+RULES: Mapping[Role, tuple[Grant, ...]] = {
+    # Publishes only under its own edge/{id}/; reads its own replies and commands and the models.
+    Role.DEVICE: (
+        *(Grant(W, k, own=True) for k in _DEVICE_WRITES),
+        Grant(R, Kind.REPLY, own=True),
+        Grant(R, Kind.CMD, own=True),
+        Grant(R, Kind.MANIFEST),
+        Grant(R, Kind.ARTIFACT),
+    ),
+    # Reads the whole edge tree and the labels; writes only hub/.
+    Role.BRIDGE: (
+        Grant(R, tree="edge_tree"),
+        Grant(R, Kind.LABEL),
+        Grant(W, Kind.HUB_BATCH),
+        Grant(W, Kind.HUB_INFER),
+        Grant(W, Kind.HUB_STATUS),
+    ),
+    # The only identity that can change what runs on the fleet (model/), answer devices and
+    # report cloud status. The signing key, not this ACL, is what devices finally trust.
+    Role.WORKER: (
+        Grant(R, Kind.HUB_BATCH),
+        Grant(R, Kind.HUB_INFER),
+        Grant(R, Kind.MODEL_STATE),
+        Grant(R, Kind.MANIFEST),
+        Grant(R, Kind.ARTIFACT),
+        Grant(W, Kind.MANIFEST),
+        Grant(W, Kind.ARTIFACT),
+        Grant(W, Kind.REPLY),
+        Grant(W, Kind.CLOUD_STATUS),
+    ),
+    # People or apps that correct the system: read predictions, write labels.
+    Role.LABELLER: (
+        Grant(R, Kind.PRED),
+        Grant(W, Kind.LABEL),
+    ),
+    # Commands to any device; sees fleet state to know what to command.
+    Role.OPERATOR: (
+        Grant(W, Kind.CMD),
+        Grant(R, Kind.STATUS),
+        Grant(R, Kind.MODEL_STATE),
+        Grant(R, Kind.HUB_STATUS),
+        Grant(R, Kind.CLOUD_STATUS),
+    ),
+    Role.MONITOR: (Grant(R, tree="all"),),
+}
+
+
+def role_of(identity: str) -> Role:
+    """The role an identity has by its name; raises IdentityError for anything else."""
+    if isinstance(identity, str) and DEVICE_RE.match(identity):
+        return Role.DEVICE
+    m = SERVICE_RE.match(identity) if isinstance(identity, str) else None
+    if m:
+        return Role(m.group(1))
+    raise IdentityError(
+        f"invalid identity {identity!r}: a device id must match {DEVICE_RE.pattern}; a service identity is "
+        f"<role>_<name> with role one of {', '.join(r.value for r in SERVICE_ROLES)} (e.g. worker_1)")
+
+
+def render_acl(root: str, identities: Iterable[str] = ()) -> str:
+    """The mosquitto ACL file: device patterns for everyone, then one block per service identity.
+
+    Device rules are ``pattern`` lines (they apply to every authenticated user, services too:
+    a service's ``%u`` tree, e.g. ``edge/worker_1/``, is not a valid device topic and is
+    dropped by every consumer's topic parser). mosquitto warns at load that patterns without
+    ``%u`` (the model topics every device reads) contain no substitution; that is intended.
+    """
+    Topics(root)  # validates the root
+    out = [
+        "# Lepton broker ACL, generated by shared/acl.py from shared/topics.py — do not edit by hand;",
+        "# regenerate with `python -m shared.acl --root ROOT IDENTITY...` (or `lepton provision`).",
+        "# Nothing before the first `user` line: anonymous clients get no access at all.",
+        "",
+        "# devices: own tree only (%u = the authenticated username or certificate CN)",
+    ]
+    for g in RULES[Role.DEVICE]:
+        out.append(f"pattern {g.access.value} {g.filter(root)}")
+    for ident in sorted(set(identities)):
+        role = role_of(ident)
+        if role is Role.DEVICE:
+            continue  # covered by the patterns above
+        out += ["", f"user {ident}"]
+        for g in RULES[role]:
+            out.append(f"topic {g.access.value} {g.filter(root)}")
+    return "\n".join(out) + "\n"
+
+
+def allowed(identity: str, access: Access, topic: str, root: str) -> bool:
+    """The same rules evaluated in Python, for tests and tooling: may ``identity`` publish
+    (WRITE) or receive (READ) a message on the concrete ``topic``? Mirrors mosquitto: the
+    device ``pattern`` lines apply to every identity (a service may read the model topics)."""
+    try:
+        role = role_of(identity)
+    except IdentityError:
+        return False
+    grants = RULES[Role.DEVICE] + (RULES[role] if role is not Role.DEVICE else ())
+    for g in grants:
+        if g.access is access and Filter(g.filter(root, user=identity if g.own else None)).matches(topic):
+            return True
+    return False
+
+
+def _sample_topic(root: str, kind: Kind) -> str:
+    fill = {"{device}": "dev-x", "{version}": "1"}
+    return "/".join([root, *(fill.get(p, "x") if p.startswith("{") else p
+                             for p in SPEC_BY_KIND[kind].pattern.split("/"))])
+
+
+def uncovered_kinds(root: str = "lepton/v1") -> list[Kind]:
+    """Topic kinds nobody may write or nobody may read: a new kind without a rule shows here."""
+    who = ["dev-x", *(f"{r.value}_x" for r in SERVICE_ROLES)]
+    out = []
+    for s in TOPIC_SPECS:
+        t = _sample_topic(root, s.kind)
+        if not (any(allowed(i, W, t, root) for i in who) and any(allowed(i, R, t, root) for i in who)):
+            out.append(s.kind)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m shared.acl", description="Print the mosquitto ACL file.")
+    p.add_argument("--root", default="lepton/v1", help="topic root (default lepton/v1)")
+    p.add_argument("identities", nargs="*", help="service identities (<role>_<name>) to give a block")
+    a = p.parse_args(argv)
+    try:
+        sys.stdout.write(render_acl(a.root, a.identities))
+    except (IdentityError, TopicError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
