@@ -18,6 +18,7 @@ import numpy as np
 
 from shared import schemas
 from shared.containers import FeatureBatch
+from shared.dedup import SeqSet
 from shared.tasks import get_task
 from shared.topics import Kind
 from shared.wire import Decoded
@@ -69,6 +70,11 @@ class FleetStats:
         self.manifests: dict[str, schemas.Manifest] = {}
         self.hub: schemas.ServiceStatus | None = None
         self.workers: dict[str, schemas.ServiceStatus] = {}
+        # QoS 1 edge messages carry (device, boot, seq) from one per-boot counter: the seqs seen
+        # must form one gap-free run, which is how a lost message shows up.
+        self._seqs: dict[tuple[str, int], SeqSet] = defaultdict(SeqSet)
+        self._seq_span: dict[tuple[str, int], list[int]] = {}
+        self.qos1_duplicates = 0
         self.messages: dict[str, int] = defaultdict(int)
         self.bytes: dict[str, int] = defaultdict(int)
 
@@ -83,6 +89,8 @@ class FleetStats:
         with self._lock:
             self.messages[k.value] += 1
             self.bytes[k.value] += payload_size
+            if k in (Kind.EVENT, Kind.FEAT, Kind.HARD):
+                self._seq(v.device, v.boot, v.seq)
             if k is Kind.STATUS:
                 r = self._row(v.device)
                 r.state = v.state
@@ -109,6 +117,21 @@ class FleetStats:
                 self.hub = v
             elif k is Kind.CLOUD_STATUS:
                 self.workers[v.id] = v
+
+    def _seq(self, device: str, boot: int, seq: int) -> None:
+        key = (device, boot)
+        if not self._seqs[key].add(seq):
+            self.qos1_duplicates += 1
+            return
+        span = self._seq_span.get(key)
+        if span is None:
+            self._seq_span[key] = [seq, seq, 1]
+        else:
+            span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
+
+    def qos1_gaps(self) -> dict[str, int]:
+        """Per device/boot: sequence numbers missing between the lowest and highest seen."""
+        return {f"{d}/{b}": (hi - lo + 1) - n for (d, b), (lo, hi, n) in self._seq_span.items()}
 
     def _pred(self, p: schemas.Prediction) -> None:
         r = self._row(p.device)
@@ -188,6 +211,8 @@ class FleetStats:
                 "models": {t: {"version": m.version, "metrics": dict(m.metrics)} for t, m in self.manifests.items()},
                 "hub": {"counters": dict(self.hub.counters), "gauges": dict(self.hub.gauges)} if self.hub else None,
                 "workers": {w: {"state": s.state, "counters": dict(s.counters)} for w, s in self.workers.items()},
+                "qos1_seq_gaps": self.qos1_gaps(),
+                "qos1_duplicates": self.qos1_duplicates,
                 "messages_seen": dict(self.messages),
                 "bytes_seen": dict(self.bytes),
             }

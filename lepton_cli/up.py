@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
 def _short(s: dict[str, Any]) -> dict[str, Any]:
     keys = ("accuracy_per_version_joint", "accuracy_per_version_edge_only", "accuracy_joint", "accuracy_edge_only",
             "escalation_ratio", "cloud_answers", "uplink_bytes", "raw_frame_bytes", "uplink_vs_raw", "hot_swaps",
-            "models_rejected", "frames_dropped", "models", "exit_codes")
+            "models_rejected", "frames_dropped", "qos1_seq_gaps", "qos1_duplicates", "models", "exit_codes")
     return {k: s.get(k) for k in keys}
 
 

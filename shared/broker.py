@@ -22,11 +22,20 @@ class BrokerUnavailable(RuntimeError):
     """mosquitto is missing or would not start; the message says what to do."""
 
 
+INSTALL_HINT = "run `sudo apt-get install -y mosquitto mosquitto-clients`"
+
+
 def mosquitto_binary() -> str:
+    """The broker binary: $LEPTON_MOSQUITTO if set, else mosquitto on PATH or in sbin."""
+    override = os.environ.get("LEPTON_MOSQUITTO")
+    if override is not None:
+        if not os.access(override, os.X_OK):
+            raise BrokerUnavailable(f"mosquitto is not installed at LEPTON_MOSQUITTO={override}: {INSTALL_HINT}")
+        return override
     found = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
     if not found:
-        raise BrokerUnavailable("mosquitto is not installed: run `sudo apt-get install -y mosquitto mosquitto-clients`")
+        raise BrokerUnavailable(f"mosquitto is not installed: {INSTALL_HINT}")
     return found
 
 
@@ -74,7 +83,12 @@ class Broker:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(render_config(self.config, self.port, data, self.host, self.extra))
+        extra = self.extra
+        if os.geteuid() == 0 and not re.search(r"(?m)^user\s", Path(self.config).read_text() + extra):
+            # Started as root, mosquitto drops to user `mosquitto`, which cannot write a private
+            # temp dir: persistence then fails and durable sessions vanish across restarts.
+            extra = (extra + "\n" if extra else "") + "user root"
+        conf.write_text(render_config(self.config, self.port, data, self.host, extra))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)

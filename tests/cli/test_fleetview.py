@@ -58,3 +58,14 @@ def test_label_plan_fraction_and_delay():
     assert all(d.label == int(Y[d.sample]) for d in due)
     assert not LabelPlan(1.0, 0).offer(pred(1, 0, 1).model_copy(update={"ref": "cam:frame-7"}), 0)
     assert parse_ref("digits:7") == ("digits", 7) and parse_ref("x") is None
+
+
+def test_qos1_sequence_gaps_and_duplicates_are_reported():
+    s = FleetStats()
+    for seq in (1, 2, 3, 5, 3):  # 4 missing, 3 repeated
+        ev = schemas.Event(device="cam-1", stream="front", task="digits", sample=seq, label=0, name="0",
+                           confidence=0.9, boot=7, seq=seq, ts=0.0)
+        feed(s, T.event("cam-1", "front"), ev)
+    out = s.summary()
+    assert out["qos1_seq_gaps"] == {"cam-1/7": 1}
+    assert out["qos1_duplicates"] == 1

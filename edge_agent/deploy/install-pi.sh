@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Install the Lepton edge agent on Raspberry Pi OS (bookworm, 64-bit) as a systemd service.
+#
+#   sudo ./install-pi.sh --bundle ./cam-1                   # bundle from `lepton provision cam-1`
+#   sudo ./install-pi.sh --bundle ./cam-1 --package ./lepton_edge-0.1.0-py3-none-any.whl
+#   ./install-pi.sh --bundle ./cam-1 --root /tmp/pi --dry-run   # print the plan, change nothing
+#
+# What it does (each step is skipped when already done, so reruns are safe and cheap):
+#   1. system user `lepton` (member of `video` for /dev/video*)
+#   2. venv /opt/lepton and `pip install --upgrade 'lepton-edge[edge]'` (or --package)
+#   3. /etc/lepton/agent.toml (from the bundle's agent.toml or device.toml) and every other
+#      bundle file (certificates, keys, the signing *.pub, optional agent.env) into /etc/lepton/;
+#      paths in the config that name a bundle file are rewritten to /etc/lepton/<name>
+#   4. /etc/systemd/system/lepton-agent.service (next to this script), enabled; restarted
+#      only when something changed
+# --root DIR installs into DIR (an image being built, or a test): no user is created, nothing
+# is chowned, systemctl is not called (the unit is enabled by its multi-user.target symlink).
+set -euo pipefail
+
+readonly VENV=/opt/lepton
+readonly ETC=/etc/lepton
+readonly STATE=/var/lib/lepton
+readonly UNIT=lepton-agent.service
+readonly UNIT_DIR=/etc/systemd/system
+readonly SERVICE_USER=lepton
+
+ROOT=/
+BUNDLE=""
+BUNDLE_CONFIG=""
+PACKAGE="lepton-edge[edge]"
+PYTHON="${PYTHON:-python3}"
+DRY_RUN=0
+DO_PIP=1
+DO_START=1
+CHANGED=0
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+UNIT_SRC="${SCRIPT_DIR}/${UNIT}"
+
+usage() {
+    cat <<EOF
+usage: install-pi.sh [--bundle DIR] [--package SPEC] [--root DIR] [--dry-run] [--skip-pip] [--no-start]
+
+  --bundle DIR    device bundle from \`lepton provision DEVICE\` (device.toml or agent.toml,
+                  ca.crt, client.crt, client.key, the model-signing *.pub, optional agent.env);
+                  required unless ${ETC}/agent.toml already exists
+  --package SPEC  what pip installs: default '${PACKAGE}'; a wheel file or source directory
+                  gets the [edge] extra appended
+  --root DIR      install below DIR instead of / (image building, tests)
+  --dry-run       print every action without changing anything
+  --skip-pip      do not run pip (the package is already in ${VENV})
+  --no-start      install and enable the service but do not (re)start it
+  -h, --help      this help
+EOF
+}
+
+die() { printf 'install-pi: error: %s\n' "$*" >&2; exit 1; }
+say() { printf 'install-pi: %s\n' "$*"; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --bundle) [[ $# -ge 2 ]] || die "--bundle needs a directory"; BUNDLE="$2"; shift 2 ;;
+        --package) [[ $# -ge 2 ]] || die "--package needs a value"; PACKAGE="$2"; shift 2 ;;
+        --root) [[ $# -ge 2 ]] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        --skip-pip) DO_PIP=0; shift ;;
+        --no-start) DO_START=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+
+[[ -d "$ROOT" ]] || die "--root $ROOT is not a directory"
+ROOT="$(cd "$ROOT" && pwd)"
+LIVE=0
+[[ "$ROOT" == "/" ]] && LIVE=1
+[[ $LIVE -eq 1 && $DRY_RUN -eq 0 && $EUID -ne 0 ]] && die "installing onto this system needs root: sudo $0 $*"
+
+# The path DEST will have on disk (below --root).
+at() { printf '%s%s' "${ROOT%/}" "$1"; }
+
+# Print (dry run) or run a command.
+act() {
+    if [[ $DRY_RUN -eq 1 ]]; then
+        printf '[dry-run] would run:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+
+# install_file SRC DEST MODE GROUP: copy when content or mode differ; owner root, group GROUP
+# (only on the live system, where the group exists).
+install_file() {
+    local src="$1" dest mode="$3" group="$4"
+    dest="$(at "$2")"
+    if [[ -f "$dest" ]] && cmp -s "$src" "$dest" && [[ "$(stat -c '%a' "$dest")" == "${mode#0}" ]]; then
+        say "unchanged $dest"
+        return 0
+    fi
+    CHANGED=1
+    if [[ $DRY_RUN -eq 1 ]]; then
+        say "[dry-run] would write $dest (mode $mode, root:$group)"
+        return 0
+    fi
+    install -D -m "$mode" "$src" "$dest"
+    if [[ $LIVE -eq 1 ]]; then
+        chown "root:$group" "$dest"
+    fi
+    say "wrote $dest"
+}
+
+ensure_dir() {  # ensure_dir PATH MODE OWNER
+    local dir
+    dir="$(at "$1")"
+    if [[ -d "$dir" ]]; then
+        return 0
+    fi
+    if [[ $DRY_RUN -eq 1 ]]; then
+        say "[dry-run] would create $dir (mode $2, $3)"
+        return 0
+    fi
+    install -d -m "$2" "$dir"
+    if [[ $LIVE -eq 1 ]]; then
+        chown "$3" "$dir"
+    fi
+    say "created $dir"
+}
+
+# ---- 0. checks -------------------------------------------------------------------------
+[[ -f "$UNIT_SRC" ]] || die "$UNIT_SRC is missing: run the script from its deploy/ directory"
+if [[ -n "$BUNDLE" ]]; then
+    [[ -d "$BUNDLE" ]] || die "bundle $BUNDLE is not a directory"
+    BUNDLE="$(cd "$BUNDLE" && pwd)"
+    BUNDLE_CONFIG=""
+    for name in agent.toml device.toml; do
+        if [[ -f "$BUNDLE/$name" ]]; then
+            BUNDLE_CONFIG="$name"
+            break
+        fi
+    done
+    [[ -n "$BUNDLE_CONFIG" ]] \
+        || die "bundle $BUNDLE has no agent.toml or device.toml (make one with: lepton provision DEVICE)"
+    compgen -G "$BUNDLE/*.pub" >/dev/null \
+        || say "warning: bundle has no model-signing public key (*.pub): the agent will refuse every model"
+elif [[ ! -f "$(at "$ETC/agent.toml")" ]]; then
+    die "first install needs --bundle DIR (from: lepton provision DEVICE)"
+fi
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found: sudo apt-get install -y python3 python3-venv"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is older than 3.11 (Raspberry Pi OS bookworm ships 3.11)"
+if [[ -n "$BUNDLE" ]]; then
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    # A quoted path naming a bundle file ("ca.crt", "./ca.crt", or the workstation's
+    # ".../lepton-devices/cam-1/ca.crt") becomes /etc/lepton/ca.crt, where this script puts
+    # that very file (the runtime path, also with --root). The result must parse as TOML.
+    "$PYTHON" - "$BUNDLE" "$BUNDLE_CONFIG" "$ETC" "$work/agent.toml" <<'PY'
+import re, sys, tomllib
+from pathlib import Path
+
+bundle, config, etc, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+text = (bundle / config).read_text()
+for f in sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != config):
+    for q in ('"', "'"):
+        text = re.sub(f"{q}(?:[^{q}\\n]*/)?{re.escape(f)}{q}", lambda _m, f=f: f'"{etc}/{f}"', text)
+try:
+    tomllib.loads(text)
+except tomllib.TOMLDecodeError as exc:
+    sys.exit(f"install-pi: error: {bundle}/{config} is not valid TOML: {exc}")
+out.write_text(text)
+PY
+fi
+
+# ---- 1. system user --------------------------------------------------------------------
+if [[ $LIVE -eq 0 ]]; then
+    say "skip system user '$SERVICE_USER' (not the live system; the image's first boot must create it)"
+elif id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    say "user $SERVICE_USER exists"
+else
+    CHANGED=1
+    act useradd --system --user-group --home-dir "$STATE" --no-create-home \
+        --shell /usr/sbin/nologin --comment "Lepton edge agent" "$SERVICE_USER"
+fi
+if [[ $LIVE -eq 1 ]] && getent group video >/dev/null \
+    && ! id -nG "$SERVICE_USER" 2>/dev/null | tr ' ' '\n' | grep -qx video; then
+    act usermod --append --groups video "$SERVICE_USER"
+fi
+
+# ---- 2. venv + package -----------------------------------------------------------------
+if [[ -x "$(at "$VENV/bin/python")" ]]; then
+    say "venv $(at "$VENV") exists"
+else
+    "$PYTHON" -c 'import ensurepip' 2>/dev/null \
+        || die "python venv support is missing: sudo apt-get install -y python3-venv"
+    CHANGED=1
+    act "$PYTHON" -m venv "$(at "$VENV")"
+fi
+if [[ $DO_PIP -eq 1 ]]; then
+    spec="$PACKAGE"
+    if [[ -e "$PACKAGE" ]]; then  # a local wheel or source tree: pin the path, add the extra
+        spec="$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
+        [[ "$spec" == *"]" ]] || spec="${spec}[edge]"
+    fi
+    # pip is itself idempotent: an up-to-date install only checks versions.
+    act "$(at "$VENV/bin/python")" -m pip install --disable-pip-version-check --upgrade "$spec"
+    if [[ -e "$PACKAGE" ]]; then
+        # A rebuilt local wheel keeps its version number, so pip would call it installed:
+        # reinstall the package itself (not its dependencies) every time.
+        act "$(at "$VENV/bin/python")" -m pip install --disable-pip-version-check --no-deps --force-reinstall \
+            "${spec%\[edge\]}"
+    fi
+else
+    say "skip pip (--skip-pip)"
+fi
+
+# ---- 3. configuration from the bundle --------------------------------------------------
+ensure_dir "$ETC" 0755 "root:root"
+ensure_dir "$STATE" 0750 "$SERVICE_USER:$SERVICE_USER"
+if [[ -n "$BUNDLE" ]]; then
+    # Check it with the agent's own config model (plus the bundle's agent.env, as the unit
+    # loads it) before it replaces a working config.
+    agent_bin="$(at "$VENV/bin/lepton-agent")"
+    if [[ -x "$agent_bin" ]]; then
+        (
+            if [[ -f "$BUNDLE/agent.env" ]]; then
+                set -a
+                # shellcheck source=/dev/null
+                . "$BUNDLE/agent.env"
+                set +a
+            fi
+            "$agent_bin" --config "$work/agent.toml" --validate-config >/dev/null
+        ) || die "the bundle's $BUNDLE_CONFIG is not a valid agent config (see above); the installed one was kept"
+        say "agent.toml validated by $agent_bin"
+    else
+        say "skip config validation ($agent_bin is not installed yet)"
+    fi
+    install_file "$work/agent.toml" "$ETC/agent.toml" 0640 "$SERVICE_USER"
+    for f in "$BUNDLE"/*; do
+        name="$(basename "$f")"
+        [[ "$name" == "$BUNDLE_CONFIG" ]] && continue
+        if [[ ! -f "$f" ]]; then
+            say "warning: ignoring $f (not a regular file)"
+            continue
+        fi
+        case "$name" in
+            *.key | *.env | *.toml) install_file "$f" "$ETC/$name" 0640 "$SERVICE_USER" ;;  # secrets: root + agent
+            *) install_file "$f" "$ETC/$name" 0644 root ;;
+        esac
+    done
+fi
+
+# ---- 4. systemd unit -------------------------------------------------------------------
+before=$CHANGED
+install_file "$UNIT_SRC" "$UNIT_DIR/$UNIT" 0644 root
+unit_changed=$((CHANGED - before))
+if [[ $LIVE -eq 0 ]]; then
+    # What `systemctl enable` does, without a running systemd.
+    link="$(at "$UNIT_DIR/multi-user.target.wants/$UNIT")"
+    if [[ "$(readlink "$link" 2>/dev/null || true)" == "$UNIT_DIR/$UNIT" ]]; then
+        say "unchanged $link"
+    elif [[ $DRY_RUN -eq 1 ]]; then
+        say "[dry-run] would link $link -> $UNIT_DIR/$UNIT"
+    else
+        mkdir -p "$(dirname "$link")"
+        ln -sfn "$UNIT_DIR/$UNIT" "$link"
+        say "linked $link -> $UNIT_DIR/$UNIT"
+    fi
+else
+    [[ $unit_changed -eq 1 ]] && act systemctl daemon-reload
+    act systemctl enable "$UNIT"
+    if [[ $DO_START -eq 0 ]]; then
+        say "not starting (--no-start)"
+    elif [[ $CHANGED -eq 1 ]]; then
+        act systemctl restart "$UNIT"
+    else
+        act systemctl start "$UNIT"  # no-op when already running
+    fi
+fi
+
+device="$("$PYTHON" - "$(at "$ETC/agent.toml")" "${BUNDLE:+$BUNDLE/$BUNDLE_CONFIG}" <<'PY' || true
+import sys, tomllib
+for p in filter(None, sys.argv[1:]):
+    try:
+        with open(p, "rb") as f:
+            print(tomllib.load(f).get("device", "DEVICE"))
+        break
+    except OSError:
+        continue
+PY
+)"
+if [[ $DRY_RUN -eq 1 ]]; then
+    say "dry run finished: nothing was changed"
+else
+    say "done. Check: systemctl status lepton-agent; journalctl -u lepton-agent -f"
+    say "      mosquitto_sub -h HUB -v -t 'lepton/v1/edge/${device:-DEVICE}/#'"
+fi

@@ -1,0 +1,143 @@
+"""Pure parts: feature batching, pending escalations, model store, manifest checks."""
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import pytest
+
+from edge_agent.batching import FeatureBatcher
+from edge_agent.pending import PendingTable
+from edge_agent.store import ModelStore
+from edge_agent.verify import Rejection, check_artifact, parse_manifest
+from shared.signing import generate_keypair, load_private, load_public
+from shared.topics import Topics
+from tests.edge.models import release
+
+T = Topics("lepton/v1/unit")
+
+
+def test_batcher_flushes_on_count_age_and_model_change():
+    b = FeatureBatcher(batch_size=3, max_age_s=5.0)
+    f, s = np.ones(4), np.full(2, 0.5)
+    assert b.add(1, f, s, 1.0, 1, now=0.0) == [] and b.add(2, f, s, 1.0, 1, now=0.1) == []
+    (full,) = b.add(3, f, s, 1.0, 1, now=0.2)
+    assert full.sample.tolist() == [1, 2, 3] and full.feat.shape == (3, 4) and full.model_version == 1
+    b.add(4, f, s, 1.0, 1, now=1.0)
+    assert b.due(5.9) is None
+    assert b.due(6.0).sample.tolist() == [4]
+    b.add(5, f, s, 1.0, 1, now=7.0)
+    (closed,) = b.add(6, f, s, 1.0, 2, now=7.1)
+    assert closed.sample.tolist() == [5] and closed.model_version == 1
+    assert b.flush().model_version == 2 and b.flush() is None
+
+
+def test_pending_resolves_each_entry_exactly_once():
+    p: PendingTable[str] = PendingTable(max_pending=10)
+    p.add(1, "a", deadline=10.0)
+    p.add(2, "b", deadline=20.0)
+    assert p.pop(1) == "a" and p.pop(1) is None
+    assert p.expired(15.0) == []
+    assert p.next_deadline() == 20.0
+    assert p.expired(20.0) == ["b"] and p.pop(2) is None and len(p) == 0
+
+
+def test_pending_evicts_oldest_beyond_capacity():
+    p: PendingTable[int] = PendingTable(max_pending=2)
+    assert p.add(1, 1, 5.0) == [] and p.add(2, 2, 5.0) == []
+    assert p.add(3, 3, 5.0) == [1]
+    assert sorted(p.drain()) == [2, 3]
+
+
+def test_store_persists_highest_before_switch_and_boot_is_strictly_increasing(tmp_path):
+    s = ModelStore(tmp_path).open()
+    assert s.next_boot(100) == 100 and s.next_boot(100) == 101 and s.next_boot(50) == 102
+    s.write(1, b"one", b"{}")
+    s.accept(1)
+    s.switch(1)
+    s.write(2, b"two", b"{}")
+    s.accept(2)
+    s.switch(2)
+    s.write(3, b"three", b"{}")
+    s.accept(3)
+    s.switch(3)
+    again = ModelStore(tmp_path).open()
+    assert (again.state.highest, again.state.current, again.state.previous) == (3, 3, 2)
+    assert sorted(p.name for p in tmp_path.glob("v*.onnx")) == ["v2.onnx", "v3.onnx"]
+    again.rolled_back()
+    assert (again.state.current, again.state.previous, again.state.highest) == (2, None, 3)
+
+
+def test_corrupt_store_state_is_set_aside_not_fatal(tmp_path):
+    (tmp_path / "state.json").write_text("{not json")
+    s = ModelStore(tmp_path).open()
+    assert s.state.highest == 0 and (tmp_path / "state.json.corrupt").exists()
+
+
+def check(raw, highest=0, key=None, now=None):
+    return parse_manifest(raw, task="digits", highest=highest, public_key=key, topics=T,
+                          now=time.time() if now is None else now, max_artifact_bytes=1 << 20)
+
+
+def reason(raw, **kw) -> str:
+    with pytest.raises(Rejection) as ei:
+        check(raw, **kw)
+    return ei.value.reason
+
+
+def test_manifest_checks_each_reason(tmp_path):
+    generate_keypair(tmp_path / "k", tmp_path / "k.pub")
+    generate_keypair(tmp_path / "o", tmp_path / "o.pub")
+    key, other = load_private(tmp_path / "k"), load_private(tmp_path / "o")
+    pub = load_public(tmp_path / "k.pub")
+    good = release(T, "digits", 3, key=key)
+    assert check(good.wire, key=pub).version == 3
+    assert reason(b"") == "empty"
+    assert reason(b"\xff\x00garbage") == "not_json"
+    assert reason(b"[1,2]") == "not_json"
+    assert reason(release(T, "digits", 3, task_field="motions").wire) == "other_task"
+    assert reason(good.wire, highest=3) == "not_newer"
+    assert reason(release(T, "digits", 3, key=other).wire, key=pub) == "bad_signature"
+    assert reason(release(T, "digits", 3).wire, key=pub) == "bad_signature"  # unsigned
+    tampered = json.loads(good.wire)
+    tampered["tolerance"] = 0.5
+    assert reason(json.dumps(tampered).encode(), key=pub) == "bad_signature"
+    bad = json.loads(release(T, "digits", 3).wire)
+    bad["sha256"] = "nothex"
+    assert reason(json.dumps(bad).encode()) == "invalid"
+    assert reason(release(T, "digits", 3, expires_in=10, created=time.time() - 100).wire) == "expired"
+    assert reason(release(T, "digits", 3, size=2 << 20).wire) == "too_large"
+    wrong_topic = json.loads(release(T, "digits", 3).wire)
+    wrong_topic["artifact"] = "lepton/v1/unit/model/digits/artifact/2"
+    assert reason(json.dumps(wrong_topic).encode()) == "bad_artifact_topic"
+
+
+def test_artifact_checks_size_and_hash():
+    rel = release(T, "digits", 1)
+    check_artifact(rel.onnx, rel.manifest)
+    with pytest.raises(Rejection) as ei:
+        check_artifact(rel.onnx + b"x", rel.manifest)
+    assert ei.value.reason == "oversized"
+    flipped = bytearray(rel.onnx)
+    flipped[-1] ^= 1
+    with pytest.raises(Rejection) as ei:
+        check_artifact(bytes(flipped), rel.manifest)
+    assert ei.value.reason == "bad_hash"
+    assert hashlib.sha256(rel.onnx).hexdigest() == rel.manifest.sha256
+
+
+def test_signed_model_with_external_data_is_rejected_before_onnxruntime(tmp_path):
+    # Prepare: a correctly hashed artifact whose weights point at a file beside the model
+    import onnx
+
+    rel = release(T, "digits", 1)
+    m = onnx.load_from_string(rel.onnx)
+    onnx.save_model(m, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="w.data", size_threshold=0)
+    data = (tmp_path / "m.onnx").read_bytes()
+    manifest = rel.manifest.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    # Execute / Assert
+    with pytest.raises(Rejection) as ei:
+        check_artifact(data, manifest)
+    assert ei.value.reason == "onnx_external_data"
