@@ -90,6 +90,10 @@ class Receiver:
             decoded = decode(self.topics, msg.topic, msg.payload)
         except WireError as exc:
             kind = exc.kind.value if exc.kind else "unknown"
+            if exc.reason == "empty":
+                # An empty payload is how MQTT deletes a retained message: not an attack, not news.
+                self.counters.inc(f"cleared.{kind}")
+                return
             self.counters.inc(f"rejected.{kind}.{exc.reason}")
             level = logging.DEBUG if (kind, exc.reason) in self._warned else logging.WARNING
             self._warned.add((kind, exc.reason))

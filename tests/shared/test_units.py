@@ -155,3 +155,17 @@ def test_wire_decode_dispatches_and_rejects():
             wire.decode(t, topic, payload)
         assert e.value.reason == reason
 
+
+
+def test_receiver_counts_cleared_retained_topics_apart_from_rejections():
+    from shared.counters import Counters
+    from shared.mqtt import Message
+
+    t = Topics()
+    counters, got = Counters(), []
+    r = wire.Receiver(t, lambda d, m: got.append(d), counters)
+    r(Message(str(t.artifact("digits", 1)), b"", 1, True))
+    r(Message(str(t.manifest("digits")), b"", 1, True))
+    r(Message(str(t.manifest("digits")), b"{", 1, True))
+    assert counters.snapshot() == {"cleared.artifact": 1, "cleared.manifest": 1, "rejected.manifest.not_json": 1}
+    assert got == []

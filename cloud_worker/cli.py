@@ -1,0 +1,240 @@
+"""``lepton-worker``: run the service, bootstrap a task, inspect and steer the model registry.
+
+    lepton-worker run [--config F] [--validate-config] [--duration S]
+    lepton-worker bootstrap --task T [--config F] [--no-publish]
+    lepton-worker models list [--task T]
+    lepton-worker models show --task T [--version V] [--decisions N]
+    lepton-worker models promote --task T --version V [--no-publish]
+    lepton-worker models rollback --task T [--to V] [--no-publish]
+
+promote and rollback never lower the version number: agents only accept a higher version,
+so they register version N+1 carrying the chosen version's exact weights (same ONNX bytes
+and sha256) and publish it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from shared.config import ConfigError, load_config
+from shared.service import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, run_until_signal
+from shared.tasks import get_task
+from shared.topics import Topics
+
+from .config import DeviceUnavailable, WorkerConfig
+
+log = logging.getLogger("lepton-worker")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lepton-worker", description="Lepton cloud worker: answer escalations, "
+                                "learn continually, publish signed ONNX models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    def cfg_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", type=Path, help="TOML config (default: $LEPTON_CONFIG); LEPTON_* env overrides")
+
+    r = sub.add_parser("run", help="run the worker service")
+    cfg_arg(r)
+    r.add_argument("--validate-config", action="store_true", help="check the config, print it, exit")
+    r.add_argument("--duration", type=float, help="stop after S seconds (default: until SIGTERM)")
+    b = sub.add_parser("bootstrap", help="train version 1 from the seed set and publish it (no-op when it exists)")
+    cfg_arg(b)
+    b.add_argument("--task", required=True)
+    b.add_argument("--no-publish", action="store_true", help="register only; do not contact the broker")
+    m = sub.add_parser("models", help="the model registry")
+    msub = m.add_subparsers(dest="action", metavar="ACTION")
+    ls = msub.add_parser("list", help="versions per task")
+    cfg_arg(ls)
+    ls.add_argument("--task")
+    sh = msub.add_parser("show", help="one version's record")
+    cfg_arg(sh)
+    sh.add_argument("--task", required=True)
+    sh.add_argument("--version", type=int, help="default: latest")
+    sh.add_argument("--decisions", type=int, default=0, metavar="N", help="also print the last N gate decisions")
+    for name, helptext in (("promote", "republish version V as a new version"),
+                           ("rollback", "republish the deployed version's parent (or --to V) as a new version")):
+        sp = msub.add_parser(name, help=helptext)
+        cfg_arg(sp)
+        sp.add_argument("--task", required=True)
+        if name == "promote":
+            sp.add_argument("--version", type=int, required=True)
+        else:
+            sp.add_argument("--to", type=int, help="version whose weights to go back to")
+        sp.add_argument("--no-publish", action="store_true", help="register only; a running worker publishes it")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cmd is None or (args.cmd == "models" and args.action is None):
+        p.print_help()
+        return EXIT_CONFIG
+    try:
+        cfg = load_config(WorkerConfig, args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.cmd == "run":
+            return _run(cfg, args)
+        if args.cmd == "bootstrap":
+            return _bootstrap(cfg, args)
+        return _models(cfg, args)
+    except FileNotFoundError as exc:
+        print(f"lepton-worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DeviceUnavailable as exc:
+        print(f"lepton-worker: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyError as exc:
+        print(f"lepton-worker: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
+    if args.validate_config:
+        print(cfg.model_dump_json(indent=2))
+        return EXIT_OK
+    from .service import WorkerService
+
+    return run_until_signal(WorkerService(cfg), duration=args.duration)
+
+
+class _Session:
+    """A learner plus (optionally) a connected publisher, for the one-shot commands."""
+
+    def __init__(self, cfg: WorkerConfig, task: str, publish: bool) -> None:
+        from shared.mqtt import MqttClient
+
+        from .learner import Learner
+        from .publisher import Publisher
+        from .registry import Registry
+        from .service import load_signer
+        from .train import configure_torch, pick_device
+
+        self.cfg = cfg
+        configure_torch(cfg.training.threads)
+        self.registry = Registry(cfg.registry)
+        self.client = None
+        publish_fn = None
+        topics = Topics(cfg.root)
+        if publish:
+            self.client = MqttClient(cfg.mqtt, client_id=f"lepton-worker-cli-{int(time.time() * 1000) % 10**9}")
+            self.client.start()
+            if not self.client.wait_connected(cfg.export.publish_timeout_s):
+                err = self.client.last_connect_error
+                self.client.stop()
+                raise ConnectionError(f"cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {err}")
+            publish_fn = Publisher(self.client, topics, self.registry, timeout=cfg.export.publish_timeout_s,
+                                   keep=cfg.export.keep_artifacts).publish
+        self.learner = Learner(get_task(task), cfg, self.registry, load_signer(cfg), topics,
+                               device=pick_device(cfg.torch_device), publish=publish_fn)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.stop()
+
+
+def _with_session(cfg: WorkerConfig, task: str, publish: bool, fn) -> int:
+    try:
+        s = _Session(cfg, task, publish)
+    except ConnectionError as exc:
+        print(f"lepton-worker: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        return fn(s)
+    finally:
+        s.close()
+
+
+def _bootstrap(cfg: WorkerConfig, args: argparse.Namespace) -> int:
+    from .publisher import PublishError
+
+    def go(s: _Session) -> int:
+        lr = s.learner
+        try:
+            if lr.load():
+                # Already bootstrapped: republish the newest version so the retained copy is there.
+                lr.publish(lr.deployed)
+                print(f"{args.task}: registry already has v{lr.version}; republished it")
+                return EXIT_OK
+            t0 = time.perf_counter()
+            e = lr.bootstrap()
+        except PublishError as exc:
+            print(f"lepton-worker: publish failed: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print(f"{args.task}: v{e.version} accuracy {e.record['metrics']['accuracy']:.3f} on "
+              f"{int(e.record['metrics']['holdout_n'])} holdout samples, {time.perf_counter() - t0:.1f}s"
+              f"{'' if args.no_publish else ', published'}")
+        return EXIT_OK
+
+    return _with_session(cfg, args.task, not args.no_publish, go)
+
+
+def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
+    from .registry import Registry, RegistryError
+
+    reg = Registry(cfg.registry)
+    if args.action == "list":
+        tasks = [args.task] if args.task else sorted(p.name for p in reg.root.iterdir() if p.is_dir()) \
+            if reg.root.is_dir() else []
+        print(f"{'task':<10} {'ver':>4} {'kind':<10} {'parent':>6} {'from':>5} {'accuracy':>8} {'published':<20}")
+        for t in tasks:
+            for v in reg.versions(t):
+                r = reg.get(t, v).record
+                pub = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["published"])) if r.get("published") else "-"
+                print(f"{t:<10} {v:>4} {r['kind']:<10} {r['parent'] or '-':>6} {r.get('source_version') or '-':>5} "
+                      f"{r['metrics'].get('accuracy', 0):>8.4f} {pub:<20}")
+        return EXIT_OK
+    try:
+        if args.action == "show":
+            v = args.version or (reg.versions(args.task) or [0])[-1]
+            rec = dict(reg.get(args.task, v).record)
+            rec.pop("manifest_raw", None)
+            print(json.dumps(rec, indent=2, sort_keys=True))
+            if args.decisions:
+                for d in reg.decisions(args.task)[-args.decisions:]:
+                    print(json.dumps(d, sort_keys=True))
+            return EXIT_OK
+        if args.action == "promote":
+            reg.get(args.task, args.version)
+            source, kind = args.version, "promote"
+        else:
+            latest = reg.latest(args.task)
+            if latest is None:
+                raise RegistryError(f"task {args.task!r} has no versions")
+            if args.to is not None:
+                reg.get(args.task, args.to)
+                source = args.to
+            else:
+                effective = reg.get(args.task, latest.record.get("source_version") or latest.version)
+                if effective.record.get("parent") is None:
+                    raise RegistryError(f"v{effective.version} has no parent to roll back to")
+                source = effective.record["parent"]
+            kind = "rollback"
+    except RegistryError as exc:
+        print(f"lepton-worker: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+    def go(s: _Session) -> int:
+        s.learner.load()
+        e = s.learner.republish_as_new(source, kind)
+        print(f"{args.task}: v{e.version} now carries v{source}'s weights ({kind})"
+              f"{'' if args.no_publish else ', published'}")
+        return EXIT_OK
+
+    return _with_session(cfg, args.task, not args.no_publish, go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

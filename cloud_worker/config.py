@@ -1,0 +1,124 @@
+"""WorkerConfig: everything ``lepton-worker`` reads, from TOML + ``LEPTON_*`` environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.mqtt import MqttSettings
+from shared.tasks import TASKS
+from shared.topics import DEFAULT_ROOT, check_root, check_segment
+
+
+class DeviceUnavailable(RuntimeError):
+    """The configured torch device does not exist on this host."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TriggerSettings(_Strict):
+    min_new_labels: int = Field(200, ge=1, description="Retrain once this many new ground-truth rows arrived.")
+    interval_s: float = Field(600.0, gt=0, description="Retrain after this long if any new labelled row arrived.")
+    cooldown_s: float = Field(5.0, ge=0, description="Never retrain more often than this.")
+    drift_drop: float = Field(0.10, gt=0, le=1, description="Retrain when audited edge accuracy falls this far "
+                                                            "below the deployed model's holdout accuracy.")
+    drift_min_rows: int = Field(50, ge=1, description="Audited rows (edge_label vs label) needed to judge drift.")
+
+
+class GateSettings(_Strict):
+    margin: float = Field(0.005, ge=0, le=1, description="Holdout accuracy a candidate must add to be published.")
+    degraded_accept: bool = Field(True, description="When the deployed model has degraded in the field, publish "
+                                                    "a candidate that is at least as good on the holdout.")
+
+
+class BufferSettings(_Strict):
+    capacity: int = Field(20000, ge=10, description="Feature rows kept (class-balanced) for head training.")
+    raw_capacity: int = Field(5000, ge=10, description="Raw-input rows (from hard samples) kept for whole-model training.")
+    pending_hard: int = Field(5000, ge=1, description="Unlabelled hard samples kept while waiting for a label.")
+    pseudo_confidence: float = Field(0.95, gt=0, le=1, description="Cloud confidence needed to use a pseudo-label.")
+    pseudo_weight: float = Field(0.3, gt=0, le=1, description="Loss weight of a pseudo-labelled row (ground truth: 1).")
+
+
+class TrainSettings(_Strict):
+    bootstrap_epochs: int = Field(60, ge=1, description="Epochs for version 1 on the seed set.")
+    cloud_epochs: int = Field(60, ge=1, description="Epochs for the cloud model.")
+    head_epochs: int = Field(60, ge=1, description="Epochs for a head-only fine-tune on features.")
+    whole_epochs: int = Field(20, ge=1, description="Epochs for a whole-model fine-tune on raw inputs.")
+    whole_min_raw: int = Field(100, ge=1, description="Labelled raw rows (beyond the seed) before fine-tuning "
+                                                      "the whole model instead of the head.")
+    cloud_refresh_raw: int = Field(50, ge=1, description="Labelled raw rows since the cloud model's last fit "
+                                                         "that make a retrain also refresh it (kept only if "
+                                                         "its holdout accuracy does not drop).")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate for whole-model training.")
+    batch: int = Field(32, ge=1, description="Mini-batch size for raw-input training.")
+    seed: int = Field(0, description="Random seed: training is deterministic on one device.")
+    threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch's default, one per core). These "
+                                              "models are tiny: one thread measured 10-25x faster than two on a "
+                                              "busy 2-core box (docs/WORKER.md).")
+
+
+class ExportSettings(_Strict):
+    reference_samples: int = Field(8, ge=1, le=64, description="Real holdout samples carried in the manifest.")
+    parity_tolerance: float = Field(1e-4, gt=0, description="Max |torch - onnxruntime| accepted at export.")
+    tolerance: float = Field(1e-3, gt=0, description="Tolerance written into the manifest for the agents.")
+    ttl_s: float = Field(30 * 86400.0, gt=0, description="Manifest lifetime: expires = created + ttl.")
+    keep_artifacts: int = Field(2, ge=1, description="Retained artifacts kept on the broker; older ones are cleared.")
+    opset: int = Field(17, ge=13, le=21, description="ONNX opset for torch.onnx.export.")
+    publish_timeout_s: float = Field(10.0, gt=0, description="Wait for the broker's PUBACK of artifact and manifest.")
+
+
+class InferSettings(_Strict):
+    queue: int = Field(2000, ge=1, description="Escalations waiting to be answered; beyond, the oldest is dropped.")
+    max_batch: int = Field(256, ge=1, description="Rows answered in one forward pass.")
+
+
+class WorkerConfig(_Strict):
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
+    root: str = Field(DEFAULT_ROOT, description="Topic root.")
+    worker_id: str = Field("worker-1", description="Instance id (topic segment); cloud/{id}/status.")
+    tasks: list[str] = Field(default_factory=lambda: ["digits"], min_length=1, description="Task names served.")
+    registry: Path = Field(Path("var/registry"), description="Model registry directory (one folder per task).")
+    signing_key: Path = Field(Path("var/keys/signing.key"), description="Ed25519 private key (PEM) manifests are "
+                                                                       "signed with; never shipped to devices.")
+    public_key: Path | None = Field(None, description="Public key; when set, every signed manifest is verified "
+                                                      "against it before publishing.")
+    share_group: str = Field("workers", description="MQTT shared-subscription group of the workers.")
+    learn: bool = Field(True, description="Consume hub/batch and retrain. Run one learner per task; extra "
+                                          "workers can serve escalations only (learn = false).")
+    answer: bool = Field(True, description="Consume hub/infer and answer escalations.")
+    bootstrap_missing: bool = Field(True, description="On start, train and publish v1 for tasks without a model.")
+    republish_on_start: bool = Field(True, description="On start, republish the latest version (retained) so "
+                                                       "a broker that lost its store heals.")
+    torch_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device: auto = CUDA when present. (Not `device`: LEPTON_DEVICE names an agent.)")
+    batch_queue: int = Field(256, ge=1, description="Fused batches waiting for the learner; beyond, oldest dropped.")
+    status_interval_s: float = Field(10.0, gt=0, description="Seconds between retained status updates.")
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings, description="When to retrain.")
+    gate: GateSettings = Field(default_factory=GateSettings, description="When to publish a candidate.")
+    buffer: BufferSettings = Field(default_factory=BufferSettings, description="Replay buffer sizes and weights.")
+    training: TrainSettings = Field(default_factory=TrainSettings, description="Training hyper-parameters.")
+    export: ExportSettings = Field(default_factory=ExportSettings, description="ONNX export and manifest settings.")
+    infer: InferSettings = Field(default_factory=InferSettings, description="Escalation answering.")
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        return check_root(v)
+
+    @field_validator("worker_id", "share_group")
+    @classmethod
+    def _segment(cls, v: str) -> str:
+        return check_segment(v, "id")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("tasks listed twice")
+        return v

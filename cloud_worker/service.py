@@ -1,0 +1,246 @@
+"""The worker service: answer escalations, learn from fused batches, publish models, report status.
+
+Threads: the MQTT network thread only enqueues (bounded, drop-oldest, counted); ``answer``
+drains the escalation queue and runs one forward per task per drain; ``learn`` consumes
+fused batches and answered hard samples, checks the triggers and retrains; ``status``
+refreshes the retained ServiceStatus. Training never blocks answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from shared.bounded import DropOldestQueue
+from shared.codec import CodecError
+from shared.containers import FusedBatch
+from shared.counters import Counters
+from shared.mqtt import Message, MqttClient, MqttError, Will
+from shared.schemas import ServiceStatus, dumps
+from shared.service import Service
+from shared.signing import load_private, load_public
+from shared.tasks import get_task
+from shared.topics import Kind, Topic, TopicError, Topics
+
+from . import answer as ans
+from .config import WorkerConfig
+from .export import ExportError
+from .learner import Learner, Signer
+from .publisher import Publisher, PublishError
+from .registry import Registry
+from .train import configure_torch, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def load_signer(cfg: WorkerConfig) -> Signer:
+    if not cfg.signing_key.exists():
+        raise FileNotFoundError(f"signing key {cfg.signing_key} does not exist: create it with `lepton keys init`")
+    return Signer(load_private(cfg.signing_key), load_public(cfg.public_key) if cfg.public_key else None)
+
+
+class WorkerService(Service):
+    name = "worker"
+
+    def __init__(self, cfg: WorkerConfig, *, counters: Counters | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.counters = counters or Counters()
+        self.topics = Topics(cfg.root)
+        self.tasks = {t: get_task(t) for t in cfg.tasks}
+        self.registry = Registry(cfg.registry)
+        self.learners: dict[str, Learner] = {}
+        self.infer_q: DropOldestQueue[Message] = DropOldestQueue(cfg.infer.queue)
+        self.learn_q: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(cfg.batch_queue)
+        self.client: MqttClient | None = None
+        self.publisher: Publisher | None = None
+        self._republish = False
+        self.started_at = 0.0
+
+    # ---- lifecycle --------------------------------------------------------------
+    def _status(self, state: str) -> bytes:
+        gauges: dict[str, float] = {"infer_queue": float(len(self.infer_q)), "learn_queue": float(len(self.learn_q)),
+                                    "uptime_s": max(0.0, time.time() - self.started_at)}
+        for lr in list(self.learners.values()):
+            gauges.update(lr.gauges())
+        counters = {**self.counters.snapshot(), "infer.dropped": self.infer_q.dropped,
+                    "learn.dropped": self.learn_q.dropped}
+        return dumps(ServiceStatus(service="worker", id=self.cfg.worker_id, state=state, ts=time.time(),
+                                   counters=counters, gauges=gauges))
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        self.started_at = time.time()
+        configure_torch(cfg.training.threads)
+        device = pick_device(cfg.torch_device)
+        # The private key is needed only where models are made: a pure answering worker on
+        # another host runs without it.
+        missing = [t for t in self.tasks if not self.registry.versions(t)]
+        signer = load_signer(cfg) if cfg.learn or (cfg.bootstrap_missing and missing) else None
+        status_topic = self.topics.cloud_status(cfg.worker_id)
+        offline = ServiceStatus(service="worker", id=cfg.worker_id, state="offline", ts=0.0)
+        self.client = MqttClient(cfg.mqtt, client_id=f"lepton-worker-{cfg.worker_id}",
+                                 will=Will(status_topic, dumps(offline)),
+                                 birth=lambda: (status_topic, self._status("online")), counters=self.counters)
+        self.publisher = Publisher(self.client, self.topics, self.registry, timeout=cfg.export.publish_timeout_s,
+                                   keep=cfg.export.keep_artifacts, abort=self.stopping)
+        self.client.on_connect_hooks.append(self._on_connect)
+        self.client.start()
+        if not self.client.wait_connected(cfg.export.publish_timeout_s):
+            log.warning("worker: broker not reachable yet (%s); continuing, will publish on connect",
+                        self.client.last_connect_error)
+        for name, task in self.tasks.items():
+            lr = Learner(task, cfg, self.registry, signer, self.topics, device=device, counters=self.counters,
+                         publish=self._publish)
+            if not lr.load():
+                if not cfg.bootstrap_missing:
+                    raise RuntimeError(f"task {name!r} has no model in {cfg.registry} and bootstrap_missing is off")
+                lr.bootstrap()
+            self.learners[name] = lr
+        self._republish = cfg.republish_on_start
+        for name in self.tasks:
+            if cfg.answer:
+                self.client.subscribe(self.topics.hub_infers(name).shared(cfg.share_group), 1, self._on_infer)
+            if cfg.learn:
+                self.client.subscribe(self.topics.hub_batches(name).shared(cfg.share_group), 1, self._on_batch)
+        self.spawn(self._answer_loop, "answer")
+        self.spawn(self._learn_loop, "learn")
+        self.spawn(self._status_loop, "status")
+
+    def _stop(self) -> None:
+        if self.client is not None:
+            self.client.stop(death=(self.topics.cloud_status(self.cfg.worker_id), self._status("offline")))
+
+    # ---- network thread: enqueue only -----------------------------------------
+    def _on_connect(self, session_present: bool) -> None:
+        self._republish = self.cfg.republish_on_start
+
+    def _on_infer(self, msg: Message) -> None:
+        if self.infer_q.put(msg) is not None:
+            self.counters.inc("infer.dropped_oldest")
+
+    def _on_batch(self, msg: Message) -> None:
+        if self.learn_q.put(("fused", msg)) is not None:
+            self.counters.inc("learn.dropped_oldest")
+
+    # ---- publishing -----------------------------------------------------------
+    def _publish(self, entry) -> None:
+        assert self.publisher is not None
+        try:
+            self.publisher.publish(entry)
+            log.info("published %s v%d", entry.record["task"], entry.version)
+        except PublishError as exc:
+            # Registered but not on the broker: republished on the next connect / learner wake.
+            self.counters.inc("publish.failed")
+            self._republish = True
+            log.warning("publishing %s v%d failed: %s", entry.record["task"], entry.version, exc)
+
+    def _republish_latest(self) -> None:
+        self._republish = False
+        for name in self.tasks:
+            latest = self.registry.latest(name)
+            if latest is not None:
+                self._publish(latest)
+
+    # ---- threads --------------------------------------------------------------
+    def _answer_loop(self) -> None:
+        assert self.client is not None
+        c = self.counters
+        while not self.stopping.is_set():
+            first = self.infer_q.get(timeout=0.2)
+            if first is None:
+                continue
+            batch = [first, *self.infer_q.drain()]
+            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict) for n, lr in self.learners.items()
+                      if lr.cloud is not None}
+            out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
+                             max_batch=self.cfg.infer.max_batch)
+            c.inc("infer.requests", len(batch))
+            c.inc("infer.batches")
+            for reason, detail in out.rejected:
+                c.inc(f"infer.rejected.{reason}")
+                log.debug("rejected escalation (%s): %s", reason, detail)
+            for r in out.replies:
+                try:
+                    self.client.publish(r.topic, r.payload, qos=1, correlation_data=r.correlation)
+                    c.inc("infer.replies")
+                except MqttError as exc:
+                    c.inc(f"infer.reply_failed.{exc.reason}")
+            if self.cfg.learn:
+                for a in out.answered:
+                    if self.learn_q.put(("hard", a)) is not None:
+                        c.inc("learn.dropped_oldest")
+
+    def _learn_loop(self) -> None:
+        c = self.counters
+        while not self.stopping.is_set():
+            item = self.learn_q.get(timeout=0.5)
+            if self._republish:
+                self._republish_latest()
+            items = [item, *self.learn_q.drain()] if item is not None else []
+            for kind, payload in items:
+                if kind == "hard":
+                    lr = self.learners.get(payload.task)
+                    if lr is not None:
+                        lr.ingest_hard(payload.keys, payload.x, payload.labels, payload.conf)
+                    continue
+                self._ingest_fused(payload)
+            if not self.cfg.learn:
+                continue
+            for lr in self.learners.values():
+                if lr.sync() and lr.deployed is not None and not lr.deployed.record.get("published"):
+                    self._publish(lr.deployed)  # registered by `models promote --no-publish`
+                trigger = lr.due()
+                if trigger is None:
+                    continue
+                c.inc(f"learn.trigger.{trigger}")
+                try:
+                    lr.retrain(trigger)
+                except ExportError as exc:
+                    # Loud (log, counter, decision log) but not fatal: answering goes on.
+                    c.inc("learn.export_failed")
+                    log.error("%s: export failed, nothing published: %s", lr.task.name, exc)
+                    self.registry.log_decision(lr.task.name, {"event": "export_failed", "trigger": trigger,
+                                                              "published": False, "why": str(exc)})
+                lr.save_buffer()
+        if self.cfg.learn:
+            for lr in self.learners.values():  # on this thread: it owns the buffers
+                lr.save_buffer()
+
+    def _ingest_fused(self, msg: Message) -> None:
+        c = self.counters
+        try:
+            parsed = self.topics.parse(msg.topic)
+            if parsed.kind != Kind.HUB_BATCH:
+                raise TopicError(msg.topic)
+        except TopicError:
+            c.inc("learn.rejected.bad_topic")
+            return
+        lr = self.learners.get(parsed.task or "")
+        if lr is None:
+            c.inc("learn.rejected.unknown_task")
+            return
+        try:
+            fb = FusedBatch.decode(msg.payload)
+        except CodecError as exc:
+            c.inc(f"learn.rejected.codec.{exc.reason}")
+            return
+        if fb.task != lr.task.name:
+            c.inc("learn.rejected.task_mismatch")
+            return
+        c.inc("learn.batches")
+        try:
+            lr.ingest_fused(fb)
+        except (ValueError, IndexError) as exc:  # decodable but inconsistent: count it, keep serving
+            c.inc("learn.rejected.invalid")
+            log.warning("fused batch %s/%d rejected: %s", fb.bridge, fb.seq, exc)
+
+    def _status_loop(self) -> None:
+        assert self.client is not None
+        topic: Topic = self.topics.cloud_status(self.cfg.worker_id)
+        while not self.stopping.wait(self.cfg.status_interval_s):
+            try:
+                self.client.publish(topic, self._status("online"), qos=1, retain=True)
+            except MqttError:
+                self.counters.inc("status.publish_failed")
