@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from shared.topics import DEVICE_RE, SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, TopicError, Topics
+from shared.topics import DEVICE_RE, SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic, TopicError, Topics
 
 
 class IdentityError(ValueError):
@@ -180,6 +180,38 @@ def allowed(identity: str, access: Access, topic: str, root: str) -> bool:
         if g.access is access and Filter(g.filter(root, user=identity if g.own else None)).matches(topic):
             return True
     return False
+
+
+class ResponseTopicError(ValueError):
+    """An MQTT 5 response topic that is not the reply topic of the device that asked."""
+
+    reason = "bad_response_topic"
+
+
+def checked_reply_topic(topics: Topics, device: str, response_topic: str | None) -> Topic:
+    """The topic to answer ``device``'s escalation on, refusing a confused deputy.
+
+    The worker may publish models; a device must not be able to make it publish there (or
+    into another device's reply) by setting its response topic. Answer only on
+    ``edge/{device}/reply`` of the device the escalation came from (the payload's device,
+    which the bridge has already matched against the device's own topic)."""
+    want = topics.reply(device)
+    if response_topic is None or response_topic != str(want):
+        raise ResponseTopicError(f"response topic {response_topic!r} is not {want} for device {device!r}")
+    return want
+
+
+def rules_markdown(root: str = "lepton/v1") -> str:
+    """The rules as a Markdown table (docs/SECURITY.md embeds it; a test keeps them equal)."""
+    rows = ["| identity | may publish | may receive |", "|---|---|---|"]
+    for role in Role:
+        ident = "`<device id>`" if role is Role.DEVICE else f"`{role.value}_<name>`"
+        cells = []
+        for access in (W, R):
+            fs = [f"`{g.filter(root)}`" for g in RULES[role] if g.access is access]
+            cells.append("<br>".join(fs) or "—")
+        rows.append(f"| {ident} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows) + "\n"
 
 
 def _sample_topic(root: str, kind: Kind) -> str:

@@ -1,0 +1,665 @@
+"""The edge agent: capture -> preprocess -> ONNX -> decide -> publish, with store and forward and hot swap.
+
+Threads (each with one job, none blocking another):
+
+- capture: pulls samples from the source into a bounded queue (drop-oldest or lossless);
+- infer: preprocess, inference, decision, feature batching, pending escalations' deadlines;
+- sender: drains the SQLite outbox to the broker, rows deleted on PUBACK;
+- models: verifies manifests, fetches artifacts, builds and checks sessions, swaps;
+- telemetry: periodic metrics;
+- the MQTT network thread runs the small handlers (replies, commands, manifest hand-off).
+
+The model in use is one reference (``self.active``) read once per sample, so a swap lands
+between two samples and never interrupts one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_agent import sources
+from edge_agent.batching import FeatureBatcher, Rows
+from edge_agent.capture import EOF_MARK, FrameQueue
+from edge_agent.config import AgentConfig
+from edge_agent.decide import Decider, TokenBucket, make_policy
+from edge_agent.model import LoadedModel, ModelRejected, load_model
+from edge_agent.outbox import Outbox, Row
+from edge_agent.pending import PendingTable
+from edge_agent.sender import OutboxSender
+from edge_agent.store import ModelStore
+from edge_agent.verify import Rejection, check_artifact, parse_manifest
+from shared import schemas
+from shared.bounded import DropOldestQueue
+from shared.containers import FeatureBatch, HardSample
+from shared.counters import Counters
+from shared.model_contract import sample_id
+from shared.mqtt import Message, MqttClient, MqttError, Will
+from shared.schemas import Command, Manifest, ModelState, Prediction, Reply, Status, Telemetry
+from shared.service import Service
+from shared.signing import load_public
+from shared.tasks import get_task
+from shared.topics import Filter, Topics
+from shared.wire import Decoded, Receiver
+
+log = logging.getLogger(__name__)
+
+# Rejections worth a retained ModelState (someone published a version this device will not run).
+_REPORTED = {"bad_signature", "invalid", "bad_artifact_topic", "too_large", "fetch_timeout", "oversized", "bad_hash",
+             "load_failed", "onnx_malformed", "onnx_external_data", "contract", "bad_preprocess", "bad_reference", "inference_failed", "reference_mismatch"}
+# Failures that fetching again cannot fix: remembered per (version, sha256) so a retained
+# manifest redelivered on every reconnect is not fetched and loaded again and again.
+_PERMANENT = _REPORTED - {"fetch_timeout"}
+
+
+@dataclass(slots=True)
+class _Pending:
+    sample: int
+    label: int
+    confidence: float
+    model_version: int
+    ref: str
+    ts: float
+    escalated: bool
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    from edge_agent import __version__
+
+    return {"lepton": __version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread nicer (Linux schedules threads individually); best effort."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
+
+
+class Agent(Service):
+    name = "edge-agent"
+
+    def __init__(self, cfg: AgentConfig, *, counters: Counters | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.topics = Topics(cfg.root)
+        self.task = get_task(cfg.task)
+        self.counters = counters or Counters()
+        d = cfg.decision
+        self.decider = Decider(make_policy(d.policy), audit_rate=d.audit_rate,
+                               bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed)
+        self.pending: PendingTable[_Pending] = PendingTable(d.max_pending)
+        self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
+        names = cfg.events.alert_classes if cfg.events.alert_classes is not None else self.task.alert_classes
+        self.alert_idx = {self.task.classes.index(n) for n in names if n in self.task.classes}
+        self.store = ModelStore(cfg.model_dir, keep=cfg.model.keep_versions)
+        self.outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox.max_bytes, ttl_s=dict(cfg.outbox.ttl_s),
+                             counters=self.counters)
+        self.frames_q = FrameQueue(cfg.capture.queue_size, cfg.capture.mode == "lossless", self.stopping)
+        self.client: MqttClient | None = None
+        self.sender: OutboxSender | None = None
+        self.public_key = None
+        self.boot = 0
+        self.active: LoadedModel | None = None
+        self.source_done = threading.Event()
+        self.model_ready = threading.Event()
+        self.swaps: deque[tuple[float, int]] = deque(maxlen=1000)  # (monotonic time, version), recent
+        self._updates: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(16)
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._n = 0
+        self.frames = 0
+        self.inferred = 0
+        self.escalated = 0
+        self.uplink_bytes = 0
+        self.raw_bytes = 0
+        self._jpeg_mean = 0.0
+        self._jpeg_n = 0
+        self.latencies: deque[float] = deque(maxlen=4096)
+        self._last_raw: np.ndarray | None = None
+        self._model_state: bytes | None = None
+        self._rejected: dict[tuple[int, str], str] = {}
+        self._stale_reported: int | None = None
+        self._tele_frames = 0
+        self._tele_t = time.monotonic()
+
+    # ---- lifecycle --------------------------------------------------------------
+    def _start(self) -> None:
+        cfg = self.cfg
+        if cfg.model.public_key is not None:
+            self.public_key = load_public(cfg.model.public_key)  # fail before opening anything
+        self.store.open()
+        self.boot = self.store.next_boot(int(time.time()))
+        self.outbox.open()
+        t = self.topics
+        will = Will(t.status(cfg.device), self._status_payload("offline"))
+        self.client = MqttClient(cfg.mqtt, client_id=cfg.device, will=will, birth=self._birth,
+                                 counters=self.counters)
+        self.sender = OutboxSender(self.outbox, self.client, inflight=cfg.outbox.inflight, counters=self.counters,
+                                   on_sent=self._on_sent)
+        self.client.on_connect_hooks.append(self._on_connect)
+        self.client.on_disconnect_hooks.append(self.sender.connection_changed)
+        self.client.subscribe(Filter(str(t.manifest(cfg.task))), 1, self._on_manifest)
+        self.client.subscribe(Filter(str(t.reply(cfg.device))), 1, Receiver(t, self._on_reply, self.counters))
+        self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
+        self._updates.put(("boot", None))
+        self.client.start()
+        self.spawn(self.sender.run, "sender")
+        self.spawn(self._models_loop, "models")
+        self.spawn(self._infer_loop, "infer")
+        self.spawn(self._capture_loop, "capture")
+        self.spawn(self._telemetry_loop, "telemetry")
+
+    def _stop(self) -> None:
+        for th in self._threads:
+            if th.name.endswith(("capture", "infer", "models", "telemetry")):
+                th.join(10)
+        if self.sender is None or self.client is None:  # start() failed before connecting
+            self.outbox.close()
+            return
+        # Give what is queued a moment to leave; whatever does not stays on disk for next time.
+        deadline = time.monotonic() + 2.0
+        while self.client.connected and self.outbox.depth() and time.monotonic() < deadline:
+            self.sender.notify()
+            time.sleep(0.02)
+        self.sender.stop()
+        for th in self._threads:
+            if th.name.endswith("sender"):
+                th.join(10)
+        self.client.stop(death=(self.topics.status(self.cfg.device), self._status_payload("offline")))
+        self.outbox.close()
+
+    # ---- capture ----------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        if self.cfg.capture.start_after_model:
+            while not self.model_ready.wait(0.1):
+                if self.stopping.is_set():
+                    return
+        try:
+            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping):
+                if not self.frames_q.put(s):
+                    return
+        except Exception:  # a broken camera or file must not take the agent (and its outbox) down
+            self.counters.inc("capture.errors")
+            log.exception("source failed")
+        if not self.stopping.is_set():
+            self.frames_q.put_eof()
+
+    # ---- inference ---------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        while not self.stopping.is_set():
+            timeout = 0.1
+            nd = self.pending.next_deadline()
+            if nd is not None:
+                timeout = max(0.0, min(timeout, nd - time.time()))
+            item = self.frames_q.get(timeout)
+            if item is EOF_MARK:
+                self._flush_features()
+                self.source_done.set()
+                if self.cfg.capture.exit_on_eof:
+                    # Let pending escalations run to their deadline first.
+                    while len(self.pending) and not self.stopping.wait(0.05):
+                        self._expire(time.time())
+                    self.stopping.set()
+            elif item is not None:
+                self.process(item)  # type: ignore[arg-type]
+            now = time.time()
+            self._expire(now)
+            rows = self.batcher.due(now)
+            if rows is not None:
+                self._send_features(rows)
+        self._flush_features()
+        for p in self.pending.drain():
+            self._finalize(p, "edge", p.label, p.confidence)
+
+    def process(self, s: sources.Sample) -> None:
+        """One sample through the pipeline (the infer thread's body; public for benchmarks)."""
+        model = self.active  # read once: a swap lands between two samples
+        with self._lock:
+            n = self._n
+            self._n += 1
+            self.frames += 1
+        sid = sample_id(self.boot, n)
+        self._account_raw(s.raw)
+        self._last_raw = s.raw
+        if model is None:
+            self.counters.inc("frames.no_model")
+            return
+        try:
+            x = model.pipeline(s.raw)
+        except Exception as exc:  # any frame the steps cannot handle (wrong shape, dtype, NaN)
+            self.counters.inc("frames.bad_input")
+            log.debug("bad input %s: %s", s.ref, exc)
+            return
+        t0 = time.perf_counter()
+        try:
+            feat, probs = model.run(x)
+        except Exception as exc:  # onnxruntime errors: count, keep serving
+            self.counters.inc("frames.inference_error")
+            log.warning("inference failed on %s: %s", s.ref, str(exc)[:200])
+            return
+        self.latencies.append(time.perf_counter() - t0)
+        p = np.asarray(probs[0], dtype=np.float32)
+        f = np.asarray(feat[0], dtype=np.float32)
+        with self._lock:
+            self.inferred += 1
+        dec = self.decider.decide(p)
+        self.counters.inc(f"decision.{dec.reason}")
+        if self.cfg.features.enabled:
+            for rows in self.batcher.add(sid, f, p, s.ts, model.version, time.time()):
+                self._send_features(rows)
+        info = _Pending(sid, dec.label, dec.confidence, model.version, s.ref[:256], s.ts, dec.escalate)
+        if dec.escalate and self._escalate(info, x, f, p):
+            return
+        info.escalated = False
+        self._finalize(info, "edge", dec.label, dec.confidence)
+
+    def _account_raw(self, raw: np.ndarray) -> None:
+        if raw.ndim == 3 and raw.dtype == np.uint8:
+            if self._jpeg_n == 0 or self.frames % self.cfg.telemetry.jpeg_every == 1:
+                import cv2
+
+                ok, buf = cv2.imencode(".jpg", raw, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.telemetry.jpeg_quality])
+                if ok:
+                    self._jpeg_n += 1
+                    self._jpeg_mean += (len(buf) - self._jpeg_mean) / self._jpeg_n
+            size = int(round(self._jpeg_mean))
+        else:
+            size = int(raw.nbytes)
+        with self._lock:
+            self.raw_bytes += size
+
+    @property
+    def seq_issued(self) -> int:
+        """How many (boot, seq) keys this boot has handed out: one per QoS 1 message (event, hard, feat)."""
+        with self._lock:
+            return self._seq
+
+    def _next_seq(self) -> int:
+        with self._lock:
+            s = self._seq
+            self._seq += 1
+            return s
+
+    def _escalate(self, info: _Pending, x: np.ndarray, feat: np.ndarray, probs: np.ndarray) -> bool:
+        cfg = self.cfg
+        seq = self._next_seq()
+        hs = HardSample(cfg.device, cfg.stream, cfg.task, self.boot, seq, info.model_version,
+                        np.array([info.sample], np.int64), x, feat[None], probs[None], np.array([info.ts]))
+        # Registered before it can be sent, so even an instant reply finds its entry.
+        for old in self.pending.add(info.sample, info, time.time() + cfg.decision.reply_deadline_s):
+            self.counters.inc("escalation.evicted")
+            self._finalize(old, "edge", old.label, old.confidence)
+        ok = self.outbox.put("hard", str(self.topics.hard(cfg.device, cfg.stream)), hs.encode(), qos=1,
+                             boot=self.boot, seq=seq, response_topic=str(self.topics.reply(cfg.device)),
+                             correlation=str(info.sample).encode())
+        if not ok:
+            self.pending.pop(info.sample)
+            return False
+        with self._lock:
+            self.escalated += 1
+        self.sender.notify()  # type: ignore[union-attr]
+        return True
+
+    def _expire(self, now: float) -> None:
+        for p in self.pending.expired(now):
+            self.counters.inc("escalation.deadline")
+            self._finalize(p, "edge", p.label, p.confidence)
+
+    def _finalize(self, info: _Pending, source: str, label: int, confidence: float) -> None:
+        """Publish the one prediction of a sample, and its event if it is an alert."""
+        cfg = self.cfg
+        conf = min(1.0, max(0.0, float(confidence)))
+        pred = Prediction(device=cfg.device, stream=cfg.stream, task=cfg.task, sample=info.sample, label=label,
+                          confidence=conf, source=source, escalated=info.escalated,  # type: ignore[arg-type]
+                          model_version=info.model_version, ref=info.ref, ts=info.ts)
+        self._publish_direct(self.topics.pred(cfg.device, cfg.stream), schemas.dumps(pred), "pred")
+        if label in self.alert_idx and conf >= cfg.events.min_confidence:
+            seq = self._next_seq()
+            ev = schemas.Event(device=cfg.device, stream=cfg.stream, task=cfg.task, sample=info.sample, label=label,
+                               name=self.task.classes[label], confidence=conf, boot=self.boot, seq=seq, ts=info.ts)
+            if self.outbox.put("event", str(self.topics.event(cfg.device, cfg.stream)), schemas.dumps(ev), qos=1,
+                               boot=self.boot, seq=seq):
+                self.sender.notify()  # type: ignore[union-attr]
+
+    def _publish_direct(self, topic, payload: bytes, what: str, qos: int = 0, retain: bool = False) -> bool:
+        try:
+            self.client.publish(topic, payload, qos=qos, retain=retain)  # type: ignore[union-attr]
+        except MqttError as exc:
+            self.counters.inc(f"{what}.not_sent.{exc.reason}")
+            return False
+        with self._lock:
+            self.uplink_bytes += len(payload)
+        self.counters.inc(f"{what}.sent")
+        self.counters.inc(f"uplink_bytes.{what}", len(payload))
+        return True
+
+    def _on_sent(self, row: Row) -> None:
+        with self._lock:
+            self.uplink_bytes += len(row.payload)
+        self.counters.inc(f"uplink_bytes.{row.cls}", len(row.payload))
+
+    def _send_features(self, rows: Rows) -> None:
+        cfg = self.cfg
+        seq = self._next_seq()
+        fb = FeatureBatch(cfg.device, cfg.stream, cfg.task, self.boot, seq, rows.model_version, rows.sample,
+                          rows.feat, rows.scores, rows.ts)
+        if self.outbox.put("feat", str(self.topics.feat(cfg.device, cfg.stream)),
+                           fb.encode(float16=cfg.features.float16), qos=1, boot=self.boot, seq=seq):
+            self.sender.notify()  # type: ignore[union-attr]
+
+    def _flush_features(self) -> None:
+        rows = self.batcher.flush()
+        if rows is not None:
+            self._send_features(rows)
+
+    # ---- replies and commands (network thread: keep short) --------------------------
+    def _on_reply(self, d: Decoded, msg: Message) -> None:
+        reply: Reply = d.value
+        if not isinstance(reply, Reply):
+            self.counters.inc("reply.rejected.wrong_kind")
+            return
+        key = reply.sample
+        if msg.correlation_data:
+            try:
+                key = int(msg.correlation_data.decode())
+            except (UnicodeDecodeError, ValueError):
+                self.counters.inc("reply.rejected.bad_correlation")
+                return
+        if reply.task != self.cfg.task or key != reply.sample:
+            self.counters.inc("reply.rejected.mismatch")
+            return
+        info = self.pending.pop(key)
+        if info is None:
+            self.counters.inc("reply.late")
+            return
+        if reply.label >= len(self.task.classes):
+            self.counters.inc("reply.rejected.bad_label")
+            self._finalize(info, "edge", info.label, info.confidence)
+            return
+        self.counters.inc("reply.used")
+        self._finalize(info, "cloud", reply.label, reply.confidence)
+
+    def _on_cmd(self, d: Decoded, msg: Message) -> None:
+        cmd: Command = d.value
+        if not isinstance(cmd, Command) or d.topic.name != cmd.name:
+            self.counters.inc("cmd.rejected.name_mismatch")
+            return
+        self.counters.inc(f"cmd.{cmd.name}")
+        if cmd.name == "rebirth":
+            self._republish()
+        elif cmd.name == "rollback":
+            self._updates.put(("rollback", cmd))
+        elif cmd.name == "thresholds":
+            try:
+                self._apply_thresholds(cmd.args)
+            except (ValueError, TypeError) as exc:
+                self.counters.inc("cmd.rejected.bad_args")
+                log.warning("thresholds command refused: %s", exc)
+
+    def _apply_thresholds(self, args: dict[str, Any]) -> None:
+        known = {"threshold", "audit_rate", "rate_limit"}
+        unknown = set(args) - known
+        if unknown or not args:
+            raise ValueError(f"unknown or missing arguments {sorted(unknown)}; known: {sorted(known)}")
+        vals = {k: float(v) for k, v in args.items()}  # str values raise ValueError here, before any change
+        if "threshold" in vals and not 0 <= vals["threshold"] <= 1:
+            raise ValueError("threshold must be within [0, 1]")
+        if "audit_rate" in vals and not 0 <= vals["audit_rate"] <= 1:
+            raise ValueError("audit_rate must be within [0, 1]")
+        if "rate_limit" in vals and not vals["rate_limit"] >= 0:
+            raise ValueError("rate_limit must be >= 0")
+        if "threshold" in vals:
+            self.decider.set_threshold(vals["threshold"])
+        if "audit_rate" in vals:
+            self.decider.set_audit_rate(vals["audit_rate"])
+        if "rate_limit" in vals and self.decider.bucket is not None:
+            self.decider.bucket.rate = vals["rate_limit"]
+        log.info("decision settings now %s", vals)
+
+    # ---- status ----------------------------------------------------------------------
+    def _status_payload(self, state: str) -> bytes:
+        m = self.active
+        return schemas.dumps(Status(device=self.cfg.device, state=state, boot=self.boot,  # type: ignore[arg-type]
+                                    versions=_versions(), models={self.cfg.task: m.version} if m else {},
+                                    ts=time.time()))
+
+    def _birth(self):
+        return self.topics.status(self.cfg.device), self._status_payload("online")
+
+    def _on_connect(self, session_present: bool) -> None:
+        self.sender.connection_changed()  # type: ignore[union-attr]
+        if self._model_state is not None:
+            self._publish_direct(self.topics.model_state(self.cfg.device), self._model_state, "model_state", qos=1,
+                                 retain=True)
+
+    def _republish(self) -> None:
+        self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
+                             retain=True)
+        if self._model_state is not None:
+            self._publish_direct(self.topics.model_state(self.cfg.device), self._model_state, "model_state", qos=1,
+                                 retain=True)
+
+    def _publish_model_state(self, state: str, *, offered: int | None = None, reason: str = "") -> None:
+        m = self.active
+        payload = schemas.dumps(ModelState(device=self.cfg.device, task=self.cfg.task, state=state,  # type: ignore
+                                           version=m.version if m else 0, offered=offered, reason=reason[:512],
+                                           ts=time.time()))
+        self._model_state = payload
+        self._publish_direct(self.topics.model_state(self.cfg.device), payload, "model_state", qos=1, retain=True)
+
+    # ---- telemetry ----------------------------------------------------------------------
+    def telemetry(self) -> Telemetry:
+        now = time.monotonic()
+        lat = np.fromiter(self.latencies, dtype=np.float64) * 1000.0
+        with self._lock:
+            frames, inferred, esc = self.frames, self.inferred, self.escalated
+            up, raw = self.uplink_bytes, self.raw_bytes
+        dt = max(1e-6, now - self._tele_t)
+        fps = (frames - self._tele_frames) / dt
+        self._tele_frames, self._tele_t = frames, now
+        return Telemetry(device=self.cfg.device, boot=self.boot, ts=time.time(), fps=fps,
+                         latency_ms_p50=float(np.percentile(lat, 50)) if lat.size else 0.0,
+                         latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else 0.0,
+                         uplink_bytes=up, raw_bytes=raw, outbox_depth=self.outbox.depth(),
+                         escalation_ratio=min(1.0, esc / inferred) if inferred else 0.0, frames=frames,
+                         dropped_frames=self.frames_q.dropped, counters=self.counters.snapshot())
+
+    def _telemetry_loop(self) -> None:
+        while not self.stopping.wait(self.cfg.telemetry.interval_s):
+            payload = schemas.dumps(self.telemetry())
+            topic = self.topics.telemetry(self.cfg.device)
+            if not self._publish_direct(topic, payload, "telemetry"):
+                # Offline: keep it (lowest priority, dropped first when the outbox is full). Telemetry
+                # takes no seq: the QoS 1 classes' seqs stay gap-free, so a gap downstream means loss.
+                self.outbox.put("telemetry", str(topic), payload, qos=0, boot=self.boot, seq=-1)
+            self._check_stale()
+
+    def _check_stale(self) -> None:
+        m = self.active
+        if m is not None and m.manifest.expires <= time.time() and self._stale_reported != m.version:
+            self._stale_reported = m.version
+            self.counters.inc("model.stale")
+            log.warning("model v%d: manifest expired; serving it until a newer one arrives", m.version)
+            self._publish_model_state("stale", reason="serving model's manifest has expired")
+
+    # ---- models ------------------------------------------------------------------------
+    def _on_manifest(self, msg: Message) -> None:
+        self._updates.put(("manifest", msg.payload))
+
+    def _models_loop(self) -> None:
+        _lower_priority(10)  # building a session must not steal the one core from inference
+        while not self.stopping.is_set():
+            job = self._updates.get(0.2)
+            if job is None:
+                continue
+            kind, arg = job
+            try:
+                if kind == "boot":
+                    self._load_at_boot()
+                elif kind == "manifest":
+                    self._offer(arg)
+                elif kind == "rollback":
+                    self._rollback()
+            except Exception:  # never let one bad model take the updater down
+                self.counters.inc("model.errors")
+                log.exception("model job %s failed", kind)
+
+    def _swap(self, model: LoadedModel) -> None:
+        self.active = model
+        self.swaps.append((time.monotonic(), model.version))
+        self.counters.inc("model.swaps")
+        self.model_ready.set()
+        # The retained status names the model in use; keep it true.
+        self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
+                             retain=True)
+
+    def _build(self, data: bytes, m: Manifest, raw: bytes) -> LoadedModel:
+        return load_model(data, m, raw, threads=self.cfg.model.intra_op_threads, expect_shape=self.task.input_shape,
+                          probe=self._last_raw)
+
+    def _load_at_boot(self) -> None:
+        st = self.store.state
+        for version in (st.current, st.previous):
+            if version is None:
+                continue
+            try:
+                data, raw = self.store.read(version)
+                m = self._trusted(raw)
+                check_artifact(data, m)
+                model = self._build(data, m, raw)
+            except (OSError, Rejection, ModelRejected) as exc:
+                self.counters.inc("model.boot_load_failed")
+                log.error("stored model v%s unusable: %s", version, exc)
+                continue
+            if version != st.current:
+                self.store.state.current, self.store.state.previous = version, None
+                self.store.save()
+            self._swap(model)
+            self._publish_model_state("loaded", reason="from disk")
+            log.info("serving stored model v%d", version)
+            return
+        ic = self.cfg.model
+        if ic.initial_model is not None and ic.initial_manifest is not None:
+            try:
+                raw = ic.initial_manifest.read_bytes()
+                data = ic.initial_model.read_bytes()
+            except OSError as exc:
+                self.counters.inc("model.rejected.initial_unreadable")
+                log.error("initial model unreadable: %s", exc)
+                return
+            self._accept(raw, lambda m: data)
+
+    def _trusted(self, raw: bytes) -> Manifest:
+        """A stored manifest: re-verified (signature, task), but neither 'newer' nor expiry apply."""
+        m = parse_manifest(raw, task=self.cfg.task, highest=0, public_key=self.public_key, topics=self.topics,
+                           now=0.0, max_artifact_bytes=self.cfg.model.max_artifact_bytes)
+        return m
+
+    def _offer(self, raw: bytes) -> None:
+        self._accept(raw, self._fetch)
+
+    def _accept(self, raw: bytes, get_artifact) -> None:
+        cur = self.active
+        m: Manifest | None = None
+        try:
+            m = parse_manifest(raw, task=self.cfg.task, highest=self.store.state.highest, public_key=self.public_key,
+                               topics=self.topics, now=time.time(), max_artifact_bytes=self.cfg.model.max_artifact_bytes)
+            known = self._rejected.get((m.version, m.sha256))
+            if known is not None:
+                self.counters.inc("model.ignored.known_bad")
+                log.debug("manifest v%d was rejected before (%s); ignored", m.version, known)
+                return
+            data = get_artifact(m)
+            check_artifact(data, m)
+            model = self._build(data, m, raw)
+        except (Rejection, ModelRejected) as exc:
+            version = getattr(exc, "version", None)
+            if version is None and m is not None:
+                version = m.version
+            self._rejected_offer(exc.reason, exc.detail, version, cur)
+            if exc.reason in _PERMANENT and m is not None:
+                self._rejected[(m.version, m.sha256)] = exc.reason
+            return
+        # Persist files, then the new highest/current version, then switch: a crash at any
+        # point leaves either the old state or the new one, never an older model accepted later.
+        self.store.write(m.version, data, raw)
+        self.store.state.highest = max(self.store.state.highest, m.version)
+        self.store.switch(m.version)
+        self._swap(model)
+        self.counters.inc("model.loaded")
+        log.info("model v%d loaded (was v%s)", m.version, cur.version if cur else None)
+        self._publish_model_state("loaded")
+
+    def _rejected_offer(self, reason: str, detail: str, version: int | None, cur: LoadedModel | None) -> None:
+        if reason == "not_newer" and cur is not None and version == cur.version:
+            self.counters.inc("model.manifest.current")  # the retained manifest of what we already run
+            log.debug("manifest v%s is the one in use", version)
+            return
+        self.counters.inc(f"model.rejected.{reason}")
+        log.warning("model manifest v%s ignored: %s: %s", version, reason, detail)
+        if reason == "expired":
+            self.counters.inc("model.stale")
+            self._publish_model_state("stale", offered=version, reason=detail)
+        elif reason in _REPORTED:
+            self._publish_model_state("rejected", offered=version, reason=f"{reason}: {detail}")
+
+    def _fetch(self, m: Manifest) -> bytes:
+        assert self.client is not None
+        got: list[bytes] = []
+        ev = threading.Event()
+        flt = Filter(m.artifact)
+
+        def on_artifact(msg: Message) -> None:
+            if msg.topic == m.artifact and not got:
+                got.append(msg.payload)
+                ev.set()
+
+        self.client.subscribe(flt, 1, on_artifact)
+        try:
+            deadline = time.monotonic() + self.cfg.model.fetch_timeout_s
+            while not ev.wait(0.1):
+                if self.stopping.is_set() or time.monotonic() >= deadline:
+                    raise Rejection("fetch_timeout", f"no retained artifact on {m.artifact} within "
+                                                     f"{self.cfg.model.fetch_timeout_s}s", m.version)
+        finally:
+            self.client.unsubscribe(flt)
+        return got[0]
+
+    def _rollback(self) -> None:
+        st = self.store.state
+        cur = self.active
+        if st.previous is None:
+            self.counters.inc("cmd.rollback.no_previous")
+            self._publish_model_state("rejected", reason="rollback: no previous model on disk")
+            return
+        try:
+            data, raw = self.store.read(st.previous)
+            m = self._trusted(raw)
+            check_artifact(data, m)
+            model = self._build(data, m, raw)
+        except (OSError, Rejection, ModelRejected) as exc:
+            self.counters.inc("cmd.rollback.failed")
+            self._publish_model_state("rejected", offered=st.previous, reason=f"rollback failed: {exc}")
+            return
+        self.store.rolled_back()
+        self._swap(model)
+        self.counters.inc("model.rolled_back")
+        log.warning("rolled back from v%s to v%d", cur.version if cur else None, model.version)
+        self._publish_model_state("rolled_back", reason=f"rolled back from v{cur.version if cur else 0}")
+
+    # ---- helpers for CLIs and tests -------------------------------------------------------
+    def wait_model(self, timeout: float) -> bool:
+        return self.model_ready.wait(timeout)
+

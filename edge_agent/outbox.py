@@ -1,0 +1,232 @@
+"""Store and forward: a SQLite (WAL) outbox for data that must survive a broker outage or a reboot.
+
+Every QoS 1 message (event, hard, feat) is written here first and deleted only after the
+broker's PUBACK; telemetry lands here only while offline. Policy, exactly:
+
+- **Bounded by bytes.** A message that would push the total past ``max_bytes`` makes room by
+  evicting the oldest rows of the *lowest-priority* class first (telemetry, then feat, then
+  hard, then event), never of a class above the newcomer's. If that cannot free enough, the
+  newcomer itself is refused. So features and telemetry are dropped oldest-first and
+  events are kept longest. Every eviction and refusal is counted by class.
+- **Per-class TTL.** Rows older than their class's TTL are purged (counted) instead of sent.
+- **Order.** Within a class rows are handed out by insertion id; classes by priority
+  (event > hard > feat > telemetry), so alerts go first while a backlog drains.
+- Each row keeps (boot, seq) of the payload it carries, the dedup key downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.counters import Counters
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("event", "hard", "feat", "telemetry")  # send priority, highest first
+RANK = {c: i for i, c in enumerate(CLASSES)}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cls TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    response_topic TEXT,
+    correlation BLOB
+);
+CREATE INDEX IF NOT EXISTS outbox_cls_id ON outbox (cls, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    cls: str
+    topic: str
+    qos: int
+    payload: bytes
+    created: float
+    boot: int
+    seq: int
+    response_topic: str | None
+    correlation: bytes | None
+
+
+class Outbox:
+    """Thread-safe (one connection behind a lock; every operation is a short transaction)."""
+
+    def __init__(self, path: Path, *, max_bytes: int, ttl_s: dict[str, float] | None = None,
+                 counters: Counters | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.ttl_s = dict(ttl_s or {})
+        self.counters = counters or Counters()
+        self._clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._bytes: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self._rows: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self._last_warn = -1e9
+
+    # ---- lifecycle ----------------------------------------------------------
+    def open(self) -> Outbox:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode is durable across a process crash; only power loss may cost the last commits.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        # One aggregate over the (cls, id) index: fast even with a large backlog; rows are not loaded.
+        for cls, n, b in db.execute("SELECT cls, COUNT(*), COALESCE(SUM(size), 0) FROM outbox GROUP BY cls"):
+            if cls in self._rows:
+                self._rows[cls], self._bytes[cls] = int(n), int(b)
+        self._db = db
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ---- state ----------------------------------------------------------------
+    def depth(self, cls: str | None = None) -> int:
+        with self._lock:
+            return self._rows[cls] if cls else sum(self._rows.values())
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(self._bytes.values())
+
+    # ---- writes ------------------------------------------------------------------
+    def put(self, cls: str, topic: str, payload: bytes, *, qos: int, boot: int, seq: int,
+            response_topic: str | None = None, correlation: bytes | None = None) -> bool:
+        """Store a message; False when the overflow policy refused it (counted)."""
+        if cls not in RANK:
+            raise ValueError(f"unknown outbox class {cls!r}")
+        size = len(payload)
+        with self._lock:
+            db = self._require()
+            try:
+                if size > self.max_bytes or not self._make_room(db, cls, size):
+                    self.counters.inc(f"outbox.refused.{cls}")
+                    return False
+                db.execute("INSERT INTO outbox (cls, topic, qos, payload, size, created, boot, seq, response_topic,"
+                           " correlation) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                           (cls, topic, qos, payload, size, self._clock(), boot, seq, response_topic, correlation))
+            except sqlite3.Error as exc:
+                # Disk full or a damaged file: this message is lost (counted), the device keeps working.
+                self.counters.inc(f"outbox.errors.{cls}")
+                self._warn(exc)
+                return False
+            self._rows[cls] += 1
+            self._bytes[cls] += size
+        self.counters.inc(f"outbox.stored.{cls}")
+        return True
+
+    def _make_room(self, db: sqlite3.Connection, cls: str, size: int) -> bool:
+        need = sum(self._bytes.values()) + size - self.max_bytes
+        if need <= 0:
+            return True
+        victims = [c for c in reversed(CLASSES) if RANK[c] >= RANK[cls]]
+        if sum(self._bytes[c] for c in victims) < need:
+            return False
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for victim in victims:
+                if need <= 0:
+                    break
+                ids: list[int] = []
+                freed = 0
+                for rid, rsize in db.execute("SELECT id, size FROM outbox WHERE cls=? ORDER BY id", (victim,)):
+                    ids.append(rid)
+                    freed += rsize
+                    if freed >= need:
+                        break
+                db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+                self._rows[victim] -= len(ids)
+                self._bytes[victim] -= freed
+                need -= freed
+                if ids:
+                    self.counters.inc(f"outbox.evicted.{victim}", len(ids))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """Delete delivered rows; returns how many existed (evicted or purged ones may be gone)."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._lock:
+            db = self._require()
+            gone = 0
+            db.execute("BEGIN IMMEDIATE")
+            for i in ids:
+                row = db.execute("DELETE FROM outbox WHERE id=? RETURNING cls, size", (i,)).fetchone()
+                if row is not None:
+                    self._rows[row[0]] -= 1
+                    self._bytes[row[0]] -= row[1]
+                    gone += 1
+            db.execute("COMMIT")
+        return gone
+
+    def purge_expired(self) -> int:
+        now = self._clock()
+        total = 0
+        with self._lock:
+            db = self._require()
+            for cls, ttl in self.ttl_s.items():
+                if cls not in RANK or not self._rows[cls]:
+                    continue
+                row = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE cls=? AND created<?",
+                                 (cls, now - ttl)).fetchone()
+                if row[0]:
+                    db.execute("DELETE FROM outbox WHERE cls=? AND created<?", (cls, now - ttl))
+                    self._rows[cls] -= row[0]
+                    self._bytes[cls] -= row[1]
+                    self.counters.inc(f"outbox.expired.{cls}", row[0])
+                    total += row[0]
+        return total
+
+    # ---- reads -------------------------------------------------------------------
+    def next_rows(self, after: dict[str, int], limit: int) -> list[Row]:
+        """Up to ``limit`` rows, highest-priority class first, each class in id order after ``after[cls]``."""
+        out: list[Row] = []
+        with self._lock:
+            db = self._require()
+            for cls in CLASSES:
+                if len(out) >= limit:
+                    break
+                if not self._rows[cls]:
+                    continue
+                cur = db.execute("SELECT id, cls, topic, qos, payload, created, boot, seq, response_topic, correlation"
+                                 " FROM outbox WHERE cls=? AND id>? ORDER BY id LIMIT ?",
+                                 (cls, after.get(cls, 0), limit - len(out)))
+                out.extend(Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8],
+                               None if r[9] is None else bytes(r[9])) for r in cur)
+        return out
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_warn > 60:  # a full disk would otherwise log per message
+            self._last_warn = now
+            log.error("outbox %s: %s", self.path, exc)
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open")
+        return self._db

@@ -1,0 +1,144 @@
+"""Drains the outbox to the broker: a window of unacknowledged messages, rows deleted on PUBACK.
+
+Runs in its own thread so neither inference nor the network thread ever waits on SQLite
+or on the broker. After a reconnect every unacknowledged row is sent again from the start
+of its class (the broker or paho may deliver some twice; (device, boot, seq) dedups them).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from edge_agent.outbox import CLASSES, Outbox, Row
+from shared.counters import Counters
+from shared.mqtt import MqttClient, MqttError
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+_RETRY_CODES = {0x97}  # quota exceeded: try again later instead of dropping
+
+
+class OutboxSender:
+    def __init__(self, outbox: Outbox, client: MqttClient, *, inflight: int = 32, counters: Counters | None = None,
+                 on_sent: Callable[[Row], None] | None = None, purge_every_s: float = 5.0) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.window = inflight
+        self.counters = counters or Counters()
+        self.on_sent = on_sent
+        self.purge_every_s = purge_every_s
+        self._cv = threading.Condition()
+        self._acked: list[int] = []
+        self._retry: list[int] = []
+        self._inflight: dict[int, Row] = {}
+        self._after: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self._reset = False
+        self._dirty = True
+        self._stop = threading.Event()
+
+    # ---- hooks, called from other threads -------------------------------------
+    def notify(self) -> None:
+        with self._cv:
+            self._dirty = True
+            self._cv.notify()
+
+    def connection_changed(self, *_: object) -> None:
+        with self._cv:
+            self._reset = True
+            self._dirty = True
+            self._cv.notify()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify()
+
+    @property
+    def inflight(self) -> int:
+        with self._cv:
+            return len(self._inflight)
+
+    # ---- thread -----------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._run()
+            except sqlite3.Error as exc:  # e.g. disk trouble: keep the rows, try again shortly
+                self.counters.inc("outbox.errors.sender")
+                log.error("outbox sender: %s; retrying", exc)
+                self.connection_changed()
+                self._stop.wait(1.0)
+
+    def _run(self) -> None:
+        last_purge = 0.0
+        while not self._stop.is_set():
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop.is_set() or self._acked or self._retry or self._reset
+                                  or (self._dirty and len(self._inflight) < self.window), timeout=1.0)
+                acked, self._acked = self._acked, []
+                retry, self._retry = self._retry, []
+                reset, self._reset = self._reset, False
+                self._dirty = False
+                for i in acked:
+                    self._inflight.pop(i, None)
+                if reset or retry:
+                    # Resend everything unacknowledged, in order, from the start of each class.
+                    self._inflight.clear()
+                    self._after = dict.fromkeys(CLASSES, 0)
+            if acked:
+                self.outbox.ack(acked)
+            now = time.monotonic()
+            if now - last_purge >= self.purge_every_s:
+                last_purge = now
+                self.outbox.purge_expired()
+            if self.client.connected:
+                self._send()
+
+    def _send(self) -> None:
+        with self._cv:
+            room = self.window - len(self._inflight)
+            after = dict(self._after)
+        if room <= 0:
+            return
+        rows = self.outbox.next_rows(after, room)
+        for row in rows:
+            with self._cv:
+                self._inflight[row.id] = row
+                self._after[row.cls] = max(self._after[row.cls], row.id)
+            try:
+                self.client.publish(Topic(row.topic), row.payload, qos=row.qos, response_topic=row.response_topic,
+                                    correlation_data=row.correlation,
+                                    on_ack=lambda rc, r=row: self._on_ack(r, rc))
+            except MqttError as exc:
+                with self._cv:
+                    self._inflight.pop(row.id, None)
+                    self._reset = True
+                self.counters.inc(f"outbox.publish_failed.{exc.reason}")
+                if not self._stop.wait(0.05):
+                    self.client.wait_connected(0.5)
+                return
+        if len(rows) == room:
+            self.notify()  # more may be waiting
+
+    def _on_ack(self, row: Row, rc: int) -> None:
+        if rc in _RETRY_CODES:
+            self.counters.inc(f"outbox.retry.{row.cls}")
+            with self._cv:
+                self._retry.append(row.id)
+                self._cv.notify()
+            return
+        if rc >= 0x80:
+            self.counters.inc(f"outbox.denied.{row.cls}")
+            log.warning("broker refused %s on %s (reason %#x); dropped", row.cls, row.topic, rc)
+        else:
+            self.counters.inc(f"outbox.sent.{row.cls}")
+            if self.on_sent is not None:
+                self.on_sent(row)
+        with self._cv:
+            self._acked.append(row.id)
+            self._cv.notify()
