@@ -49,7 +49,6 @@ def _last_state(col) -> schemas.ModelState:
 
 
 def _unknown_op_model() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
