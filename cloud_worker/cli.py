@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.config import ConfigError, load_config
+from shared.config import ConfigError, load_config, redacted
 from shared.service import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, run_until_signal
 from shared.tasks import get_task
 from shared.topics import Topics
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
     if args.validate_config:
-        print(cfg.model_dump_json(indent=2))
+        print(json.dumps(redacted(cfg), indent=2))
         return EXIT_OK
     from .service import WorkerService
 

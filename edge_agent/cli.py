@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
 from edge_agent.config import AgentConfig
-from shared.config import ConfigError, load_config
+from shared.config import ConfigError, load_config, redacted
 from shared.service import EXIT_CONFIG, EXIT_ERROR, run_until_signal
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lepton-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.validate_config:
-        print(cfg.model_dump_json(indent=2))
+        print(json.dumps(redacted(cfg), indent=2))
         return 0
     from edge_agent.agent import Agent
 

@@ -9,7 +9,7 @@ import sys
 
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import BridgeConfig
-from shared.config import ConfigError, load_config
+from shared.config import ConfigError, load_config, redacted
 from shared.service import EXIT_CONFIG, EXIT_OK, run_until_signal
 
 
@@ -31,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lepton-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.validate_config:
-        shown = cfg.model_dump(mode="json")
-        if shown["mqtt"].get("password"):
-            shown["mqtt"]["password"] = "***"
-        print(json.dumps(shown, indent=2))
+        print(json.dumps(redacted(cfg), indent=2))
         return EXIT_OK
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_until_signal(HubBridge(cfg), duration=args.duration)

@@ -78,3 +78,19 @@ def load_config(model: type[C], path: str | Path | None = None, *, environ: Mapp
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"invalid {model.__name__} config{f' in {path}' if path else ''}:\n" + "\n".join(lines)) from None
+
+
+_SECRET_KEYS = ("password", "secret", "token")
+
+
+def redacted(cfg: BaseModel) -> dict[str, Any]:
+    """The config as JSON-ready data with every secret masked, for --validate-config and logs."""
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {k: ("***" if v and any(s in k.lower() for s in _SECRET_KEYS) else walk(v)) for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(cfg.model_dump(mode="json"))

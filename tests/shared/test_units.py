@@ -169,3 +169,16 @@ def test_receiver_counts_cleared_retained_topics_apart_from_rejections():
     r(Message(str(t.manifest("digits")), b"{", 1, True))
     assert counters.snapshot() == {"cleared.artifact": 1, "cleared.manifest": 1, "rejected.manifest.not_json": 1}
     assert got == []
+
+
+def test_redacted_masks_every_secret():
+    from shared.config import redacted
+
+    class Svc(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        mqtt: MqttSettings = Field(description="broker")
+        bulk_password: str | None = Field(None, description="second identity")
+
+    out = redacted(Svc(mqtt=MqttSettings(username="u", password="hunter2"), bulk_password="s3cret"))
+    assert out["mqtt"]["password"] == "***" and out["bulk_password"] == "***" and out["mqtt"]["username"] == "u"
+    assert "hunter2" not in json.dumps(out) and "s3cret" not in json.dumps(out)
