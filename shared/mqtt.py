@@ -9,6 +9,8 @@
   instead of raising, and a broker's PUBACK reason code (0x87 not authorized) arrives
   later, so both are surfaced: the first raises, the second reaches ``on_ack`` and a counter.
 - Handler exceptions are counted and kept (``callback_errors``), never swallowed silently.
+- Handlers run on the network thread; ``subscribe_queue`` gives a bounded incoming queue
+  instead, for consumers that do slow work.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.bounded import DropOldestQueue
 from shared.counters import Counters
 from shared.topics import Filter, Topic
 
@@ -192,6 +195,27 @@ class MqttClient:
         if not ev.wait(timeout):
             raise TimeoutError(f"no SUBACK for {flt.value} within {timeout}s")
         return codes
+
+    def subscribe_queue(self, flt: Filter, qos: int = 1, maxsize: int = 10_000,
+                        wait: float | None = None) -> DropOldestQueue[Message]:
+        """Subscribe into a bounded queue the caller drains at its own pace (``queue.get(timeout)``).
+
+        The network thread never blocks on a slow consumer: past ``maxsize`` the oldest
+        message is dropped and counted (``mqtt.inbox_dropped``). Size it for your burst, or
+        shed by priority yourself (as the hub bridge does) when every message matters.
+        ``wait`` (seconds) waits for the SUBACK when connected.
+        """
+        q: DropOldestQueue[Message] = DropOldestQueue(maxsize)
+
+        def put(m: Message) -> None:
+            if q.put(m) is not None:
+                self.counters.inc("mqtt.inbox_dropped")
+
+        if wait is not None:
+            self.subscribe_and_wait(flt, qos, put, timeout=wait)
+        else:
+            self.subscribe(flt, qos, put)
+        return q
 
     def unsubscribe(self, flt: Filter) -> None:
         with self._lock:

@@ -218,3 +218,16 @@ def test_handler_exceptions_are_counted_not_swallowed(mqtt_factory, topics):
     assert isinstance(c.callback_errors[0], RuntimeError)
     c.callback_errors.clear()  # expected here; the fixture fails the test on any other
     assert calls and threading.active_count() > 0
+
+
+def test_bounded_incoming_queue_drops_oldest_and_counts(mqtt_factory, topics):
+    # Prepare: a consumer that does not drain while 30 messages arrive into a queue of 10
+    c = mqtt_factory()
+    q = c.subscribe_queue(topics.edge_tree(), 1, maxsize=10, wait=5)
+    pub = mqtt_factory()
+    for i in range(30):
+        pub.publish(topics.telemetry("d1"), b"%d" % i, qos=1)
+    # Assert: the newest 10 kept in order, 20 dropped and counted
+    assert wait_for(lambda: c.counters.get("mqtt.received") == 30)
+    assert [m.payload for m in q.drain()] == [b"%d" % i for i in range(20, 30)]
+    assert c.counters.get("mqtt.inbox_dropped") == 20 and q.dropped == 20
