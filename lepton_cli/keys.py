@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lepton_cli.pki import DEFAULT_SERVER_NAMES, BrokerPki, PkiError
+from lepton_cli.secure_broker import DYNSEC_FILE, write_dynsec
 from shared.signing import generate_keypair, key_id, load_public
 
 # The cloud worker's defaults (cloud_worker/config.py signing_key = var/keys/signing.key).
@@ -53,6 +54,9 @@ def cmd_tls(args: argparse.Namespace) -> int:
     try:
         if pki.ensure(names):
             print(f"created server CA, device CA, broker certificate for {', '.join(names)} and CRL in {pki.dir}")
+            if not (pki.dir / DYNSEC_FILE).exists():
+                # secure.conf loads it; with no identity yet it denies everything (provision fills it)
+                write_dynsec(pki.dir)
         elif args.reissue_server:
             pki.reissue_server(names)
             print(f"re-issued the broker certificate for {', '.join(names)}; reload mosquitto (SIGHUP)")

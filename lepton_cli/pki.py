@@ -9,7 +9,8 @@ are kept under ``issued/`` so ``revoke`` can put their serials on the CRL.
 Layout of a broker directory (what secure.conf points at)::
 
     server-ca.crt server-ca.key   device-ca.crt device-ca.key   device-ca.crl
-    server.crt server.key         issued/<identity>.crt         passwd  lepton.acl
+    server.crt server.key         issued/<identity>.crt         passwd  dynsec.json
+    lepton.acl (the same rules as an acl_file, for brokers without the dynsec plugin)
 """
 
 from __future__ import annotations

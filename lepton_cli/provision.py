@@ -6,12 +6,14 @@
     lepton provision cam-1 --broker-dir ... --revoke   # password removed, certificate on the CRL
 
 Provisioning adds a random password to the broker's password file (mosquitto_passwd),
-issues a client certificate with CN=identity from the device CA, regenerates the ACL from
-shared/acl.py and renders DIR/mosquitto.conf from mosquitto/secure.conf. The bundle holds
-the agent config (TOML), the server CA, the client certificate and key and the model-signing
-PUBLIC key. Reload mosquitto (SIGHUP) afterwards. After --revoke a reload refuses new
-connections and drops live password sessions, but a live TLS session of a revoked
-certificate lasts until mosquitto restarts.
+issues a client certificate with CN=identity from the device CA, regenerates the ACLs from
+shared/acl.py (DIR/dynsec.json for the dynamic security plugin secure.conf loads, and
+DIR/lepton.acl, the same rules as a plain acl_file) and renders DIR/mosquitto.conf from
+mosquitto/secure.conf. The bundle holds the agent config (TOML), the server CA, the client
+certificate and key and the model-signing PUBLIC key. Restart mosquitto after adding an
+identity: the plugin reads dynsec.json only at start. After --revoke a reload (SIGHUP)
+refuses new connections and drops live password sessions, but a live TLS session of a
+revoked certificate lasts until mosquitto restarts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from lepton_cli.secure_broker import (
     CredentialError,
     PasswordFile,
     write_acl,
+    write_dynsec,
     write_secure_config,
 )
 from shared.acl import IdentityError, Role, role_of
@@ -100,12 +103,14 @@ def revoke(identity: str, broker_dir: Path, root: str) -> int:
     removed = PasswordFile(broker_dir / "passwd").delete(identity)
     serial = BrokerPki(broker_dir).revoke(identity) if BrokerPki(broker_dir).exists() else None
     write_acl(broker_dir, root)
+    write_dynsec(broker_dir, root)
     if not removed and serial is None:
         return _fail(f"{identity!r} has neither a password nor a certificate in {broker_dir}")
     print(f"revoked {identity}: password {'removed' if removed else 'absent'}, certificate "
           f"{f'serial {serial:x} on the CRL' if serial is not None else 'absent'}.\n"
           "Reload mosquitto (SIGHUP): it refuses new connections and drops live password sessions;\n"
-          "restart it to drop a live TLS session of a revoked certificate.")
+          "restart it to drop a live TLS session of a revoked certificate and the identity's role\n"
+          "(the dynamic security plugin reads dynsec.json only at start).")
     return 0
 
 
@@ -143,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         passwd.set(identity, password)
         cert, key = pki.issue_client(identity, days=args.days)
         acl = write_acl(broker_dir, root)
+        dynsec = write_dynsec(broker_dir, root)
         conf = write_secure_config(broker_dir)
         out.mkdir(parents=True, exist_ok=True)
         files = Path(args.install_dir) if args.install_dir else out.resolve()
@@ -157,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
     except (PkiError, CredentialError, SignatureError, OSError, ValueError) as exc:
         return _fail(str(exc))
     print(f"provisioned {role.value} {identity}: bundle {out}/ ({name}, ca.crt, client.crt, client.key, "
-          f"{PUBLIC_NAME}); broker files {broker_dir}/ (passwd, {acl.name}, {conf.name}).\n"
-          "Reload mosquitto (SIGHUP) so the new password and ACL take effect.")
+          f"{PUBLIC_NAME}); broker files {broker_dir}/ (passwd, {dynsec.name}, {acl.name}, {conf.name}).\n"
+          "Restart mosquitto so the new identity's rights take effect (the dynamic security plugin reads\n"
+          f"{dynsec.name} only at start; SIGHUP reloads passwords and the CRL, enough for --force rotations).")
     return 0
 
 

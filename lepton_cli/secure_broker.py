@@ -1,4 +1,10 @@
-"""A broker directory for mosquitto/secure.conf: passwords, the generated ACL, the rendered config.
+"""A broker directory for mosquitto/secure.conf: passwords, the generated ACLs, the rendered config.
+
+The broker enforces the rules through the dynamic security plugin (``dynsec.json``, generated
+by ``shared.acl.render_dynsec``: SUBSCRIBE outside the rules gets SUBACK 0x87); ``lepton.acl``
+is the same rules as a plain ``acl_file`` for brokers without the plugin. Passwords stay in
+``passwd`` (mosquitto_passwd), which mosquitto re-reads on SIGHUP; the plugin reads
+``dynsec.json`` only at start, so a *new* identity needs a broker restart to get its rights.
 
 ``render_secure_config`` is additive to ``shared.broker.render_config``: it points the file
 paths of secure.conf at a broker directory and moves the two TLS listeners to given ports;
@@ -8,6 +14,7 @@ directory as it does for every config, so tests run the real secure.conf on free
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -17,12 +24,17 @@ import time
 from pathlib import Path
 
 from lepton_cli.pki import BrokerPki
-from shared.acl import render_acl, role_of
+from shared.acl import dynsec_json, render_acl, role_of
 from shared.broker import REPO_MOSQUITTO, Broker, free_port, port_in_use
 from shared.topics import DEFAULT_ROOT
 
 SECURE_CONF = REPO_MOSQUITTO / "secure.conf"
 SECURE_DIR = "/etc/mosquitto/lepton/"  # the directory secure.conf names
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"  # the path secure.conf names
+DYNSEC_FILE = "dynsec.json"
+_PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so",
+                 "/usr/local/lib/mosquitto_dynamic_security.so", "/usr/lib64/mosquitto_dynamic_security.so",
+                 "/opt/homebrew/lib/mosquitto_dynamic_security.so")
 MTLS_PORT, TLS_PASSWORD_PORT = 8883, 8884
 
 
@@ -84,12 +96,34 @@ def write_acl(broker_dir: Path, root: str = DEFAULT_ROOT) -> Path:
     return path
 
 
+def write_dynsec(broker_dir: Path, root: str = DEFAULT_ROOT) -> Path:
+    """The dynamic security plugin's config: one literal role per identity, no passwords."""
+    path = Path(broker_dir) / DYNSEC_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(dynsec_json(root, identities(broker_dir)))
+    os.replace(tmp, path)  # mosquitto never reads half a file
+    return path
+
+
+def dynsec_plugin() -> str:
+    """Where this machine's mosquitto dynamic security plugin is (secure.conf names Debian's
+    x86-64 path); the template path when none is found, so mosquitto's own error names it."""
+    if os.path.exists(DYNSEC_PLUGIN):
+        return DYNSEC_PLUGIN
+    for pattern in _PLUGIN_GLOBS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return DYNSEC_PLUGIN
+
+
 def render_secure_config(broker_dir: Path, *, mtls_port: int = MTLS_PORT, tls_password_port: int = TLS_PASSWORD_PORT,
                          tls_host: str | None = None, template: Path = SECURE_CONF) -> str:
     """secure.conf with its files in ``broker_dir`` and the TLS listeners on the given ports
     (bound to ``tls_host`` when given, e.g. 127.0.0.1 in tests; all interfaces otherwise)."""
     text = Path(template).read_text()
     text = text.replace(SECURE_DIR, str(Path(broker_dir).resolve()) + "/")
+    text = text.replace(DYNSEC_PLUGIN, dynsec_plugin())
     bind = f" {tls_host}" if tls_host else ""
     for default, port in ((MTLS_PORT, mtls_port), (TLS_PASSWORD_PORT, tls_password_port)):
         text, n = re.subn(rf"(?m)^listener\s+{default}(\s+\S+)?\s*$", f"listener {port}{bind}", text, count=1)
@@ -118,6 +152,9 @@ class SecureBroker(Broker):
     def start(self, timeout: float = 10.0) -> SecureBroker:
         if not BrokerPki(self.broker_dir).exists():
             raise FileNotFoundError(f"{self.broker_dir} has no PKI: run `lepton keys tls --broker-dir ...`")
+        if not (self.broker_dir / DYNSEC_FILE).exists():
+            raise FileNotFoundError(f"{self.broker_dir} has no {DYNSEC_FILE}: run `lepton provision IDENTITY "
+                                    f"--broker-dir {self.broker_dir}` (it regenerates it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         text = render_secure_config(self.broker_dir, mtls_port=self.mtls_port, tls_password_port=self.tls_port,
                                     tls_host=self.host)
@@ -136,6 +173,8 @@ class SecureBroker(Broker):
         return self
 
     def reload(self) -> None:
-        """SIGHUP: re-read passwords, ACL and the server certificate without dropping clients."""
+        """SIGHUP: re-read passwords, the CRL and the server certificate without dropping clients
+        (live password sessions are re-checked). The dynamic security plugin keeps the rules it
+        read at start: a newly provisioned identity gets its rights after ``restart()``."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGHUP)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from lepton_cli.secure_broker import SECURE_CONF, render_secure_config
+from lepton_cli.secure_broker import SECURE_CONF, dynsec_plugin, render_secure_config
 from shared.acl import (
     RULES,
     SERVICE_ROLES,
@@ -14,13 +14,16 @@ from shared.acl import (
     IdentityError,
     Role,
     allowed,
+    dynsec_json,
+    filters,
     render_acl,
+    render_dynsec,
     role_of,
     uncovered_kinds,
 )
 from shared.broker import REPO_MOSQUITTO
 from shared.codec import Limits
-from shared.topics import DEFAULT_ROOT, Topics
+from shared.topics import DEFAULT_ROOT, Filter, Topics
 
 R, W = Access.READ, Access.WRITE
 T = Topics()
@@ -100,6 +103,46 @@ def test_committed_acl_example_is_generated():
     assert (REPO_MOSQUITTO / "lepton.acl").read_text() == render_acl(DEFAULT_ROOT, EXAMPLE_IDENTITIES)
 
 
+def test_dynsec_config_has_one_literal_role_per_identity_and_denies_everything_else():
+    # Execute
+    conf = render_dynsec(DEFAULT_ROOT, ["worker_1", "d1", "d1"])
+    roles = {r["rolename"]: r["acls"] for r in conf["roles"]}
+    # Assert
+    assert conf["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
+                                        "subscribe": False, "unsubscribe": True}
+    assert [c["username"] for c in conf["clients"]] == ["d1", "worker_1"]
+    assert all(set(c) == {"username", "textname", "roles"} for c in conf["clients"])  # no passwords here
+    assert [c["roles"] for c in conf["clients"]] == [[{"rolename": "lepton-d1"}], [{"rolename": "lepton-worker_1"}]]
+    d1 = roles["lepton-d1"]
+    assert not any("%" in a["topic"] for acls in roles.values() for a in acls)  # dynsec 2.0 has no %u
+    assert all(a["allow"] is True for acls in roles.values() for a in acls)
+    sends = [a["topic"] for a in d1 if a["acltype"] == "publishClientSend"]
+    assert sends == filters("d1", W, DEFAULT_ROOT) and "lepton/v1/edge/d1/status" in sends
+    for f in ("lepton/v1/edge/d1/reply", "lepton/v1/edge/d1/cmd/+", "lepton/v1/model/+/manifest"):
+        for kind, topic in (("subscribePattern", f), ("subscribePattern", f"$share/+/{f}"),
+                            ("publishClientReceive", f)):
+            assert {"acltype": kind, "topic": topic, "allow": True} in d1, (kind, topic)
+    assert not any(a["topic"].endswith("#") for a in d1)
+    assert {"acltype": "publishClientSend", "topic": "lepton/v1/model/+/manifest", "allow": True} \
+        in roles["lepton-worker_1"]
+    with pytest.raises(IdentityError):
+        render_dynsec(DEFAULT_ROOT, ["bad/name"])
+
+
+def test_dynsec_filters_agree_with_allowed():
+    topics = [str(t) for t in (T.status("d1"), T.reply("d1"), T.reply("d2"), T.cmd("d1", "x"), T.cmd("d2", "x"),
+                               T.manifest("digits"), T.hub_batch("digits"), T.label("d1", "s"))]
+    for ident in ("d1", *EXAMPLE_IDENTITIES):
+        for access in (R, W):
+            fs = filters(ident, access, DEFAULT_ROOT)
+            for topic in topics:
+                assert any(Filter(f).matches(topic) for f in fs) == allowed(ident, access, topic, DEFAULT_ROOT)
+
+
+def test_committed_dynsec_example_is_generated():
+    assert (REPO_MOSQUITTO / "dynsec.json").read_text() == dynsec_json(DEFAULT_ROOT, EXAMPLE_IDENTITIES)
+
+
 def test_every_role_has_rules():
     assert set(RULES) == set(Role)
 
@@ -134,7 +177,9 @@ def test_secure_conf_authenticates_every_listener():
     for name, b in blocks.items():
         assert b.get("allow_anonymous") == "false", name
         assert b.get("use_username_as_clientid") == "true", name
-        assert "acl_file" in b, name
+        # the dynamic security plugin alone: an acl_file beside it would grant SUBSCRIBE first
+        assert b.get("plugin", "").endswith("/mosquitto_dynamic_security.so") and "acl_file" not in b, name
+        assert b.get("plugin_opt_config_file") == "/etc/mosquitto/lepton/dynsec.json", name
         assert "password_file" in b or b.get("use_identity_as_username") == "true", name
     plain = [n for n, b in blocks.items() if "certfile" not in b]
     assert plain == ["1883 127.0.0.1"], "only the loopback listener may go without TLS"
@@ -157,9 +202,10 @@ def test_secure_conf_limits_match_the_dev_config_and_the_codec():
 def test_render_secure_config_points_every_file_at_the_broker_dir(tmp_path):
     text = render_secure_config(tmp_path, mtls_port=18883, tls_password_port=18884, tls_host="127.0.0.1")
     assert "/etc/mosquitto/lepton" not in text
-    paths = [v for k, v in _directives(text) if k in ("password_file", "acl_file", "cafile", "certfile",
-                                                      "keyfile", "crlfile")]
+    paths = [v for k, v in _directives(text) if k in ("password_file", "plugin_opt_config_file", "cafile",
+                                                      "certfile", "keyfile", "crlfile")]
     assert paths and all(p.startswith(str(tmp_path.resolve()) + "/") for p in paths)
+    assert [v for k, v in _directives(text) if k == "plugin"] == [dynsec_plugin()] * 3
     assert set(_listeners(text)) == {"1883 127.0.0.1", "18883 127.0.0.1", "18884 127.0.0.1"}
     assert re.search(r"(?m)^listener 1883 127\.0\.0\.1$", text)  # left for shared.broker.render_config
 

@@ -18,6 +18,7 @@ from shared.containers import FeatureBatch
 from shared.counters import Counters
 from shared.dedup import Deduper
 from shared.mqtt import MqttClient, TlsSettings
+from shared.topics import Filter
 from shared.wire import Receiver
 
 from .conftest import Inbox, SecureEnv, never_connects, provision, publish_ack
@@ -177,6 +178,38 @@ def test_revoked_identity_is_locked_out_by_reload_and_restart(secure_env: Secure
         for c in clients:
             c.stop()
         broker.stop()
+
+
+def test_new_identity_gets_its_rights_at_restart_not_at_reload(secure_env: SecureEnv, tmp_path: Path):
+    # Prepare: a broker started before the identity exists (the plugin reads dynsec.json at start)
+    ident = f"new-{uuid.uuid4().hex[:6]}"
+    broker = SecureBroker(tmp_path / "run", secure_env.broker_dir).start()
+    clients: list[MqttClient] = []
+
+    def own_codes() -> tuple[int, list[int]]:
+        c = MqttClient(secure_env.settings(ident, "password", port=broker.port), client_id=ident)
+        clients.append(c)
+        assert c.start().wait_connected(5), c.last_connect_error
+        pub = publish_ack(c, secure_env.topics.status(ident), b"hello")
+        sub = c.subscribe_and_wait(Filter(str(secure_env.topics.reply(ident))), 1)
+        c.stop()
+        return pub, sub
+
+    try:
+        # Execute
+        assert provision(secure_env.base, ident) == 0
+        broker.reload()
+        after_reload = own_codes()  # passwd is re-read (it logs in), the plugin's roles are not
+        broker.restart()
+        after_restart = own_codes()
+        # Assert
+        assert after_reload == (NOT_AUTHORIZED, [NOT_AUTHORIZED]), "documented: SIGHUP does not reload dynsec.json"
+        assert after_restart[0] < 0x80 and after_restart[1] == [1]
+    finally:
+        for c in clients:
+            c.stop()
+        broker.stop()
+        assert lepton(["provision", ident, "--broker-dir", str(secure_env.broker_dir), "--revoke"]) == 0
 
 
 def _batch(device: str, seq: int) -> FeatureBatch:

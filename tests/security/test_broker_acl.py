@@ -1,8 +1,8 @@
 """The generated ACL, enforced by a real mosquitto running secure.conf: allowed works, denied is denied.
 
-mosquitto 2.0's acl_file refuses PUBLISH with PUBACK 0x87 and never *delivers* a message a
-client may not read; it does not refuse SUBSCRIBE (the SUBACK grants the QoS), so for
-subscriptions the assertion is that nothing arrives, checked behind a barrier message.
+The dynamic security plugin (dynsec.json from shared.acl.render_dynsec) refuses PUBLISH with
+PUBACK 0x87, SUBSCRIBE with SUBACK 0x87, and never *delivers* a message a client may not
+read; deliveries are checked behind a barrier message.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from shared.acl import SERVICE_ROLES, Access, allowed
+from shared.acl import SERVICE_ROLES, Access, allowed, filters
 from shared.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic
 
-from .conftest import ROOT, SecureEnv, publish_ack, subscribe
+from .conftest import ROOT, Inbox, SecureEnv, publish_ack, subscribe
 
 pytestmark = pytest.mark.broker
 
@@ -68,24 +68,90 @@ def test_device_cannot_publish_a_model_a_reply_a_command_or_a_label(secure_env: 
     assert inbox.topics() == {str(t.manifest("barrier"))}, "a device's retained model reached a subscriber"
 
 
-def test_device_subscriptions_outside_its_own_topics_receive_nothing(secure_env: SecureEnv, connect):
+def forbidden_for_d1(t) -> list[Filter]:
+    return [
+        t.all(), Filter("#"), Filter(str(t.reply("d2"))), Filter(f"{ROOT}/edge/d2/cmd/+"),
+        Filter(str(t.cmd("d2", "rollback"))), Filter(f"{ROOT}/edge/+/cmd/+"), Filter(f"{ROOT}/edge/+/reply"),
+        Filter(f"{ROOT}/edge/d1/cmd/#"),  # wider than its grant edge/d1/cmd/+
+        Filter(f"{ROOT}/edge/d1/#"), Filter(str(t.status("d2"))), t.edge_tree(), t.hub_batches(),
+        Filter(f"{ROOT}/model/#"), Filter(f"{ROOT}/label/+/+"), Filter(str(t.reply("d2"))).shared("g"),
+        Filter("$CONTROL/dynamic-security/#"), Filter("$SYS/#"),
+    ]
+
+
+def test_forbidden_device_subscriptions_are_refused_with_0x87_and_receive_nothing(secure_env: SecureEnv, connect):
     # Prepare
     t = secure_env.topics
-    d1, d2, worker = connect("d1"), connect("d2"), connect("worker_1")
-    spy_all, codes_all = subscribe(d1, t.all())
-    spy_reply, codes_reply = subscribe(d1, Filter(str(t.reply("d2"))))
+    d1, d2, worker, op = connect("d1"), connect("d2"), connect("worker_1"), connect("operator_1")
+    spies = {f.value: subscribe(d1, f) for f in forbidden_for_d1(t)}
+    mine, mine_codes = subscribe(d1, Filter(str(t.reply("d1"))))
     own_reply, _ = subscribe(d2, Filter(str(t.reply("d2"))))
     # Execute
     assert publish_ack(worker, t.reply("d2"), b"for d2 only") < 0x80
     assert publish_ack(d2, t.status("d2"), b"d2 status") < 0x80
+    assert publish_ack(op, t.cmd("d2", "rollback"), b"d2 cmd") < 0x80
     assert publish_ack(worker, t.reply("d1"), b"barrier") < 0x80
     # Assert
-    for codes in (codes_all, codes_reply):
-        assert codes[0] in (0x01, NOT_AUTHORIZED)  # 2.0 acl_file grants; a plugin/2.1 may refuse with 0x87
-    assert own_reply.wait_for(lambda ms: [m.payload for m in ms] == [b"for d2 only"])
-    assert spy_all.wait_for(lambda ms: any(m.payload == b"barrier" for m in ms))
-    assert [m.payload for m in spy_all.messages] == [b"barrier"]  # only its own reply, nothing of d2's
-    assert spy_reply.messages == []
+    assert {f: codes for f, (_, codes) in spies.items()} == {f: [NOT_AUTHORIZED] for f in spies}
+    assert mine_codes == [1]
+    assert d1.counters.snapshot().get(f"mqtt.subscribe_denied.{NOT_AUTHORIZED:#x}") == len(spies)
+    assert own_reply.wait_for(lambda ms: [m.payload for m in ms] == [b"for d2 only"])  # it was delivered to d2
+    assert mine.wait_for(lambda ms: [m.payload for m in ms] == [b"barrier"])
+    assert d1.counters.snapshot().get("mqtt.received") == 1, "d1 got something besides its own reply"
+    for f, (inbox, _) in spies.items():  # a spy filter that covers d1's reply sees that one, nothing else
+        assert all(m.payload == b"barrier" for m in inbox.messages), f
+
+
+def test_device_own_and_model_subscriptions_are_granted(secure_env: SecureEnv, connect):
+    # Prepare
+    t = secure_env.topics
+    d1 = connect("d1", "mtls")  # the certificate CN is the identity the plugin looks up
+    wanted = [Filter(str(t.reply("d1"))), Filter(f"{ROOT}/edge/d1/cmd/+"), Filter(str(t.cmd("d1", "rollback"))),
+              t.manifests(), Filter(str(t.manifest("digits"))), Filter(f"{ROOT}/model/+/artifact/+"),
+              Filter(str(t.reply("d1"))).shared("g")]
+    # Execute
+    codes = {f.value: subscribe(d1, f)[1] for f in wanted}
+    refused = subscribe(d1, Filter(str(t.reply("d2"))))[1]
+    # Assert
+    assert codes == {f.value: [1] for f in wanted}
+    assert refused == [NOT_AUTHORIZED]
+
+
+def _raw_publish_code(settings, topic: str, payload: bytes, timeout: float = 5.0) -> int:
+    """PUBACK reason code of one QoS 1 publish through plain paho (shared.mqtt.Topic refuses '$' topics)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{settings.username}-raw", protocol=paho.MQTTv5)
+    c.username_pw_set(settings.username, settings.password)
+    connected, acked, codes = threading.Event(), threading.Event(), []
+    c.on_connect = lambda *a: connected.set()
+    c.on_publish = lambda _c, _u, _mid, rc, _p: (codes.append(rc.value), acked.set())
+    c.connect(settings.host, settings.port)
+    c.loop_start()
+    try:
+        assert connected.wait(timeout), "raw client did not connect"
+        c.publish(topic, payload, qos=1)
+        assert acked.wait(timeout), f"no PUBACK for {topic}"
+        return codes[0]
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_nobody_may_use_the_dynamic_security_control_topic(secure_env: SecureEnv, connect):
+    # Prepare: the plugin's admin API; no generated role grants it, so dynsec.json is the only source
+    who = ("d1", "monitor_1", "worker_1")
+    clients = {w: connect(w) for w in who}
+    # Execute
+    sub = {w: subscribe(c, Filter("$CONTROL/dynamic-security/#"))[1] for w, c in clients.items()}
+    pub = {w: _raw_publish_code(secure_env.settings(w), "$CONTROL/dynamic-security/v1",
+                                b'{"commands":[{"command":"deleteClient","username":"d2"}]}') for w in who}
+    d2_still_works = publish_ack(connect("d2"), secure_env.topics.status("d2"), b"alive")
+    # Assert
+    assert sub == dict.fromkeys(who, [NOT_AUTHORIZED])
+    assert pub == dict.fromkeys(who, NOT_AUTHORIZED)
+    assert d2_still_works < 0x80
 
 
 def test_worker_publishes_models_devices_read_them(secure_env: SecureEnv, connect):
@@ -118,13 +184,15 @@ def test_operator_commands_reach_only_the_addressed_device(secure_env: SecureEnv
     # Prepare
     t = secure_env.topics
     op, d1, d2, labeller = connect("operator_1"), connect("d1"), connect("d2"), connect("labeller_1")
-    in1, _ = subscribe(d1, Filter(f"{ROOT}/edge/+/cmd/+"))
-    in2, _ = subscribe(d2, Filter(f"{ROOT}/edge/+/cmd/+"))
+    _, wide = subscribe(d1, Filter(f"{ROOT}/edge/+/cmd/+"))
+    in1, _ = subscribe(d1, Filter(f"{ROOT}/edge/d1/cmd/+"))
+    in2, _ = subscribe(d2, Filter(f"{ROOT}/edge/d2/cmd/+"))
     # Execute
     code = publish_ack(op, t.cmd("d1", "rebirth"), b"{}")
     labeller_cmd = publish_ack(labeller, t.cmd("d1", "rebirth"), b"{}")
     barrier = publish_ack(op, t.cmd("d2", "barrier"), b"{}")
     # Assert
+    assert wide == [NOT_AUTHORIZED]
     assert code < 0x80 and barrier < 0x80 and labeller_cmd == NOT_AUTHORIZED
     assert in1.wait_for(lambda ms: len(ms) == 1) and in1.topics() == {str(t.cmd("d1", "rebirth"))}
     assert in2.wait_for(lambda ms: len(ms) == 1) and in2.topics() == {str(t.cmd("d2", "barrier"))}
@@ -143,11 +211,29 @@ def test_broker_write_decisions_match_shared_acl_for_every_identity_and_kind(sec
     assert any(code == NOT_AUTHORIZED for code in got.values()) and any(code < 0x80 for code in got.values())
 
 
+def test_broker_subscribe_decisions_match_shared_acl_for_every_identity_and_kind(secure_env: SecureEnv, connect):
+    # Prepare: every reader subscribes to one sample topic of every kind, its own and another device's
+    clients = {who: connect(who) for who in READERS}
+    cases = [(who, sample(s.kind, dev)) for who in READERS for s in TOPIC_SPECS for dev in ("d1", "d2")]
+    # Execute
+    got = {(who, str(topic)): subscribe(clients[who], Filter(str(topic)))[1] for who, topic in cases}
+    # Assert
+    mismatches = [(who, topic, codes) for (who, topic), codes in got.items()
+                  if codes != ([1] if allowed(who, Access.READ, topic, ROOT) else [NOT_AUTHORIZED])]
+    assert not mismatches, mismatches
+    assert any(c == [1] for c in got.values()) and any(c == [NOT_AUTHORIZED] for c in got.values())
+
+
 def test_broker_read_decisions_match_shared_acl_for_every_identity_and_kind(secure_env: SecureEnv, connect):
-    # Prepare: every reader subscribes to everything; the broker must filter by the ACL.
+    # Prepare: every reader subscribes to everything it may (its generated filters); the broker
+    # refuses the whole tree to all but the monitor, and must filter deliveries by the ACL.
     writers = {who: connect(who) for who in ("d1", "d2", *SERVICES) if who != "monitor_1"}
     readers = {who: connect(who) if who not in writers else writers[who] for who in READERS}
-    inboxes = {who: subscribe(c, Filter(f"{ROOT}/#"))[0] for who, c in readers.items()}
+    inboxes = {who: Inbox() for who in readers}
+    tree_codes = {who: c.subscribe_and_wait(Filter(f"{ROOT}/#"), 1) for who, c in readers.items()}
+    for who, c in readers.items():
+        for f in filters(who, Access.READ, ROOT):
+            assert c.subscribe_and_wait(Filter(f), 1, inboxes[who]) == [1], (who, f)
     topics = [sample(s.kind, dev) for s in TOPIC_SPECS for dev in ("d1", "d2")]
 
     def writer_for(topic: Topic) -> str:
@@ -166,6 +252,7 @@ def test_broker_read_decisions_match_shared_acl_for_every_identity_and_kind(secu
         got = {m.topic for m in inbox.messages if m.payload == b"probe"}
         want = {str(tp) for tp in topics if allowed(who, Access.READ, str(tp), ROOT)}
         assert got == want, f"{who}: extra {sorted(got - want)}, missing {sorted(want - got)}"
+    assert tree_codes == {who: [1] if who.startswith("monitor_") else [NOT_AUTHORIZED] for who in readers}
 
 
 def test_packet_above_max_packet_size_disconnects_its_sender(secure_env: SecureEnv, connect):

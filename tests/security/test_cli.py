@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def test_keys_show_prints_the_key_id(keys: Path, capsys):
     assert capsys.readouterr().out.strip() == key_id(load_public(keys / "signing.pub"))
 
 
+def test_keys_tls_writes_a_dynsec_config_that_denies_everything(tmp_path: Path):
+    assert lepton(["keys", "tls", "--broker-dir", str(tmp_path / "broker")]) == 0
+    dynsec = json.loads((tmp_path / "broker" / "dynsec.json").read_text())
+    assert dynsec["clients"] == [] and dynsec["roles"] == []
+    assert not any(dynsec["defaultACLAccess"][k] for k in ("publishClientSend", "publishClientReceive", "subscribe"))
+
+
 def test_provision_writes_a_complete_bundle(tmp_path: Path, keys: Path):
     # Execute
     assert prov(tmp_path, keys, "cam-1", "--host", "broker.example") == 0
@@ -78,6 +86,10 @@ def test_provision_writes_a_complete_bundle(tmp_path: Path, keys: Path):
     assert (out / "ca.crt").read_bytes() == (broker / "server-ca.crt").read_bytes()
     assert mode(broker / "device-ca.key") == 0o600 and mode(broker / "server.key") == 0o600
     assert "/etc/mosquitto/lepton" not in (broker / "mosquitto.conf").read_text()
+    dynsec = json.loads((broker / "dynsec.json").read_text())
+    assert [c["username"] for c in dynsec["clients"]] == ["cam-1"]
+    assert "password" not in dynsec["clients"][0]  # passwd alone authenticates (reloaded on SIGHUP)
+    assert settings.password not in (broker / "dynsec.json").read_text()
 
 
 def test_provision_service_identity_gets_an_acl_block(tmp_path: Path, keys: Path):
@@ -86,6 +98,9 @@ def test_provision_service_identity_gets_an_acl_block(tmp_path: Path, keys: Path
     assert cfg["service"] == "worker_1" and cfg["mqtt"]["port"] == 1883 and "tls" not in cfg["mqtt"]
     acl = (tmp_path / "broker" / "lepton.acl").read_text()
     assert "user worker_1\n" in acl and "topic write lepton/v1/model/+/manifest" in acl
+    role = json.loads((tmp_path / "broker" / "dynsec.json").read_text())["roles"][0]
+    assert role["rolename"] == "lepton-worker_1"
+    assert {"acltype": "publishClientSend", "topic": "lepton/v1/model/+/manifest", "allow": True} in role["acls"]
 
 
 @pytest.mark.parametrize("ident", ["cam+1", "cam#", "cam/1", "Cam-1", "c\u0430m-1", "-cam", "x" * 49, "a_b", ""])
@@ -126,6 +141,9 @@ def test_provision_revoke_removes_password_and_revokes_certificate(tmp_path: Pat
     assert users == ["cam-2"]
     crl = x509.load_pem_x509_crl((tmp_path / "broker" / "device-ca.crl").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    dynsec = json.loads((tmp_path / "broker" / "dynsec.json").read_text())
+    assert [c["username"] for c in dynsec["clients"]] == ["cam-2"]
+    assert [r["rolename"] for r in dynsec["roles"]] == ["lepton-cam-2"]
 
 
 def test_provision_needs_the_signing_public_key(tmp_path: Path, capsys):
