@@ -2,4 +2,5 @@ import sys
 
 from hub_bridge.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the package tree (tools, import-graph checks) must not run it
+    sys.exit(main())
