@@ -249,9 +249,11 @@ class MqttClient:
                 done = threading.Event()
                 try:
                     self.publish(death[0], death[1], qos=1, retain=True, on_ack=lambda rc: done.set())
-                    done.wait(min(timeout, 2.0))
+                    if not done.wait(min(timeout, 2.0)):
+                        self.counters.inc("mqtt.death_unacked")
                 except MqttError:
-                    pass
+                    # Connection lost just now: the broker will publish the LWT instead.
+                    self.counters.inc("mqtt.death_unsent")
             self._stop.set()
             c.disconnect()
         self._stop.set()
