@@ -44,6 +44,7 @@ from shared.counters import Counters
 from shared.model_contract import sample_id
 from shared.mqtt import Message, MqttClient, MqttError, Will
 from shared.schemas import Command, Manifest, ModelState, Prediction, Reply, Status, Telemetry
+from shared.sdnotify import SdNotifier
 from shared.service import Service
 from shared.signing import load_public
 from shared.tasks import get_task
@@ -96,6 +97,7 @@ class Agent(Service):
         self.topics = Topics(cfg.root)
         self.task = get_task(cfg.task)
         self.counters = counters or Counters()
+        self.notifier = SdNotifier.from_env()
         d = cfg.decision
         self.decider = Decider(make_policy(d.policy), audit_rate=d.audit_rate,
                                bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed)
@@ -155,6 +157,7 @@ class Agent(Service):
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
         self._updates.put(("boot", None))
         self.client.start()
+        self.notifier.ready()  # state opened, config valid: what follows is ordinary running
         self.spawn(self.sender.run, "sender")
         self.spawn(self._models_loop, "models")
         self.spawn(self._infer_loop, "infer")
@@ -162,6 +165,7 @@ class Agent(Service):
         self.spawn(self._telemetry_loop, "telemetry")
 
     def _stop(self) -> None:
+        self.notifier.stopping()
         for th in self._threads:
             if th.name.endswith(("capture", "infer", "models", "telemetry")):
                 th.join(10)
@@ -199,6 +203,9 @@ class Agent(Service):
     # ---- inference ---------------------------------------------------------------
     def _infer_loop(self) -> None:
         while not self.stopping.is_set():
+            # The systemd watchdog is fed from the loop that does the work: a wedged inference
+            # (not a lost broker, which the outbox rides out) gets the agent restarted.
+            self.notifier.ping()
             timeout = 0.1
             nd = self.pending.next_deadline()
             if nd is not None:
