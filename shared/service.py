@@ -7,10 +7,19 @@ A service's constructor does no I/O; ``start()`` opens connections and spawns th
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from shared.config import ConfigError, load_config, redacted
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +113,35 @@ def run_until_signal(service: Service, *, duration: float | None = None) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     return EXIT_ERROR if service.errors else EXIT_OK
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def add_service_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every long-running Lepton service takes."""
+    p.add_argument("--config", type=Path, help="TOML config file (LEPTON_CONFIG also works; LEPTON_* env vars override).")
+    p.add_argument("--validate-config", action="store_true",
+                   help="Check the config, print it as JSON (secrets masked), exit.")
+    p.add_argument("--duration", type=float, default=None, help="Run for this many seconds, then stop cleanly.")
+    p.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
+    return p
+
+
+def run_service_cli(args: argparse.Namespace, prog: str, model: type[C], make: Callable[[C], Service]) -> int:
+    """Load and check the config, then run the service until a signal; one line and an exit code on errors."""
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(model, args.config)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.validate_config:
+        print(json.dumps(redacted(cfg), indent=2))
+        return EXIT_OK
+    try:
+        return run_until_signal(make(cfg), duration=args.duration)
+    except (OSError, ValueError) as exc:  # unreadable key, state dir not writable, ...
+        log.error("%s cannot run: %s", prog, exc)
+        return EXIT_ERROR
