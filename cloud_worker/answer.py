@@ -111,6 +111,9 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, TaskDef], mo
         except _Reject as r:
             out.rejected.append((r.reason, r.detail[:200]))
             continue
+        except Exception as exc:  # a decoder bug must cost one request, not the answering thread
+            out.rejected.append(("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
+            continue
         if hs.task not in models:
             out.rejected.append(("no_model", hs.task))
             continue

@@ -154,8 +154,13 @@ class WorkerService(Service):
             batch = [first, *self.infer_q.drain()]
             models = {n: ans.Model(lr.cloud.name, lr.cloud.predict) for n, lr in self.learners.items()
                       if lr.cloud is not None}
-            out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
-                             max_batch=self.cfg.infer.max_batch)
+            try:
+                out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
+                                 max_batch=self.cfg.infer.max_batch)
+            except Exception:  # e.g. a model that fails on this batch: count it, keep answering
+                c.inc("infer.errors", len(batch))
+                log.exception("answering %d escalations failed", len(batch))
+                continue
             c.inc("infer.requests", len(batch))
             c.inc("infer.batches")
             for reason, detail in out.rejected:
@@ -180,12 +185,16 @@ class WorkerService(Service):
                 self._republish_latest()
             items = [item, *self.learn_q.drain()] if item is not None else []
             for kind, payload in items:
-                if kind == "hard":
-                    lr = self.learners.get(payload.task)
-                    if lr is not None:
-                        lr.ingest_hard(payload.keys, payload.x, payload.labels, payload.conf)
-                    continue
-                self._ingest_fused(payload)
+                try:
+                    if kind == "hard":
+                        lr = self.learners.get(payload.task)
+                        if lr is not None:
+                            lr.ingest_hard(payload.keys, payload.x, payload.labels, payload.conf)
+                        continue
+                    self._ingest_fused(payload)
+                except Exception:  # one batch must not stop learning (it is counted and logged)
+                    c.inc(f"learn.errors.{kind}")
+                    log.exception("learner: %s item failed", kind)
             if not self.cfg.learn:
                 continue
             for lr in self.learners.values():

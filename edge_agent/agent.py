@@ -16,7 +16,6 @@ between two samples and never interrupts one.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import threading
 import time
@@ -31,19 +30,18 @@ from edge_agent.batching import FeatureBatcher, Rows
 from edge_agent.capture import EOF_MARK, FrameQueue
 from edge_agent.config import AgentConfig
 from edge_agent.decide import Decider, TokenBucket, make_policy
-from edge_agent.model import LoadedModel, ModelRejected, load_model
+from edge_agent.lifecycle import ModelLifecycle
+from edge_agent.model import LoadedModel
 from edge_agent.outbox import Outbox, Row
 from edge_agent.pending import PendingTable
 from edge_agent.sender import OutboxSender
 from edge_agent.store import ModelStore
-from edge_agent.verify import Rejection, check_artifact, parse_manifest
 from shared import schemas
-from shared.bounded import DropOldestQueue
 from shared.containers import FeatureBatch, HardSample
 from shared.counters import Counters
 from shared.model_contract import sample_id
 from shared.mqtt import Message, MqttClient, MqttError, Will
-from shared.schemas import Command, Manifest, ModelState, Prediction, Reply, Status, Telemetry
+from shared.schemas import Command, ModelState, Prediction, Reply, Status, Telemetry
 from shared.sdnotify import SdNotifier
 from shared.service import Service
 from shared.signing import load_public
@@ -52,13 +50,6 @@ from shared.topics import Filter, Topics
 from shared.wire import Decoded, Receiver
 
 log = logging.getLogger(__name__)
-
-# Rejections worth a retained ModelState (someone published a version this device will not run).
-_REPORTED = {"bad_signature", "invalid", "bad_artifact_topic", "too_large", "fetch_timeout", "oversized", "bad_hash",
-             "load_failed", "onnx_malformed", "onnx_external_data", "contract", "bad_preprocess", "bad_reference", "inference_failed", "reference_mismatch"}
-# Failures that fetching again cannot fix: remembered per (version, sha256) so a retained
-# manifest redelivered on every reconnect is not fetched and loaded again and again.
-_PERMANENT = _REPORTED - {"fetch_timeout"}
 
 
 @dataclass(slots=True)
@@ -80,14 +71,6 @@ def _versions() -> dict[str, str]:
     return {"lepton": __version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
-def _lower_priority(nice: int) -> None:
-    """Make the calling thread nicer (Linux schedules threads individually); best effort."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):
-        pass
-
-
 class Agent(Service):
     name = "edge-agent"
 
@@ -105,19 +88,15 @@ class Agent(Service):
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
         names = cfg.events.alert_classes if cfg.events.alert_classes is not None else self.task.alert_classes
         self.alert_idx = {self.task.classes.index(n) for n in names if n in self.task.classes}
-        self.store = ModelStore(cfg.model_dir, keep=cfg.model.keep_versions)
+        self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
+                                     on_swap=self._on_swap, report=self._publish_model_state)
         self.outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox.max_bytes, ttl_s=dict(cfg.outbox.ttl_s),
                              counters=self.counters)
         self.frames_q = FrameQueue(cfg.capture.queue_size, cfg.capture.mode == "lossless", self.stopping)
         self.client: MqttClient | None = None
         self.sender: OutboxSender | None = None
-        self.public_key = None
         self.boot = 0
-        self.active: LoadedModel | None = None
         self.source_done = threading.Event()
-        self.model_ready = threading.Event()
-        self.swaps: deque[tuple[float, int]] = deque(maxlen=1000)  # (monotonic time, version), recent
-        self._updates: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(16)
         self._lock = threading.Lock()
         self._seq = 0
         self._n = 0
@@ -131,7 +110,6 @@ class Agent(Service):
         self.latencies: deque[float] = deque(maxlen=4096)
         self._last_raw: np.ndarray | None = None
         self._model_state: bytes | None = None
-        self._rejected: dict[tuple[int, str], str] = {}
         self._stale_reported: int | None = None
         self._tele_frames = 0
         self._tele_t = time.monotonic()
@@ -139,10 +117,9 @@ class Agent(Service):
     # ---- lifecycle --------------------------------------------------------------
     def _start(self) -> None:
         cfg = self.cfg
-        if cfg.model.public_key is not None:
-            self.public_key = load_public(cfg.model.public_key)  # fail before opening anything
-        self.store.open()
-        self.boot = self.store.next_boot(int(time.time()))
+        public_key = load_public(cfg.model.public_key) if cfg.model.public_key is not None else None
+        self.models.store.open()  # fail before opening anything else
+        self.boot = self.models.store.next_boot(int(time.time()))
         self.outbox.open()
         t = self.topics
         will = Will(t.status(cfg.device), self._status_payload("offline"))
@@ -152,14 +129,14 @@ class Agent(Service):
                                    on_sent=self._on_sent)
         self.client.on_connect_hooks.append(self._on_connect)
         self.client.on_disconnect_hooks.append(self.sender.connection_changed)
-        self.client.subscribe(Filter(str(t.manifest(cfg.task))), 1, self._on_manifest)
+        self.models.open(self.client, public_key)
+        self.client.subscribe(Filter(str(t.manifest(cfg.task))), 1, self.models.offer)
         self.client.subscribe(Filter(str(t.reply(cfg.device))), 1, Receiver(t, self._on_reply, self.counters))
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
-        self._updates.put(("boot", None))
         self.client.start()
         self.notifier.ready()  # state opened, config valid: what follows is ordinary running
         self.spawn(self.sender.run, "sender")
-        self.spawn(self._models_loop, "models")
+        self.spawn(self.models.run, "models")
         self.spawn(self._infer_loop, "infer")
         self.spawn(self._capture_loop, "capture")
         self.spawn(self._telemetry_loop, "telemetry")
@@ -228,6 +205,9 @@ class Agent(Service):
                 self._send_features(rows)
         self._flush_features()
         for p in self.pending.drain():
+            # Stopping before the reply came: decided locally, and counted, so that every escalation
+            # ends in exactly one of reply.used, reply.rejected.*, escalation.deadline/evicted/at_stop.
+            self.counters.inc("escalation.at_stop")
             self._finalize(p, "edge", p.label, p.confidence)
 
     def process(self, s: sources.Sample) -> None:
@@ -407,7 +387,7 @@ class Agent(Service):
         if cmd.name == "rebirth":
             self._republish()
         elif cmd.name == "rollback":
-            self._updates.put(("rollback", cmd))
+            self.models.request_rollback()
         elif cmd.name == "thresholds":
             try:
                 self._apply_thresholds(cmd.args)
@@ -458,7 +438,12 @@ class Agent(Service):
             self._publish_direct(self.topics.model_state(self.cfg.device), self._model_state, "model_state", qos=1,
                                  retain=True)
 
-    def _publish_model_state(self, state: str, *, offered: int | None = None, reason: str = "") -> None:
+    def _on_swap(self, model: LoadedModel) -> None:
+        # The retained status names the model in use; keep it true.
+        self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
+                             retain=True)
+
+    def _publish_model_state(self, state: str, offered: int | None = None, reason: str = "") -> None:
         m = self.active
         payload = schemas.dumps(ModelState(device=self.cfg.device, task=self.cfg.task, state=state,  # type: ignore
                                            version=m.version if m else 0, offered=offered, reason=reason[:512],
@@ -501,172 +486,23 @@ class Agent(Service):
             log.warning("model v%d: manifest expired; serving it until a newer one arrives", m.version)
             self._publish_model_state("stale", reason="serving model's manifest has expired")
 
-    # ---- models ------------------------------------------------------------------------
-    def _on_manifest(self, msg: Message) -> None:
-        self._updates.put(("manifest", msg.payload))
-
-    def _models_loop(self) -> None:
-        _lower_priority(10)  # building a session must not steal the one core from inference
-        while not self.stopping.is_set():
-            job = self._updates.get(0.2)
-            if job is None:
-                continue
-            kind, arg = job
-            try:
-                if kind == "boot":
-                    self._load_at_boot()
-                elif kind == "manifest":
-                    self._offer(arg)
-                elif kind == "rollback":
-                    self._rollback()
-            except Exception:  # never let one bad model take the updater down
-                self.counters.inc("model.errors")
-                log.exception("model job %s failed", kind)
-
-    def _swap(self, model: LoadedModel) -> None:
-        self.active = model
-        self.swaps.append((time.monotonic(), model.version))
-        self.counters.inc("model.swaps")
-        self.model_ready.set()
-        # The retained status names the model in use; keep it true.
-        self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
-                             retain=True)
-
-    def _build(self, data: bytes, m: Manifest, raw: bytes) -> LoadedModel:
-        return load_model(data, m, raw, threads=self.cfg.model.intra_op_threads, expect_shape=self.task.input_shape,
-                          probe=self._last_raw)
-
-    def _load_at_boot(self) -> None:
-        st = self.store.state
-        for version in (st.current, st.previous):
-            if version is None:
-                continue
-            try:
-                data, raw = self.store.read(version)
-                m = self._trusted(raw)
-                check_artifact(data, m)
-                model = self._build(data, m, raw)
-            except (OSError, Rejection, ModelRejected) as exc:
-                self.counters.inc("model.boot_load_failed")
-                log.error("stored model v%s unusable: %s", version, exc)
-                continue
-            if version != st.current:
-                self.store.state.current, self.store.state.previous = version, None
-                self.store.save()
-            self._swap(model)
-            self._publish_model_state("loaded", reason="from disk")
-            log.info("serving stored model v%d", version)
-            return
-        ic = self.cfg.model
-        if ic.initial_model is not None and ic.initial_manifest is not None:
-            try:
-                raw = ic.initial_manifest.read_bytes()
-                data = ic.initial_model.read_bytes()
-            except OSError as exc:
-                self.counters.inc("model.rejected.initial_unreadable")
-                log.error("initial model unreadable: %s", exc)
-                return
-            self._accept(raw, lambda m: data)
-
-    def _trusted(self, raw: bytes) -> Manifest:
-        """A stored manifest: re-verified (signature, task), but neither 'newer' nor expiry apply."""
-        m = parse_manifest(raw, task=self.cfg.task, highest=0, public_key=self.public_key, topics=self.topics,
-                           now=0.0, max_artifact_bytes=self.cfg.model.max_artifact_bytes)
-        return m
-
-    def _offer(self, raw: bytes) -> None:
-        self._accept(raw, self._fetch)
-
-    def _accept(self, raw: bytes, get_artifact) -> None:
-        cur = self.active
-        m: Manifest | None = None
-        try:
-            m = parse_manifest(raw, task=self.cfg.task, highest=self.store.state.highest, public_key=self.public_key,
-                               topics=self.topics, now=time.time(), max_artifact_bytes=self.cfg.model.max_artifact_bytes)
-            known = self._rejected.get((m.version, m.sha256))
-            if known is not None:
-                self.counters.inc("model.ignored.known_bad")
-                log.debug("manifest v%d was rejected before (%s); ignored", m.version, known)
-                return
-            data = get_artifact(m)
-            check_artifact(data, m)
-            model = self._build(data, m, raw)
-        except (Rejection, ModelRejected) as exc:
-            version = getattr(exc, "version", None)
-            if version is None and m is not None:
-                version = m.version
-            self._rejected_offer(exc.reason, exc.detail, version, cur)
-            if exc.reason in _PERMANENT and m is not None:
-                self._rejected[(m.version, m.sha256)] = exc.reason
-            return
-        # Persist files, then the new highest/current version, then switch: a crash at any
-        # point leaves either the old state or the new one, never an older model accepted later.
-        self.store.write(m.version, data, raw)
-        self.store.state.highest = max(self.store.state.highest, m.version)
-        self.store.switch(m.version)
-        self._swap(model)
-        self.counters.inc("model.loaded")
-        log.info("model v%d loaded (was v%s)", m.version, cur.version if cur else None)
-        self._publish_model_state("loaded")
-
-    def _rejected_offer(self, reason: str, detail: str, version: int | None, cur: LoadedModel | None) -> None:
-        if reason == "not_newer" and cur is not None and version == cur.version:
-            self.counters.inc("model.manifest.current")  # the retained manifest of what we already run
-            log.debug("manifest v%s is the one in use", version)
-            return
-        self.counters.inc(f"model.rejected.{reason}")
-        log.warning("model manifest v%s ignored: %s: %s", version, reason, detail)
-        if reason == "expired":
-            self.counters.inc("model.stale")
-            self._publish_model_state("stale", offered=version, reason=detail)
-        elif reason in _REPORTED:
-            self._publish_model_state("rejected", offered=version, reason=f"{reason}: {detail}")
-
-    def _fetch(self, m: Manifest) -> bytes:
-        assert self.client is not None
-        got: list[bytes] = []
-        ev = threading.Event()
-        flt = Filter(m.artifact)
-
-        def on_artifact(msg: Message) -> None:
-            if msg.topic == m.artifact and not got:
-                got.append(msg.payload)
-                ev.set()
-
-        self.client.subscribe(flt, 1, on_artifact)
-        try:
-            deadline = time.monotonic() + self.cfg.model.fetch_timeout_s
-            while not ev.wait(0.1):
-                if self.stopping.is_set() or time.monotonic() >= deadline:
-                    raise Rejection("fetch_timeout", f"no retained artifact on {m.artifact} within "
-                                                     f"{self.cfg.model.fetch_timeout_s}s", m.version)
-        finally:
-            self.client.unsubscribe(flt)
-        return got[0]
-
-    def _rollback(self) -> None:
-        st = self.store.state
-        cur = self.active
-        if st.previous is None:
-            self.counters.inc("cmd.rollback.no_previous")
-            self._publish_model_state("rejected", reason="rollback: no previous model on disk")
-            return
-        try:
-            data, raw = self.store.read(st.previous)
-            m = self._trusted(raw)
-            check_artifact(data, m)
-            model = self._build(data, m, raw)
-        except (OSError, Rejection, ModelRejected) as exc:
-            self.counters.inc("cmd.rollback.failed")
-            self._publish_model_state("rejected", offered=st.previous, reason=f"rollback failed: {exc}")
-            return
-        self.store.rolled_back()
-        self._swap(model)
-        self.counters.inc("model.rolled_back")
-        log.warning("rolled back from v%s to v%d", cur.version if cur else None, model.version)
-        self._publish_model_state("rolled_back", reason=f"rolled back from v{cur.version if cur else 0}")
-
     # ---- helpers for CLIs and tests -------------------------------------------------------
+    @property
+    def active(self) -> LoadedModel | None:
+        return self.models.active
+
+    @property
+    def swaps(self) -> deque[tuple[float, int]]:
+        return self.models.swaps
+
+    @property
+    def store(self) -> ModelStore:
+        return self.models.store
+
+    @property
+    def model_ready(self) -> threading.Event:
+        return self.models.ready
+
     def wait_model(self, timeout: float) -> bool:
-        return self.model_ready.wait(timeout)
+        return self.models.ready.wait(timeout)
 

@@ -143,6 +143,9 @@ class ModelSettings(_Cfg):
     initial_manifest: Path | None = Field(None, description="Manifest JSON describing initial_model.")
     fetch_timeout_s: float = Field(10.0, gt=0, description="Wait for a retained artifact at most this long.")
     max_artifact_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Refuse manifests declaring larger artifacts.")
+    artifact_attempts: int = Field(5, ge=1, le=1000, description="Artifacts tried per model version: after one that "
+                                   "never came or did not match the signed sha256, newly published bytes on the "
+                                   "artifact topic are tried again, up to this many in all.")
     intra_op_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads (1 on a Pi).")
     keep_versions: int = Field(2, ge=2, description="Model versions kept on disk (current + previous at least).")
 

@@ -8,13 +8,12 @@ this task, or expired.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from shared import schemas
+from shared import schemas, strictjson
 from shared.onnx_guard import OnnxGuardError, check_onnx_bytes
 from shared.schemas import Manifest
 from shared.signing import SignatureError, verify_manifest_obj
@@ -48,8 +47,8 @@ def parse_manifest(raw: bytes, *, task: str, highest: int, public_key: Ed25519Pu
     if len(raw) > schemas.MAX_JSON_BYTES * 8:
         raise Rejection("oversized", f"manifest of {len(raw)} B")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        obj = strictjson.loads(raw)
+    except strictjson.JsonError as exc:
         raise Rejection("not_json", str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise Rejection("not_json", "manifest is not a JSON object")

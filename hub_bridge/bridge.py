@@ -179,11 +179,15 @@ class HubBridge(Service):
         cls, parsed = self._route(msg.topic)
         tok = self.acker.token(msg, conn)
         if cls < 0:
-            if cls == STATUS:
-                self._on_status(msg, parsed)
-            else:
-                self.counters.inc(f"ignored.{parsed}")
-            self.acker.release(tok)
+            # Consumed here: acked once counted, whatever happens, so a poison message is never
+            # redelivered and never holds one of the connection's receive-maximum slots.
+            try:
+                if cls == STATUS:
+                    self._on_status(msg, parsed)
+                else:
+                    self.counters.inc(f"ignored.{parsed}")
+            finally:
+                self.acker.release(tok)
             return
         device = parsed.device
         if len(msg.payload) > self._max_bytes[cls]:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shared import strictjson
+
 MAGIC = b"LPT"
 VERSION = 1
 _PREFIX = struct.Struct("<3sBI")
@@ -120,10 +122,15 @@ class Bundle:
 
     def meta_int(self, key: str) -> int:
         raw = self.meta_str(key)
+        if len(raw) > 20:  # int64 at most; also spares converting thousands of digits
+            raise Malformed(f"meta {key!r} is not an int64: {raw[:24]!r}...")
         try:
-            return int(raw)
+            v = int(raw)
         except ValueError:
             raise Malformed(f"meta {key!r} is not an integer: {raw!r}") from None
+        if not -(1 << 63) <= v < (1 << 63):
+            raise Malformed(f"meta {key!r} is out of the int64 range")
+        return v
 
 
 def _pad(n: int) -> int:
@@ -204,8 +211,8 @@ def decode(payload: bytes | bytearray | memoryview, *, allow_nonfinite: bool = F
     if _PREFIX.size + hlen > total:
         raise Truncated("header runs past the end of the payload")
     try:
-        header = json.loads(bytes(buf[_PREFIX.size:_PREFIX.size + hlen]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = strictjson.loads(bytes(buf[_PREFIX.size:_PREFIX.size + hlen]))
+    except strictjson.JsonError as exc:
         raise Malformed(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or set(header) != {"meta", "tensors"}:
         raise Malformed("header must be an object with exactly 'meta' and 'tensors'")

@@ -11,12 +11,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared import codec
+from shared import codec, strictjson
 from shared.codec import BadShape, Bundle, Malformed, UnsupportedVersion
 from shared.topics import check_device, check_segment
 
 CONTAINER_SCHEMA = "1"
 _FLOATS = ("float16", "float32")
+
+
+def _json_list(raw: str) -> list:
+    v = strictjson.loads(raw, max_depth=1)
+    if not isinstance(v, list):
+        raise Malformed(f"expected a JSON list, got {type(v).__name__}")
+    return v
+
+
+def _short_str(v: object) -> str:
+    if not isinstance(v, str) or not 0 < len(v) <= 64:
+        raise Malformed(f"bad context column name {v!r:.80}")
+    return v
 
 
 def _head(b: Bundle, kind: str) -> None:
@@ -164,8 +177,8 @@ class FusedBatch:
         _head(b, cls.KIND)
         try:
             task = check_segment(b.meta_str("task"), "task")
-            devices = tuple(check_device(d) for d in json.loads(b.meta_str("devices")))
-            ctx_names = tuple(str(c) for c in json.loads(b.meta_str("context")))
+            devices = tuple(check_device(d) for d in _json_list(b.meta_str("devices")))
+            ctx_names = tuple(_short_str(c) for c in _json_list(b.meta_str("context")))
         except (ValueError, TypeError) as exc:
             if isinstance(exc, codec.CodecError):
                 raise

@@ -8,7 +8,12 @@
 - Publish refusals are exceptions, never silence: paho returns ``MQTT_ERR_QUEUE_SIZE``
   instead of raising, and a broker's PUBACK reason code (0x87 not authorized) arrives
   later, so both are surfaced: the first raises, the second reaches ``on_ack`` and a counter.
-- Handler exceptions are counted and kept (``callback_errors``), never swallowed silently.
+- Acks are matched to the packet that was acknowledged. paho reuses packet ids after 65,535 and
+  PUBLISH and SUBSCRIBE share them, and an ack can arrive before ``publish()`` returns, so an
+  ack that finds no registered packet is parked with the count of packets started so far; a
+  later packet that gets the same id takes it only if it arrived after that packet started.
+  Every packet (the birth included) is registered, and parked acks are dropped on disconnect.
+- Handler exceptions are counted and the latest kept (``callback_errors``), never swallowed silently.
 - Handlers run on the network thread; ``subscribe_queue`` gives a bounded incoming queue
   instead, for consumers that do slow work.
 """
@@ -21,6 +26,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,14 +156,15 @@ class MqttClient:
         self._handlers: list[tuple[Filter, Handler]] = []
         self._lock = threading.Lock()
         self._pending: dict[int, AckCallback | None] = {}
-        self._early: dict[int, int] = {}
-        self._suback: dict[int, tuple[threading.Event, list[int]]] = {}
-        self._early_suback: dict[int, list[int]] = {}
+        self._suback: dict[int, tuple[threading.Event, list[int]] | None] = {}
+        # Acks that found no registered packet: mid -> (packets started when it came, "pub"|"sub", value).
+        self._early: dict[int, tuple[int, str, object]] = {}
+        self._started = 0  # PUBLISH/SUBSCRIBE packets handed to paho so far
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: paho.Client | None = None
-        self.callback_errors: list[BaseException] = []
+        self.callback_errors: deque[BaseException] = deque(maxlen=100)
         self.last_connect_error: str | None = None
         self.on_connect_hooks: list[Callable[[bool], None]] = []  # arg: session_present
         self.on_disconnect_hooks: list[Callable[[], None]] = []
@@ -170,7 +177,7 @@ class MqttClient:
             if handler is not None:
                 self._handlers.append((flt, handler))
         if self._connected.is_set() and self._client is not None:
-            self._client.subscribe(flt.value, qos=qos)
+            self._subscribe_now(self._client, flt, qos)
 
     def subscribe_and_wait(self, flt: Filter, qos: int = 1, handler: Handler | None = None,
                            timeout: float = 5.0) -> list[int]:
@@ -182,19 +189,36 @@ class MqttClient:
             if handler is not None:
                 self._handlers.append((flt, handler))
         ev, codes = threading.Event(), []
+        start = self._begin()
         rc, mid = self._client.subscribe(flt.value, qos=qos)
         if rc != paho.MQTT_ERR_SUCCESS:
             raise NotConnected(f"subscribe failed: {paho.error_string(rc)}")
         with self._lock:
-            early = self._early_suback.pop(mid, None)
+            early = self._claim(mid, start, "sub")
             if early is None:
                 self._suback[mid] = (ev, codes)
         if early is not None:
-            codes.extend(early)
+            codes.extend(early)  # type: ignore[arg-type]
             ev.set()
-        if not ev.wait(timeout):
-            raise TimeoutError(f"no SUBACK for {flt.value} within {timeout}s")
+        try:
+            if not ev.wait(timeout):
+                raise TimeoutError(f"no SUBACK for {flt.value} within {timeout}s")
+        finally:
+            with self._lock:
+                if self._suback.get(mid) == (ev, codes):
+                    del self._suback[mid]
         return codes
+
+    def _subscribe_now(self, client: paho.Client, flt: Filter, qos: int) -> None:
+        """SUBSCRIBE without waiting; its SUBACK is still matched, so it can never pose as another's."""
+        start = self._begin()
+        rc, mid = client.subscribe(flt.value, qos=qos)
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            return
+        with self._lock:
+            early = self._claim(mid, start, "sub")
+            if early is None:
+                self._suback[mid] = None
 
     def subscribe_queue(self, flt: Filter, qos: int = 1, maxsize: int = 10_000,
                         wait: float | None = None) -> DropOldestQueue[Message]:
@@ -281,6 +305,7 @@ class MqttClient:
         if c is None or not self._connected.is_set():
             self.counters.inc("mqtt.publish_not_connected")
             raise NotConnected(f"not connected; cannot publish to {topic}")
+        start = self._begin()
         info = c.publish(topic.value, payload, qos=qos, retain=retain,
                          properties=_props(response_topic and str(response_topic), correlation_data,
                                            user_properties, message_expiry))
@@ -296,7 +321,7 @@ class MqttClient:
         # paho may call on_publish before publish() returns: reconcile under our lock
         # (never held while calling into paho, whose callbacks hold paho's own mutexes).
         with self._lock:
-            early = self._early.pop(info.mid, None)
+            early = self._claim(info.mid, start, "pub")
             if early is None:
                 self._pending[info.mid] = on_ack
         if early is not None and on_ack is not None:
@@ -311,6 +336,31 @@ class MqttClient:
             c.ack(msg.mid, msg.qos)
 
     # ---- internals ------------------------------------------------------
+    def _begin(self) -> int:
+        """Count a packet about to be handed to paho; returns its place in that order."""
+        with self._lock:
+            self._started += 1
+            return self._started
+
+    def _claim(self, mid: int, start: int, kind: str) -> object | None:
+        """An ack parked for ``mid`` that belongs to the packet started at ``start`` (lock held)."""
+        e = self._early.pop(mid, None)
+        if e is None:
+            return None
+        arrived, k, value = e
+        if arrived < start or k != kind:
+            # Parked before this packet existed: it acknowledged an earlier one with the same id.
+            self.counters.inc("mqtt.stale_acks")
+            return None
+        return value
+
+    def _park(self, mid: int, kind: str, value: object) -> None:
+        """Lock held. Bounded: acks nobody claims (packets paho resent after a reconnect) age out."""
+        self._early[mid] = (self._started, kind, value)
+        while len(self._early) > 1024:
+            self._early.pop(next(iter(self._early)))
+            self.counters.inc("mqtt.stale_acks")
+
     def _make_client(self) -> paho.Client:
         s = self.settings
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5,
@@ -414,7 +464,7 @@ class MqttClient:
         with self._lock:
             subs = list(self._subs.values())
         for flt, qos, _ in subs:
-            client.subscribe(flt.value, qos=qos)
+            self._subscribe_now(client, flt, qos)
         self._connected.set()
         if self._birth is not None:
             self._safe_call(self._publish_birth, client)
@@ -424,11 +474,20 @@ class MqttClient:
     def _publish_birth(self, client: paho.Client) -> None:
         assert self._birth is not None
         topic, payload = self._birth()
-        client.publish(topic.value, payload, qos=1, retain=True)
+        try:
+            self.publish(topic, payload, qos=1, retain=True)  # registered like any packet: its PUBACK is matched
+        except MqttError:
+            self.counters.inc("mqtt.birth_unsent")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        with self._lock:
+            # Parked acks and unanswered SUBSCRIBEs belong to the lost connection (a waiter times out;
+            # _on_connect subscribes again). Pending PUBLISHes stay: paho sends them again after the
+            # reconnect and their PUBACKs still match them.
+            self._early.clear()
+            self._suback.clear()
         if was:
             self.counters.inc("mqtt.disconnects")
             if not self._stop.is_set():
@@ -445,7 +504,7 @@ class MqttClient:
             if mid in self._pending:
                 cb = self._pending.pop(mid)
             else:
-                self._early[mid] = value
+                self._park(mid, "pub", value)
                 return
         if cb is not None:
             self._safe_call(cb, value)
@@ -453,9 +512,10 @@ class MqttClient:
     def _on_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
         codes = [rc.value for rc in reason_code_list]
         with self._lock:
+            known = mid in self._suback
             entry = self._suback.pop(mid, None)
-            if entry is None:
-                self._early_suback[mid] = codes
+            if not known:
+                self._park(mid, "sub", codes)
         for v in codes:
             if v >= 0x80:
                 self.counters.inc(f"mqtt.subscribe_denied.{v:#x}")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from shared import strictjson
 from shared.topics import DEVICE_RE, SEGMENT_RE
 
 SCHEMA_VERSION = 1
@@ -244,8 +245,8 @@ def _load_obj(payload: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     if len(payload) == 0:
         raise NotJson("empty payload")
     try:
-        obj = json.loads(bytes(payload) if not isinstance(payload, str) else payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        obj = strictjson.loads(payload)
+    except strictjson.JsonError as exc:
         raise NotJson(f"payload is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidPayload("payload must be a JSON object")

@@ -196,3 +196,54 @@ def test_serving_model_whose_manifest_expires_is_reported_stale_and_kept(make_ag
     st = wait_until(lambda: (s := col.of(Kind.MODEL_STATE)) and s[-1].state == "stale" and s[-1], what="stale")
     assert st.version == 1 and agent.active.version == 1 and agent.counters.get("model.stale") == 1
     _alive(agent, col)
+
+
+def _publish_artifact(pub, topics, version: int, blob: bytes) -> None:
+    import threading
+
+    done = threading.Event()
+    pub.publish(topics.artifact("digits", version), blob, qos=1, retain=True, on_ack=lambda rc: done.set())
+    assert done.wait(10)
+
+
+@pytest.mark.parametrize("bad", ["bad_hash", "oversized", "fetch_timeout"])
+@pytest.mark.parametrize("republish_manifest", [False, True])
+def test_a_bad_artifact_does_not_block_the_genuine_one(serving, keys, topics, bad, republish_manifest):
+    # Prepare: v3 is signed; someone who can publish on the artifact topic puts other bytes there first
+    agent, col, pub = serving
+    key = keys[0]
+    rel = release(topics, "digits", 3, key=key)
+    forged = {"bad_hash": rel.onnx[:-8] + b"\0" * 8, "oversized": rel.onnx + b"\0" * 64}.get(bad)
+    if forged is not None:
+        _publish_artifact(pub, topics, 3, forged)
+    else:
+        clear_retained(pub, topics.artifact("digits", 3))
+    pub.publish(topics.manifest("digits"), rel.wire, qos=1, retain=True)
+    wait_until(lambda: agent.counters.get(f"model.rejected.{bad}") >= 1, what=bad)
+    assert agent.active.version == 2
+    # Execute: the genuine artifact is published again (with or without its manifest again)
+    if republish_manifest:
+        publish_release(pub, topics, rel)
+    else:
+        _publish_artifact(pub, topics, 3, rel.onnx)
+    # Assert: it is tried and served, without a restart
+    wait_until(lambda: agent.active.version == 3, what="v3 serving after the genuine artifact")
+    assert agent.counters.get("model.ignored.known_bad") == 0
+    assert col.of(Kind.MODEL_STATE)[-1].state == "loaded"
+
+
+def test_bad_artifacts_are_tried_a_bounded_number_of_times(serving, keys, topics):
+    agent, col, pub = serving
+    key = keys[0]
+    limit = agent.cfg.model.artifact_attempts
+    rel = release(topics, "digits", 3, key=key)
+    _publish_artifact(pub, topics, 3, rel.onnx[:-8] + b"\1" * 8)
+    pub.publish(topics.manifest("digits"), rel.wire, qos=1, retain=True)
+    for i in range(limit + 3):  # each forgery differs: each would be new bytes
+        wait_until(lambda i=i: agent.counters.get("model.rejected.bad_hash") >= min(i + 1, limit), what="tried")
+        _publish_artifact(pub, topics, 3, rel.onnx[:-8] + bytes([i + 2]) * 8)
+    wait_until(lambda: agent.counters.get("model.artifact_gave_up") == 1, what="gave up")
+    _alive(agent, col)
+    assert agent.counters.get("model.rejected.bad_hash") == limit
+    assert agent.counters.get("model.artifact_retry") == limit - 1
+    assert agent.active.version == 2
