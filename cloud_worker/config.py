@@ -41,6 +41,8 @@ class BufferSettings(_Strict):
     pending_hard: int = Field(5000, ge=1, description="Unlabelled hard samples kept while waiting for a label.")
     pseudo_confidence: float = Field(0.95, gt=0, le=1, description="Cloud confidence needed to use a pseudo-label.")
     pseudo_weight: float = Field(0.3, gt=0, le=1, description="Loss weight of a pseudo-labelled row (ground truth: 1).")
+    learned_keys: int = Field(200_000, ge=100, description="(device, sample) rows remembered as learned from, so "
+                                                           "copies are skipped; saved with the buffer.")
 
 
 class TrainSettings(_Strict):
@@ -94,7 +96,10 @@ class WorkerConfig(_Strict):
     republish_on_start: bool = Field(True, description="On start, republish the latest version (retained) so "
                                                        "a broker that lost its store heals.")
     torch_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device: auto = CUDA when present. (Not `device`: LEPTON_DEVICE names an agent.)")
-    batch_queue: int = Field(256, ge=1, description="Fused batches waiting for the learner; beyond, oldest dropped.")
+    batch_queue: int = Field(256, ge=1, description="Fused batches waiting for the learner; beyond, oldest dropped "
+                                                    "(not acknowledged, so the bridge sends them again).")
+    ack_interval_s: float = Field(2.0, gt=0, description="Seconds between saving the learning buffer and "
+                                                         "acknowledging the fused batches it now holds (hub/ack).")
     status_interval_s: float = Field(10.0, gt=0, description="Seconds between retained status updates.")
     triggers: TriggerSettings = Field(default_factory=TriggerSettings, description="When to retrain.")
     gate: GateSettings = Field(default_factory=GateSettings, description="When to publish a candidate.")

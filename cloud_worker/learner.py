@@ -27,6 +27,7 @@ from . import export as ex
 from . import nets, policy, train
 from .buffer import Audit, BalancedStore, Key, Pending, Row
 from .config import WorkerConfig
+from .learned import LearnedSet
 from .registry import Entry, Registry, torch_bytes, torch_load
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class Learner:
         self.raw = BalancedStore(b.raw_capacity, self.n_classes)
         self.pending = Pending(b.pending_hard)
         self.labels_seen: dict[Key, int] = {}  # ground truth that arrived before its hard sample
+        self.learned = LearnedSet(b.learned_keys)
+        self.dirty = False  # ingested since the buffer was last saved
         self.audit = Audit()
         self.edge: nets.EdgeNet | None = None
         self.cloud: CloudModel | None = None
@@ -121,12 +124,15 @@ class Learner:
             arrays[f"{name}_version"] = np.array([r.version for r in rows], np.int64)
             arrays[f"{name}_data"] = (np.stack([r.data for r in rows]) if rows
                                       else np.zeros((0, 0), np.float32))
+        arrays.update(self.learned.to_arrays())
         self.registry.save_buffer(self.task.name, arrays)
+        self.dirty = False
 
     def _load_buffer(self) -> None:
         arrays = self.registry.load_buffer(self.task.name)
         if arrays is None:
             return
+        self.learned.load_arrays(arrays)
         for name, store in (("f", self.features), ("r", self.raw)):
             for i in range(len(arrays[f"{name}_label"])):
                 label = int(arrays[f"{name}_label"][i])
@@ -195,8 +201,18 @@ class Learner:
 
     # ---- ingestion -----------------------------------------------------------------
     def ingest_fused(self, fb: FusedBatch) -> None:
-        """Rows from the bridge: audit the edge model, store labelled (and pseudo-labelled) features."""
+        """Rows from the bridge: audit the edge model, store labelled (and pseudo-labelled) features.
+        Each (device, sample, label) is learned from once, however many copies arrive."""
         c = self.counters
+        self.dirty = True
+        n = len(fb.sample)
+        fresh = np.fromiter((self.learned.admit((fb.devices[int(fb.device_idx[i])], int(fb.sample[i])),
+                                                int(fb.label[i])) for i in range(n)), bool, n)
+        if not fresh.all():
+            c.inc("learn.rows.duplicate", int(n - fresh.sum()))
+            if not fresh.any():
+                return
+            fb = _rows(fb, fresh)
         labelled = fb.label >= 0
         for v in np.unique(fb.model_version[labelled]):
             m = labelled & (fb.model_version == v)
@@ -455,3 +471,10 @@ class Learner:
                 p + "buffer_raw": float(len(self.raw)), p + "pending_hard": float(len(self.pending)),
                 p + "new_labels": float(self.new_labels),
                 p + "cloud_acc": self.cloud.accuracy if self.cloud else 0.0}
+
+
+def _rows(fb: FusedBatch, keep: np.ndarray) -> FusedBatch:
+    """The batch with only the rows in ``keep``."""
+    return FusedBatch(fb.task, fb.bridge, fb.boot, fb.seq, fb.devices, fb.context_names, fb.sample[keep],
+                      fb.device_idx[keep], fb.feat[keep], fb.label[keep], fb.edge_label[keep], fb.edge_conf[keep],
+                      fb.model_version[keep], fb.ctx[keep])

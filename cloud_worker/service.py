@@ -4,6 +4,10 @@ Threads: the MQTT network thread only enqueues (bounded, drop-oldest, counted); 
 drains the escalation queue and runs one forward per task per drain; ``learn`` consumes
 fused batches and answered hard samples, checks the triggers and retrains; ``status``
 refreshes the retained ServiceStatus. Training never blocks answering.
+
+Every ``ack_interval_s`` the learner saves its buffer (rows and the set of rows learned from)
+and only then acknowledges the fused batches it ingested on hub/ack/{bridge}: the bridge
+republishes a batch until some worker holds it on disk (docs/PROTOCOL.md, Delivery guarantee).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from shared.bounded import DropOldestQueue
 from shared.codec import CodecError
 from shared.containers import FusedBatch
 from shared.counters import Counters
+from shared.dedup import SeqSet
 from shared.mqtt import Message, MqttClient, MqttError, Will
-from shared.schemas import ServiceStatus, dumps
+from shared.schemas import MAX_RANGES, BatchAck, ServiceStatus, dumps
 from shared.service import Service
 from shared.signing import load_private, load_public
 from shared.tasks import get_task
@@ -57,6 +62,8 @@ class WorkerService(Service):
         self.publisher: Publisher | None = None
         self._republish = False
         self.started_at = 0.0
+        self._unacked: dict[tuple[str, int, str], SeqSet] = {}  # (bridge, boot, task) -> batch seqs ingested
+        self._last_ack = 0.0
 
     # ---- lifecycle --------------------------------------------------------------
     def _status(self, state: str) -> bytes:
@@ -109,6 +116,11 @@ class WorkerService(Service):
         self.spawn(self._status_loop, "status")
 
     def _stop(self) -> None:
+        # The learner saves its buffer and acknowledges what it holds on its way out: let it, so
+        # the death message carries final counters and nothing held goes unacknowledged.
+        for th in self._threads:
+            if th.name.endswith(("answer", "learn")):
+                th.join(30)
         if self.client is not None:
             self.client.stop(death=(self.topics.cloud_status(self.cfg.worker_id), self._status("offline")))
 
@@ -183,18 +195,7 @@ class WorkerService(Service):
             item = self.learn_q.get(timeout=0.5)
             if self._republish:
                 self._republish_latest()
-            items = [item, *self.learn_q.drain()] if item is not None else []
-            for kind, payload in items:
-                try:
-                    if kind == "hard":
-                        lr = self.learners.get(payload.task)
-                        if lr is not None:
-                            lr.ingest_hard(payload.keys, payload.x, payload.labels, payload.conf)
-                        continue
-                    self._ingest_fused(payload)
-                except Exception:  # one batch must not stop learning (it is counted and logged)
-                    c.inc(f"learn.errors.{kind}")
-                    log.exception("learner: %s item failed", kind)
+            self._ingest([item, *self.learn_q.drain()] if item is not None else [])
             if not self.cfg.learn:
                 continue
             for lr in self.learners.values():
@@ -202,6 +203,7 @@ class WorkerService(Service):
                     self._publish(lr.deployed)  # registered by `models promote --no-publish`
                 trigger = lr.due()
                 if trigger is None:
+                    self._ack_held()
                     continue
                 c.inc(f"learn.trigger.{trigger}")
                 try:
@@ -213,9 +215,53 @@ class WorkerService(Service):
                     self.registry.log_decision(lr.task.name, {"event": "export_failed", "trigger": trigger,
                                                               "published": False, "why": str(exc)})
                 lr.save_buffer()
+            self._ack_held()
         if self.cfg.learn:
+            # What already arrived is taken in before the last save and ack: a stop drops nothing held.
+            self._ingest(self.learn_q.drain())
             for lr in self.learners.values():  # on this thread: it owns the buffers
                 lr.save_buffer()
+            self._ack_held(force=True)
+
+    def _ingest(self, items: list) -> None:
+        for kind, payload in items:
+            try:
+                if kind == "hard":
+                    lr = self.learners.get(payload.task)
+                    if lr is not None:
+                        lr.ingest_hard(payload.keys, payload.x, payload.labels, payload.conf)
+                    continue
+                self._ingest_fused(payload)
+            except Exception:  # one batch must not stop learning (it is counted and logged)
+                self.counters.inc(f"learn.errors.{kind}")
+                log.exception("learner: %s item failed", kind)
+
+    def _ack_held(self, force: bool = False) -> None:
+        """Save what was ingested, then tell each bridge which of its batches are now held on disk."""
+        now = time.monotonic()
+        if not self._unacked or (not force and now - self._last_ack < self.cfg.ack_interval_s):
+            return
+        self._last_ack = now
+        try:
+            for lr in self.learners.values():
+                if lr.dirty:
+                    lr.save_buffer()
+        except OSError as exc:  # nothing acknowledged: the bridges send those batches again
+            self.counters.inc("learn.save_failed")
+            log.error("saving the learning buffer failed: %s", exc)
+            return
+        assert self.client is not None
+        pending, self._unacked = self._unacked, {}
+        for (bridge, boot, task), seqs in pending.items():
+            ranges = seqs.ranges()
+            for i in range(0, len(ranges), MAX_RANGES):
+                ack = BatchAck(bridge=bridge, boot=boot, task=task, ranges=ranges[i:i + MAX_RANGES],
+                               worker=self.cfg.worker_id, ts=time.time())
+                try:
+                    self.client.publish(self.topics.hub_ack(bridge), dumps(ack), qos=1)
+                    self.counters.inc("learn.batches_acked", sum(hi - lo + 1 for lo, hi in ack.ranges))
+                except MqttError as exc:  # the bridge republishes; this worker dedups the copy
+                    self.counters.inc(f"learn.ack_failed.{exc.reason}")
 
     def _ingest_fused(self, msg: Message) -> None:
         c = self.counters
@@ -235,6 +281,8 @@ class WorkerService(Service):
         except CodecError as exc:
             c.inc(f"learn.rejected.codec.{exc.reason}")
             return
+        # Decoded: whatever happens next is this batch's final fate here, so it is acknowledged.
+        self._unacked.setdefault((fb.bridge, fb.boot, parsed.task or fb.task), SeqSet()).add(fb.seq)
         if fb.task != lr.task.name:
             c.inc("learn.rejected.task_mismatch")
             return

@@ -41,12 +41,12 @@ from shared.containers import FeatureBatch, HardSample
 from shared.counters import Counters
 from shared.model_contract import sample_id
 from shared.mqtt import Message, MqttClient, MqttError, Will
-from shared.schemas import Command, ModelState, Prediction, Reply, Status, Telemetry
+from shared.schemas import Command, Custody, ModelState, Prediction, Reply, Status, Telemetry
 from shared.sdnotify import SdNotifier
 from shared.service import Service
 from shared.signing import load_public
 from shared.tasks import get_task
-from shared.topics import Filter, Topics
+from shared.topics import Topics
 from shared.wire import Decoded, Receiver
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,17 @@ class Agent(Service):
         will = Will(t.status(cfg.device), self._status_payload("offline"))
         self.client = MqttClient(cfg.mqtt, client_id=cfg.device, will=will, birth=self._birth,
                                  counters=self.counters)
-        self.sender = OutboxSender(self.outbox, self.client, inflight=cfg.outbox.inflight, counters=self.counters,
-                                   on_sent=self._on_sent)
+        ob = cfg.outbox
+        self.sender = OutboxSender(self.outbox, self.client, inflight=ob.inflight, counters=self.counters,
+                                   on_sent=self._on_sent, custody=ob.custody, custody_timeout_s=ob.custody_timeout_s,
+                                   custody_timeout_max_s=ob.custody_timeout_max_s)
         self.client.on_connect_hooks.append(self._on_connect)
         self.client.on_disconnect_hooks.append(self.sender.connection_changed)
         self.models.open(self.client, public_key)
-        self.client.subscribe(Filter(str(t.manifest(cfg.task))), 1, self.models.offer)
-        self.client.subscribe(Filter(str(t.reply(cfg.device))), 1, Receiver(t, self._on_reply, self.counters))
+        self.client.subscribe(t.manifest(cfg.task), 1, self.models.offer)
+        self.client.subscribe(t.reply(cfg.device), 1, Receiver(t, self._on_reply, self.counters))
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
+        self.client.subscribe(t.custody(cfg.device), 0, Receiver(t, self._on_custody, self.counters))
         self.client.start()
         self.notifier.ready()  # state opened, config valid: what follows is ordinary running
         self.spawn(self.sender.run, "sender")
@@ -377,6 +380,14 @@ class Agent(Service):
             return
         self.counters.inc("reply.used")
         self._finalize(info, "cloud", reply.label, reply.confidence)
+
+    def _on_custody(self, d: Decoded, msg: Message) -> None:
+        c: Custody = d.value
+        if not isinstance(c, Custody):
+            self.counters.inc("custody.rejected.wrong_kind")
+            return
+        self.counters.inc("custody.received")
+        self.sender.release(c.boot, list(c.ranges))  # type: ignore[union-attr]
 
     def _on_cmd(self, d: Decoded, msg: Message) -> None:
         cmd: Command = d.value

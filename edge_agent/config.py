@@ -134,6 +134,13 @@ class OutboxSettings(_Cfg):
         default_factory=lambda: {"event": 7 * 86400.0, "hard": 3600.0, "feat": 86400.0, "telemetry": 3600.0},
         description="Per class: seconds a message may wait before it is dropped (counted).")
     inflight: int = Field(32, ge=1, le=1000, description="Outbox messages published and not yet acknowledged, at most.")
+    custody: bool = Field(True, description="Keep a QoS 1 message after the broker's PUBACK until the bridge's custody "
+                                            "message says it reached its final fate (docs/PROTOCOL.md, Delivery "
+                                            "guarantee). Off: delete on PUBACK, safe only with a broker that "
+                                            "acknowledges from disk (EMQX durable sessions, HiveMQ).")
+    custody_timeout_s: float = Field(30.0, gt=0, description="Send a PUBACKed message again when no custody came "
+                                                             "within this long (then twice as long, and so on).")
+    custody_timeout_max_s: float = Field(600.0, gt=0, description="Longest wait between two sends of one message.")
 
 
 class ModelSettings(_Cfg):

@@ -1,7 +1,13 @@
 """Store and forward: a SQLite (WAL) outbox for data that must survive a broker outage or a reboot.
 
-Every QoS 1 message (event, hard, feat) is written here first and deleted only after the
-broker's PUBACK; telemetry lands here only while offline. Policy, exactly:
+Every QoS 1 message (event, hard, feat) is written here first; telemetry lands here only while
+offline. A QoS 1 row lives until it is in *custody* downstream (docs/PROTOCOL.md, "Delivery
+guarantee"): the broker's PUBACK only marks it sent (``mark_sent``), because a broker
+acknowledges from memory and a crash before its next save loses what it held. The bridge's
+custody message releases it (``release``); a sent row that no custody message releases within
+its timeout is handed out again (``due_resends``), with the timeout doubling per attempt. With
+custody off a PUBACK deletes the row (``ack``), for a broker that acknowledges only what is on
+disk. Policy, exactly:
 
 - **Bounded by bytes.** A message that would push the total past ``max_bytes`` makes room by
   evicting the oldest rows of the *lowest-priority* class first (telemetry, then feat, then
@@ -47,6 +53,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_cls_id ON outbox (cls, id);
 """
+# Added with custody; an outbox file from an earlier build gets them on open.
+_COLUMNS = {"sent_at": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 0"}
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (cls, id) WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox (boot, seq);
+"""
+_ROW = "id, cls, topic, qos, payload, created, boot, seq, response_topic, correlation, attempts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +75,7 @@ class Row:
     seq: int
     response_topic: str | None
     correlation: bytes | None
+    attempts: int = 0  # times the broker acknowledged it without custody following
 
 
 class Outbox:
@@ -77,6 +92,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._bytes: dict[str, int] = dict.fromkeys(CLASSES, 0)
         self._rows: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self._custodied: dict[str, int] = dict.fromkeys(CLASSES, 0)
         self._last_warn = -1e9
 
     # ---- lifecycle ----------------------------------------------------------
@@ -87,6 +103,11 @@ class Outbox:
         # NORMAL in WAL mode is durable across a process crash; only power loss may cost the last commits.
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        have = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+        for col, decl in _COLUMNS.items():
+            if col not in have:
+                db.execute(f"ALTER TABLE outbox ADD COLUMN {col} {decl}")
+        db.executescript(_INDEXES)
         # One aggregate over the (cls, id) index: fast even with a large backlog; rows are not loaded.
         for cls, n, b in db.execute("SELECT cls, COUNT(*), COALESCE(SUM(size), 0) FROM outbox GROUP BY cls"):
             if cls in self._rows:
@@ -184,6 +205,59 @@ class Outbox:
             db.execute("COMMIT")
         return gone
 
+    def mark_sent(self, ids: Iterable[int], now: float | None = None) -> None:
+        """The broker acknowledged these rows: keep them, awaiting custody, until ``release``."""
+        ids = list(ids)
+        if not ids:
+            return
+        now = self._clock() if now is None else now
+        with self._lock:
+            db = self._require()
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE outbox SET sent_at=?, attempts=attempts+1 WHERE id=?", [(now, i) for i in ids])
+            db.execute("COMMIT")
+
+    def release(self, boot: int, ranges: Iterable[tuple[int, int]]) -> int:
+        """Custody: delete the QoS 1 rows of ``boot`` whose seq lies in ``ranges``; returns how many."""
+        gone = 0
+        with self._lock:
+            db = self._require()
+            db.execute("BEGIN IMMEDIATE")
+            for lo, hi in ranges:
+                for cls, size in db.execute(
+                        "DELETE FROM outbox WHERE boot=? AND seq BETWEEN ? AND ? AND qos>0 RETURNING cls, size",
+                        (boot, lo, hi)).fetchall():
+                    self._rows[cls] -= 1
+                    self._bytes[cls] -= size
+                    self._custodied[cls] += 1
+                    gone += 1
+            db.execute("COMMIT")
+        if gone:
+            self.counters.inc("outbox.custody_released", gone)
+        return gone
+
+    def due_resends(self, now: float, first: float, cap: float, limit: int,
+                    skip: frozenset[int] | set[int] = frozenset()) -> list[Row]:
+        """Sent rows no custody released in time: after ``first`` seconds, doubling per attempt up to ``cap``."""
+        out: list[Row] = []
+        with self._lock:
+            db = self._require()
+            cur = db.execute(f"SELECT {_ROW}, sent_at FROM outbox WHERE sent_at IS NOT NULL AND sent_at <= ?"
+                             " ORDER BY sent_at", (now - first,))
+            for r in cur:
+                if r[0] in skip:
+                    continue
+                wait = min(cap, first * (2 ** max(0, r[10] - 1)))
+                if r[11] <= now - wait:
+                    out.append(_row(r))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def awaiting_custody(self) -> int:
+        with self._lock:
+            return int(self._require().execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0])
+
     def purge_expired(self) -> int:
         now = self._clock()
         total = 0
@@ -204,7 +278,8 @@ class Outbox:
 
     # ---- reads -------------------------------------------------------------------
     def next_rows(self, after: dict[str, int], limit: int) -> list[Row]:
-        """Up to ``limit`` rows, highest-priority class first, each class in id order after ``after[cls]``."""
+        """Up to ``limit`` never-acknowledged rows, highest-priority class first, each class in id order
+        after ``after[cls]``."""
         out: list[Row] = []
         with self._lock:
             db = self._require()
@@ -213,12 +288,16 @@ class Outbox:
                     break
                 if not self._rows[cls]:
                     continue
-                cur = db.execute("SELECT id, cls, topic, qos, payload, created, boot, seq, response_topic, correlation"
-                                 " FROM outbox WHERE cls=? AND id>? ORDER BY id LIMIT ?",
-                                 (cls, after.get(cls, 0), limit - len(out)))
-                out.extend(Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8],
-                               None if r[9] is None else bytes(r[9])) for r in cur)
+                cur = db.execute(f"SELECT {_ROW} FROM outbox WHERE cls=? AND id>? AND sent_at IS NULL ORDER BY id"
+                                 " LIMIT ?", (cls, after.get(cls, 0), limit - len(out)))
+                out.extend(_row(r) for r in cur)
         return out
+
+    @property
+    def custodied(self) -> dict[str, int]:
+        """Rows released by custody since open, per class."""
+        with self._lock:
+            return dict(self._custodied)
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -230,3 +309,8 @@ class Outbox:
         if self._db is None:
             raise RuntimeError("outbox is not open")
         return self._db
+
+
+def _row(r: tuple) -> Row:
+    return Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8], None if r[9] is None else bytes(r[9]),
+               r[10])

@@ -1,8 +1,12 @@
-"""Drains the outbox to the broker: a window of unacknowledged messages, rows deleted on PUBACK.
+"""Drains the outbox to the broker: a window of unacknowledged messages.
 
 Runs in its own thread so neither inference nor the network thread ever waits on SQLite
 or on the broker. After a reconnect every unacknowledged row is sent again from the start
 of its class (the broker or paho may deliver some twice; (device, boot, seq) dedups them).
+
+With custody (the default) a PUBACK only marks a QoS 1 row sent; the bridge's custody message
+deletes it, and a sent row left without custody is sent again after ``custody_timeout_s``,
+doubling per attempt up to ``custody_timeout_max_s``. Without custody a PUBACK deletes it.
 """
 
 from __future__ import annotations
@@ -25,15 +29,23 @@ _RETRY_CODES = {0x97}  # quota exceeded: try again later instead of dropping
 
 class OutboxSender:
     def __init__(self, outbox: Outbox, client: MqttClient, *, inflight: int = 32, counters: Counters | None = None,
-                 on_sent: Callable[[Row], None] | None = None, purge_every_s: float = 5.0) -> None:
+                 on_sent: Callable[[Row], None] | None = None, purge_every_s: float = 5.0, custody: bool = True,
+                 custody_timeout_s: float = 30.0, custody_timeout_max_s: float = 600.0,
+                 resend_every_s: float = 1.0) -> None:
         self.outbox = outbox
         self.client = client
         self.window = inflight
         self.counters = counters or Counters()
         self.on_sent = on_sent
         self.purge_every_s = purge_every_s
+        self.custody = custody
+        self.custody_timeout_s = custody_timeout_s
+        self.custody_timeout_max_s = custody_timeout_max_s
+        self.resend_every_s = resend_every_s
         self._cv = threading.Condition()
         self._acked: list[int] = []
+        self._sent: list[int] = []
+        self._released: list[tuple[int, list[tuple[int, int]]]] = []
         self._retry: list[int] = []
         self._inflight: dict[int, Row] = {}
         self._after: dict[str, int] = dict.fromkeys(CLASSES, 0)
@@ -51,6 +63,12 @@ class OutboxSender:
         with self._cv:
             self._reset = True
             self._dirty = True
+            self._cv.notify()
+
+    def release(self, boot: int, ranges: list[tuple[int, int]]) -> None:
+        """Custody arrived (network thread): the sender thread deletes those rows."""
+        with self._cv:
+            self._released.append((boot, ranges))
             self._cv.notify()
 
     def stop(self) -> None:
@@ -75,16 +93,19 @@ class OutboxSender:
                 self._stop.wait(1.0)
 
     def _run(self) -> None:
-        last_purge = 0.0
+        last_purge = last_resend = 0.0
         while not self._stop.is_set():
             with self._cv:
-                self._cv.wait_for(lambda: self._stop.is_set() or self._acked or self._retry or self._reset
+                self._cv.wait_for(lambda: self._stop.is_set() or self._acked or self._sent or self._released
+                                  or self._retry or self._reset
                                   or (self._dirty and len(self._inflight) < self.window), timeout=1.0)
                 acked, self._acked = self._acked, []
+                sent, self._sent = self._sent, []
+                released, self._released = self._released, []
                 retry, self._retry = self._retry, []
                 reset, self._reset = self._reset, False
                 self._dirty = False
-                for i in acked:
+                for i in acked + sent:
                     self._inflight.pop(i, None)
                 if reset or retry:
                     # Resend everything unacknowledged, in order, from the start of each class.
@@ -92,12 +113,32 @@ class OutboxSender:
                     self._after = dict.fromkeys(CLASSES, 0)
             if acked:
                 self.outbox.ack(acked)
+            if sent:
+                self.outbox.mark_sent(sent)
+            for boot, ranges in released:
+                self.outbox.release(boot, ranges)
             now = time.monotonic()
             if now - last_purge >= self.purge_every_s:
                 last_purge = now
                 self.outbox.purge_expired()
             if self.client.connected:
+                if self.custody and now - last_resend >= self.resend_every_s:
+                    last_resend = now
+                    self._resend_due()
                 self._send()
+
+    def _resend_due(self) -> None:
+        """Sent rows that no custody released in time: the broker may have lost them (a crash
+        before its next save), so they go out again; downstream dedup absorbs the copies."""
+        with self._cv:
+            room = self.window - len(self._inflight)
+            skip = set(self._inflight)
+        if room <= 0:
+            return
+        rows = self.outbox.due_resends(time.time(), self.custody_timeout_s, self.custody_timeout_max_s, room, skip)
+        for row in rows:
+            self.counters.inc(f"outbox.resent.{row.cls}")
+        self._publish(rows)
 
     def _send(self) -> None:
         with self._cv:
@@ -106,10 +147,17 @@ class OutboxSender:
         if room <= 0:
             return
         rows = self.outbox.next_rows(after, room)
+        with self._cv:
+            for row in rows:
+                self._after[row.cls] = max(self._after[row.cls], row.id)
+        if self._publish(rows) and len(rows) == room:
+            self.notify()  # more may be waiting
+
+    def _publish(self, rows: list[Row]) -> bool:
+        """Publish rows into the window; False when the client refused (the window is reset)."""
         for row in rows:
             with self._cv:
                 self._inflight[row.id] = row
-                self._after[row.cls] = max(self._after[row.cls], row.id)
             try:
                 self.client.publish(Topic(row.topic), row.payload, qos=row.qos, response_topic=row.response_topic,
                                     correlation_data=row.correlation,
@@ -121,9 +169,8 @@ class OutboxSender:
                 self.counters.inc(f"outbox.publish_failed.{exc.reason}")
                 if not self._stop.wait(0.05):
                     self.client.wait_connected(0.5)
-                return
-        if len(rows) == room:
-            self.notify()  # more may be waiting
+                return False
+        return True
 
     def _on_ack(self, row: Row, rc: int) -> None:
         if rc in _RETRY_CODES:
@@ -139,6 +186,11 @@ class OutboxSender:
             self.counters.inc(f"outbox.sent.{row.cls}")
             if self.on_sent is not None:
                 self.on_sent(row)
+            if self.custody and row.qos > 0 and row.seq >= 0:
+                with self._cv:
+                    self._sent.append(row.id)  # kept until custody releases it
+                    self._cv.notify()
+                return
         with self._cv:
             self._acked.append(row.id)
             self._cv.notify()

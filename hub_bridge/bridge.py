@@ -5,6 +5,10 @@ features, telemetry; one durable session each, so a feature backlog at the broke
 queues in front of an alert), one dispatcher, one status publisher. The network threads
 only classify by topic (cached), check size and queue; all decoding happens in the
 dispatcher, which serves the scheduler by priority.
+
+Custody (hub_bridge/custody.py): every device message that reaches its final fate here, or
+whose rows a worker holds durably, is reported back to its device on edge/{device}/custody,
+so agents keep each QoS 1 message until then and a broker crash loses nothing.
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ from hub_bridge.classes import (
 )
 from hub_bridge.config import BridgeConfig
 from hub_bridge.context import ContextBuilder
+from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
 from hub_bridge.fusion import Emitted, Fuser
 from hub_bridge.scheduler import Item, PriorityScheduler
-from shared import codec, schemas
+from shared import codec, schemas, strictjson
 from shared.containers import FeatureBatch, HardSample
 from shared.counters import Counters
-from shared.dedup import Deduper
 from shared.mqtt import Message, MqttClient, MqttError, NotConnected, PublishRefused, Will
 from shared.service import Service
 from shared.topics import Filter, Kind, TopicError, Topics
@@ -69,17 +73,22 @@ class HubBridge(Service):
         self.sched = PriorityScheduler([p.capacity for p in pol], [p.share for p in pol], [p.overflow for p in pol],
                                        on_discard=self._on_discard, clock=clock)
         self.context = ContextBuilder(list(cfg.fusion.context), cfg.fusion.devices, cfg.fusion.meta_default)
-        # One deduper per class: an agent may number events, escalations and features separately.
-        self.dedup = {c: Deduper(cfg.dedup_streams) for c in (EVENT, ESCALATION, FEATURE)}
+        # Milliseconds: (id, boot, seq) names a fused batch across restarts, for the workers' acks.
+        self.boot = int(time.time() * 1000)
+        cc = cfg.custody
+        self.ledger = CustodyLedger(cfg.dedup_streams, cc.interval_s)
+        self.handoff = Handoff(cc.features, cc.republish_s, cc.republish_max_s, cc.max_unacked_batches,
+                               on_held=lambda key: self.ledger.finish(key, self.clock()),
+                               on_abandon=self._abandoned)
         self.clients: list[MqttClient] = []
         self.acker = Acker([self._ack_hi, self._ack_bulk])
-        self.fuser = Fuser(cfg.fusion, cfg.id, self.context, counters=self.counters, release=self.acker.release)
+        self.fuser = Fuser(cfg.fusion, cfg.id, self.context, counters=self.counters, release=self.acker.release,
+                           boot=self.boot)
         self.devices_online: dict[str, int] = {}
         self.delivered = [0] * 5
         self._lat = [deque(maxlen=cfg.latency_samples) for _ in range(5)]
         self._routes: dict[str, tuple[int, object]] = {}
-        self._retry: set[tuple[int, str, int, int]] = set()
-        self._outbox: deque[tuple[str, bytes, list]] = deque()  # (task, payload, ack refs)
+        self._outbox: deque[tuple[str, bytes, list, int]] = deque()  # (task, payload, ack refs, batch seq)
         self._rate_prev: tuple[float, list[int]] | None = None
         self._status_lock = threading.Lock()
 
@@ -122,6 +131,7 @@ class HubBridge(Service):
                 if shareable and self.cfg.share_group:
                     flt = flt.shared(self.cfg.share_group)
                 client.subscribe(flt, qos=1, handler=handler)
+        hi.subscribe(Filter(str(self.t.hub_ack(self.cfg.id))), qos=1, handler=self._on_worker_ack)
         for c in self.clients:
             c.start()
         self.spawn(self._dispatch_loop, "dispatch")
@@ -198,7 +208,7 @@ class HubBridge(Service):
         ttl = self._ttl[cls]
         if msg.message_expiry is not None and msg.message_expiry < ttl:
             ttl = msg.message_expiry
-        self.sched.put(Item(cls, device, now, now + ttl, (msg, parsed, tok)))
+        self.sched.put(Item(cls, device, now, now + ttl, (msg, parsed, tok, None)))
 
     def _on_status(self, msg: Message, parsed) -> None:
         if not msg.payload:
@@ -224,7 +234,36 @@ class HubBridge(Service):
         name = CLASS_NAMES[item.cls]
         self.counters.inc(f"{reason}.{name}")
         self.dev_counters.inc(f"{reason}.{name}.{item.device}")
+        if item.cls in (EVENT, ESCALATION, FEATURE):
+            # Shed by policy is a final fate (counted): the device may forget it, or it would send it again.
+            admitted = item.payload[3]
+            key = admitted[:3] if admitted else self._peek_key(item.cls, item.payload[0], item.device)
+            if key is not None:
+                if admitted:
+                    self.ledger.finish(key, self.clock())
+                else:  # never admitted: only if no other copy is in process, whose fate is still open
+                    self.ledger.settle(key, self.clock())
         self.acker.release(item.payload[2])
+
+    @staticmethod
+    def _peek_key(cls: int, msg: Message, device: str) -> Key | None:
+        """(device, boot, seq) from the payload's header alone; None when it has none worth trusting."""
+        try:
+            if cls == EVENT:
+                obj = strictjson.loads(msg.payload)
+                boot, seq = obj.get("boot"), obj.get("seq")
+                if obj.get("device") != device:
+                    return None
+            else:
+                meta = codec.peek_meta(msg.payload)
+                if meta.get("device") != device:
+                    return None
+                boot, seq = int(meta.get("boot", "-1")), int(meta.get("seq", "-1"))
+        except (ValueError, AttributeError):
+            return None
+        if not (isinstance(boot, int) and isinstance(seq, int) and 0 <= boot < 1 << 62 and 0 <= seq < 1 << 62):
+            return None
+        return (device, boot, seq)
 
     def _reject(self, cls: int, device: str | None, reason: str) -> None:
         name = CLASS_NAMES[cls]
@@ -255,9 +294,13 @@ class HubBridge(Service):
             if sweep:
                 self.sched.sweep()
                 next_sweep = now + 0.25
+                for b in self.handoff.due(now):
+                    self._outbox.append((b.task, b.payload, [], b.seq))
+                    self.counters.inc("out.batch_republished")
+                self._tell_custody(now)
 
     def _process(self, item: Item, now: float) -> None:
-        msg, parsed, tok = item.payload
+        msg, parsed, tok, _ = item.payload
         cls = item.cls
         try:
             if cls == EVENT:
@@ -292,42 +335,48 @@ class HubBridge(Service):
         if v.device != parsed.device or v.stream != parsed.stream:
             raise Rejected("topic_mismatch")
 
-    def _first_time(self, cls: int, device: str, boot: int, seq: int) -> bool:
-        key = (cls, device, boot, seq)
-        if key in self._retry:
-            self._retry.discard(key)
-            return True
-        if self.dedup[cls].first_time(device, boot, seq):
+    def _first_time(self, cls: int, key: Key) -> bool:
+        """Admit a device message to processing; a copy is counted (and, if in custody, re-announced)."""
+        if self.ledger.admit(key) == NEW:
             return True
         name = CLASS_NAMES[cls]
         self.counters.inc(f"duplicate.{name}")
-        self.dev_counters.inc(f"duplicate.{name}.{device}")
+        self.dev_counters.inc(f"duplicate.{name}.{key[0]}")
         return False
 
     def _do_event(self, msg: Message, parsed, now: float) -> bool:
         ev = schemas.loads(msg.payload, schemas.Event)
         self._same(parsed, ev)
-        if not self._first_time(EVENT, ev.device, ev.boot, ev.seq):
+        key = (ev.device, ev.boot, ev.seq)
+        if not self._first_time(EVENT, key):
             return False
         self.context.note_event(ev.device, now)
+        self.ledger.finish(key, now)  # consumed here: its final fate
         return True
 
     def _do_escalation(self, item: Item, msg: Message, parsed, tok: AckToken | None, now: float) -> bool | None:
-        hs = HardSample.decode(msg.payload)
-        self._same(parsed, hs)
-        if not self._first_time(ESCALATION, hs.device, hs.boot, hs.seq):
-            return False
+        key = item.payload[3]
+        if key is None:  # not a retry of an admitted one
+            hs = HardSample.decode(msg.payload)
+            self._same(parsed, hs)
+            key = (hs.device, hs.boot, hs.seq)
+            if not self._first_time(ESCALATION, key):
+                return False
+            task = hs.task
+        else:
+            task = key[3]
+            key = key[:3]
         expiry = max(1, math.ceil(item.deadline - now))
         self.acker.hold(tok)
         try:
-            self.clients[HI].publish(self.t.hub_infer(hs.task), msg.payload, qos=1,
+            self.clients[HI].publish(self.t.hub_infer(task), msg.payload, qos=1,
                                      response_topic=msg.response_topic, correlation_data=msg.correlation_data,
                                      user_properties=msg.user_properties or None, message_expiry=expiry,
-                                     on_ack=lambda rc, tok=tok: self._infer_acked(rc, tok))
+                                     on_ack=lambda rc, tok=tok, key=key: self._infer_acked(rc, tok, key))
         except (NotConnected, PublishRefused):
             self.acker.release(tok)
-            self._retry.add((ESCALATION, hs.device, hs.boot, hs.seq))
-            self.sched.push_front(item)
+            self.sched.push_front(Item(item.cls, item.device, item.t_in, item.deadline,
+                                       (msg, parsed, tok, (*key, task))))
             self.counters.inc("out.infer_retry")
             self.stopping.wait(0.05)
             return None
@@ -337,9 +386,12 @@ class HubBridge(Service):
         self.acker.release(tok)
         return None
 
-    def _infer_acked(self, rc: int, tok: AckToken | None) -> None:
+    def _infer_acked(self, rc: int, tok: AckToken | None, key: Key) -> None:
         if rc >= 0x80:
             self.counters.inc("out.infer_denied")
+        # Forwarded and acknowledged (or refused, counted): the escalation's final fate at the hub.
+        # Beyond it the escalation lives only until its deadline (message expiry), by design.
+        self.ledger.finish(key, self.clock())
         self.acker.release(tok)
 
     def _do_label(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
@@ -352,9 +404,10 @@ class HubBridge(Service):
     def _do_feature(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
         fb = FeatureBatch.decode(msg.payload)
         self._same(parsed, fb)
-        if not self._first_time(FEATURE, fb.device, fb.boot, fb.seq):
+        key = (fb.device, fb.boot, fb.seq)
+        if not self._first_time(FEATURE, key):
             return False
-        self.fuser.add_features(fb, now, tok, self.acker.hold)
+        self.handoff.expect(key, self.fuser.add_features(fb, now, tok, self.acker.hold, src=key))
         return True
 
     def _do_telemetry(self, msg: Message, parsed) -> bool:
@@ -372,8 +425,11 @@ class HubBridge(Service):
 
     # ---- fused batches ------------------------------------------------------------
     def _publish_batches(self, emitted: list[Emitted]) -> None:
+        now = self.clock()
         for e in emitted:
-            self._outbox.append((e.batch.task, e.batch.encode(), e.refs))
+            payload = e.batch.encode()
+            self.handoff.emitted(e.batch.seq, e.batch.task, payload, e.src, e.samples, now)
+            self._outbox.append((e.batch.task, payload, e.refs, e.batch.seq))
         self._flush_outbox()
 
     def _flush_outbox(self) -> bool:
@@ -381,12 +437,12 @@ class HubBridge(Service):
         expiry = max(1, math.ceil(self._ttl[FEATURE]))
         client = self.clients[BULK] if self.clients else None
         while self._outbox:
-            task, payload, refs = self._outbox[0]
+            task, payload, refs, seq = self._outbox[0]
             if client is None:
                 return False
             try:
                 client.publish(self.t.hub_batch(task), payload, qos=1, message_expiry=expiry,
-                               on_ack=lambda rc, refs=refs: self._batch_acked(rc, refs))
+                               on_ack=lambda rc, refs=refs, seq=seq: self._batch_acked(rc, refs, seq))
             except MqttError:
                 self.counters.inc("out.batch_retry")
                 return False
@@ -394,11 +450,47 @@ class HubBridge(Service):
             self.counters.inc("out.batches")
         return True
 
-    def _batch_acked(self, rc: int, refs: list) -> None:
+    def _batch_acked(self, rc: int, refs: list, seq: int) -> None:
         if rc >= 0x80:
             self.counters.inc("out.batch_denied")
+        else:
+            self.handoff.broker_acked(seq)
         for r in refs:
             self.acker.release(r)
+
+    # ---- custody --------------------------------------------------------------------
+    def _on_worker_ack(self, msg: Message) -> None:
+        """hub/ack/{id}: a worker holds these batches durably (network thread; Handoff is locked)."""
+        try:
+            ack = schemas.loads(msg.payload, schemas.BatchAck)
+        except schemas.SchemaError as exc:
+            self.counters.inc(f"rejected.batch_ack.{exc.reason}")
+            return
+        if ack.bridge != self.cfg.id or ack.boot != self.boot:
+            self.counters.inc("custody.ack_other_boot")  # for an earlier run of this bridge: nothing to do
+            return
+        self.counters.inc("custody.batches_held", self.handoff.worker_acked(ack.ranges))
+
+    def _abandoned(self, batch) -> None:
+        """A fused batch given up (no worker took it, memory bound reached): its devices send again."""
+        self.counters.inc("custody.batches_abandoned")
+        for key in batch.rows:
+            self.ledger.abandon(key)
+        self.fuser.forget(batch.samples)
+
+    def _tell_custody(self, now: float) -> None:
+        client = self.clients[BULK] if len(self.clients) > BULK else None
+        if client is None or not client.connected:
+            return
+        ts = time.time()
+        for device, boot, ranges in self.ledger.due(now):
+            try:
+                client.publish(self.t.custody(device), schemas.dumps(
+                    schemas.Custody(device=device, boot=boot, ranges=ranges, ts=ts)), qos=0)
+                self.counters.inc("custody.sent")
+            except MqttError:
+                self.counters.inc("custody.unsent")  # the next word repeats it: the ranges are cumulative
+                return
 
     # ---- status -------------------------------------------------------------------
     def _status_loop(self) -> None:
@@ -420,7 +512,9 @@ class HubBridge(Service):
                 counters[f"delivered.{name}"] = self.delivered[c]
                 for what in ("dropped", "expired", "duplicate"):
                     counters.setdefault(f"{what}.{name}", 0)
-            counters["dedup.duplicates"] = sum(d.duplicates for d in self.dedup.values())
+            counters["dedup.duplicates"] = self.ledger.duplicates
+            counters["custody.finished"] = self.ledger.finished
+            counters["custody.batches_republished"] = self.handoff.republished
             counters["acks.sent"] = self.acker.acked
             counters["acks.stale"] = self.acker.stale
             for c in self.clients:
@@ -454,6 +548,8 @@ class HubBridge(Service):
                     gauges[f"rate_in.{name}"] = round((ins[c] - self._rate_prev[1][c]) / dt, 2)
             self._rate_prev = (now, ins)
             gauges.update(self.fuser.gauges())
+            gauges.update(self.ledger.gauges())
+            gauges["custody.unacked_batches"] = float(len(self.handoff))
             gauges["out.outbox"] = float(len(self._outbox))
             return counters, gauges
 

@@ -104,6 +104,23 @@ class FusionSettings(BaseModel):
         return self
 
 
+class CustodySettings(BaseModel):
+    """When devices may forget what they sent (docs/PROTOCOL.md, "Delivery guarantee")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: Literal["worker", "broker"] = Field(
+        "worker", description="Feature rows are in custody once a worker acknowledges their fused batch on "
+                              "hub/ack/{id} (worker), or once the broker acknowledges it (broker: only with a "
+                              "broker that acknowledges from disk, or workers that do not send hub/ack).")
+    interval_s: float = Field(1.0, gt=0, description="Seconds between two custody messages to one device.")
+    republish_s: float = Field(30.0, gt=0, description="Publish a fused batch again when no worker acknowledged it "
+                                                       "within this long (then twice as long, and so on).")
+    republish_max_s: float = Field(300.0, gt=0, description="Longest wait between two publications of one batch.")
+    max_unacked_batches: int = Field(2000, ge=1, description="Fused batches kept for workers at most; beyond, the "
+                                     "oldest is given up (counted) and its devices send those rows again.")
+
+
 class BridgeConfig(BaseModel):
     """The hub bridge: priority routing, shedding, dedup, fusion."""
 
@@ -129,7 +146,9 @@ class BridgeConfig(BaseModel):
     classes: ClassPolicies = Field(default_factory=ClassPolicies, description="Queue policy per priority class.")
     fusion: FusionSettings = Field(default_factory=FusionSettings, description="Feature/label fusion.")
     status_interval: float = Field(5.0, gt=0, description="Seconds between hub/status publications.")
-    dedup_streams: int = Field(100_000, ge=1, description="(device, boot) pairs the deduper remembers.")
+    dedup_streams: int = Field(100_000, ge=1, description="(device, boot) pairs whose custody the bridge remembers "
+                                                         "(copies of older ones are processed again).")
+    custody: CustodySettings = Field(default_factory=CustodySettings, description="Custody of device messages.")
     latency_samples: int = Field(4096, ge=16, description="Recent dispatch latencies kept per class for p50/p99.")
     status_top_devices: int = Field(20, ge=0, description="Devices with the most drops listed in hub/status counters.")
 

@@ -17,13 +17,15 @@ Every label item ends in exactly one counter: ``labels.joined`` (before its row 
 ``labels.evicted`` (pending store full) or ``labels.task_mismatch``.
 
 Opaque ``refs`` (the bridge's ack tokens) ride along with rows and labels and come back in
-``Emitted.refs`` (to be released once the batch is acknowledged) or via ``release``.
+``Emitted.refs`` (to be released once the batch is acknowledged) or via ``release``. Each row
+also remembers the device message it came in (``src``, its (device, boot, seq)); ``Emitted.src``
+counts a batch's rows per message, for custody (hub_bridge/custody.py).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,7 @@ from shared.schemas import Labels
 
 class Row:
     __slots__ = ("device", "task", "sample", "feat", "edge_label", "edge_conf", "mv", "ctx", "label", "t_in",
-                 "late", "refs", "sent")
+                 "late", "refs", "sent", "src")
 
     def __init__(self, device: str, task: str, sample: int, feat: np.ndarray, edge_label: int, edge_conf: float,
                  mv: int, ctx: np.ndarray, label: int, t_in: float, late: bool = False) -> None:
@@ -55,12 +57,15 @@ class Row:
         self.late = late
         self.refs: list[Any] = []
         self.sent = 0.0
+        self.src: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class Emitted:
     batch: FusedBatch
     refs: list[Any]
+    src: Counter  # device message (device, boot, seq) -> its rows in this batch (label-only rows excluded)
+    samples: list[tuple[str, int]]  # (device, sample) of those rows
 
 
 class _Builder:
@@ -73,9 +78,11 @@ class _Builder:
 
 class Fuser:
     def __init__(self, cfg: FusionSettings, bridge_id: str, context: ContextBuilder | None = None, *,
-                 counters: Counters | None = None, release: Callable[[Any], None] | None = None) -> None:
+                 counters: Counters | None = None, release: Callable[[Any], None] | None = None,
+                 boot: int = 0) -> None:
         self.cfg = cfg
         self.bridge_id = bridge_id
+        self.boot = boot
         self.context = context or ContextBuilder(list(cfg.context), cfg.devices, cfg.meta_default)
         self.counters = counters or Counters()
         self._release = release or (lambda ref: None)
@@ -88,7 +95,8 @@ class Fuser:
         self._builders: dict[tuple[str, int], _Builder] = {}
 
     # ---- inputs -----------------------------------------------------------
-    def add_features(self, fb: FeatureBatch, now: float, ref: Any = None, hold: Callable[[Any], None] | None = None) -> int:
+    def add_features(self, fb: FeatureBatch, now: float, ref: Any = None, hold: Callable[[Any], None] | None = None,
+                     src: Any = None) -> int:
         """Take the rows of one FeatureBatch; returns how many rows were new."""
         n = fb.sample.shape[0]
         if n == 0:
@@ -107,6 +115,7 @@ class Fuser:
                 self.counters.inc("rows.duplicate")
                 continue
             row = Row(dev, task, s, feat[i], int(edge_label[i]), float(edge_conf[i]), mv, ctx[i], -1, now)
+            row.src = src
             if ref is not None:
                 row.refs.append(ref)
                 if hold is not None:
@@ -259,6 +268,8 @@ class Fuser:
         ctx = np.stack([r.ctx for r in rows]) if self.context.names else np.zeros((len(rows), 0), np.float32)
         lc = self.context.late_col
         refs: list[Any] = []
+        src: Counter = Counter()
+        samples: list[tuple[str, int]] = []
         labelled = 0
         for i, r in enumerate(rows):
             if r.late:
@@ -269,12 +280,15 @@ class Fuser:
                 self._live.pop(key, None)
                 r.sent = now
                 self._recent[key] = r
+                if r.src is not None:
+                    src[r.src] += 1
+                    samples.append(key)
             if r.label >= 0:
                 labelled += 1
             refs.extend(r.refs)
             r.refs = []
         batch = FusedBatch(
-            task, self.bridge_id, self.seq, tuple(devices), self.context.names,
+            task, self.bridge_id, self.boot, self.seq, tuple(devices), self.context.names,
             np.fromiter((r.sample for r in rows), np.int64, len(rows)), idx,
             np.stack([r.feat for r in rows]).astype(np.float32, copy=False),
             np.fromiter((r.label for r in rows), np.int64, len(rows)),
@@ -284,7 +298,13 @@ class Fuser:
         self.counters.inc("rows.out", len(rows))
         self.counters.inc("rows.out_labelled", labelled)
         self.counters.inc("batches.out")
-        return Emitted(batch, refs)
+        return Emitted(batch, refs, src, samples)
+
+    def forget(self, samples: Iterable[tuple[str, int]]) -> None:
+        """Rows of a batch given up: a copy sent again is a new row, not a duplicate."""
+        for key in samples:
+            self._recent.pop(key, None)
+            self._tomb.pop(key, None)
 
     # ---- introspection ----------------------------------------------------
     def gauges(self) -> dict[str, float]:

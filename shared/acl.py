@@ -88,6 +88,7 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
     Role.DEVICE: (
         *(Grant(W, k, own=True) for k in _DEVICE_WRITES),
         Grant(R, Kind.REPLY, own=True),
+        Grant(R, Kind.CUSTODY, own=True),
         Grant(R, Kind.CMD, own=True),
         Grant(R, Kind.MANIFEST),
         Grant(R, Kind.ARTIFACT),
@@ -99,6 +100,8 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(W, Kind.HUB_BATCH),
         Grant(W, Kind.HUB_INFER),
         Grant(W, Kind.HUB_STATUS),
+        Grant(W, Kind.CUSTODY),
+        Grant(R, Kind.HUB_ACK),
     ),
     # The only identity that can change what runs on the fleet (model/), answer devices and
     # report cloud status. The signing key, not this ACL, is what devices finally trust.
@@ -111,6 +114,7 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(W, Kind.MANIFEST),
         Grant(W, Kind.ARTIFACT),
         Grant(W, Kind.REPLY),
+        Grant(W, Kind.HUB_ACK),
         Grant(W, Kind.CLOUD_STATUS),
     ),
     # People or apps that correct the system: read predictions, write labels.

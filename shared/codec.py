@@ -192,11 +192,18 @@ def _check_array(name: str, dtype: str, shape: tuple[int, ...], limits: Limits) 
             raise BadShape(f"tensor {name!r}: bad dimension {d!r}")
 
 
-def decode(payload: bytes | bytearray | memoryview, *, allow_nonfinite: bool = False,
-           limits: Limits = DEFAULT_LIMITS) -> Bundle:
-    """Unpack a payload, rejecting anything malformed with a typed :class:`CodecError`."""
+def peek_meta(payload: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, str]:
+    """The metadata alone, without touching (or checking) the tensors: for routing and accounting
+    decisions that need a message's identity but not its data. Typed errors as :func:`decode`."""
     buf = memoryview(payload).cast("B")
-    total = len(buf)
+    header = _header(buf, len(buf), limits)
+    meta = header["meta"]
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise Malformed("meta must map strings to strings")
+    return meta
+
+
+def _header(buf: memoryview, total: int, limits: Limits) -> dict:
     if total > limits.max_bytes:
         raise Oversized(f"payload {total} B > {limits.max_bytes}")
     if total < _PREFIX.size:
@@ -216,6 +223,16 @@ def decode(payload: bytes | bytearray | memoryview, *, allow_nonfinite: bool = F
         raise Malformed(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or set(header) != {"meta", "tensors"}:
         raise Malformed("header must be an object with exactly 'meta' and 'tensors'")
+    return header
+
+
+def decode(payload: bytes | bytearray | memoryview, *, allow_nonfinite: bool = False,
+           limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    """Unpack a payload, rejecting anything malformed with a typed :class:`CodecError`."""
+    buf = memoryview(payload).cast("B")
+    total = len(buf)
+    header = _header(buf, total, limits)
+    hlen = _PREFIX.unpack_from(buf, 0)[2]
     meta, specs = header["meta"], header["tensors"]
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise Malformed("meta must map strings to strings")

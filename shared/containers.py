@@ -146,6 +146,7 @@ class FusedBatch:
 
     task: str
     bridge: str
+    boot: int  # the bridge's boot (ms epoch): (bridge, boot, seq) names a batch across restarts
     seq: int
     devices: tuple[str, ...]  # device_idx indexes this tuple
     context_names: tuple[str, ...]
@@ -167,7 +168,7 @@ class FusedBatch:
              "edge_label": self.edge_label.astype(np.int64), "edge_conf": self.edge_conf.astype(np.float32),
              "model_version": self.model_version.astype(np.int32), "ctx": self.ctx.astype(np.float32)},
             {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "task": self.task, "bridge": self.bridge,
-             "seq": str(self.seq), "devices": json.dumps(list(self.devices)),
+             "boot": str(self.boot), "seq": str(self.seq), "devices": json.dumps(list(self.devices)),
              "context": json.dumps(list(self.context_names))},
         )
 
@@ -177,6 +178,7 @@ class FusedBatch:
         _head(b, cls.KIND)
         try:
             task = check_segment(b.meta_str("task"), "task")
+            bridge = check_segment(b.meta_str("bridge"), "bridge")
             devices = tuple(check_device(d) for d in _json_list(b.meta_str("devices")))
             ctx_names = tuple(_short_str(c) for c in _json_list(b.meta_str("context")))
         except (ValueError, TypeError) as exc:
@@ -196,7 +198,10 @@ class FusedBatch:
               model_version=mv, ctx=ctx)
         if n and (device_idx.min() < 0 or device_idx.max() >= len(devices)):
             raise BadShape("device_idx points outside the devices list")
-        return cls(task, b.meta_str("bridge"), b.meta_int("seq"), devices, ctx_names, sample, device_idx, feat,
+        boot, seq = b.meta_int("boot"), b.meta_int("seq")
+        if boot < 0 or seq < 0:
+            raise Malformed("fused boot and seq must be non-negative")
+        return cls(task, bridge, boot, seq, devices, ctx_names, sample, device_idx, feat,
                    label, edge_label, edge_conf, mv, ctx)
 
 
@@ -231,7 +236,8 @@ LAYOUT: dict[str, dict[str, list[tuple[str, str, str, str]]]] = {
     "fused": {
         "meta": [("kind", "str", "", "`fused`"), ("schema", "str", "", "container schema, `1`"),
                  ("task", "str", "", "task name"), ("bridge", "str", "", "bridge instance id"),
-                 ("seq", "int", "", "per-bridge batch sequence"),
+                 ("boot", "int", "", "bridge boot epoch (ms); a worker acks (bridge, boot, seq) on hub/ack/{bridge}"),
+                 ("seq", "int", "", "per-bridge-boot batch sequence"),
                  ("devices", "JSON list", "", "device ids; `device_idx` indexes it"),
                  ("context", "JSON list", "", "names of the `ctx` columns")],
         "tensors": [("sample", "int64", "(N,)", "sample ids"), ("device_idx", "int32", "(N,)", "index into `devices`"),

@@ -41,6 +41,21 @@ class SeqSet:
             self._hi.insert(i + 1, x)
         return True
 
+    def add_range(self, lo: int, hi: int) -> None:
+        """Insert every int in [lo, hi]."""
+        if lo > hi:
+            return
+        i = bisect.bisect_left(self._hi, lo - 1)  # first interval that touches or follows lo
+        j = bisect.bisect_right(self._lo, hi + 1)  # intervals before j start at or before hi + 1
+        if i < j:
+            lo, hi = min(lo, self._lo[i]), max(hi, self._hi[j - 1])
+        self._lo[i:j] = [lo]
+        self._hi[i:j] = [hi]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The intervals, lowest first."""
+        return list(zip(self._lo, self._hi, strict=True))
+
     def __contains__(self, x: int) -> bool:
         i = bisect.bisect_right(self._lo, x) - 1
         return i >= 0 and self._hi[i] >= x

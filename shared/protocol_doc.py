@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared import codec, schemas
+from shared import codec, schemas, strictjson
 from shared.containers import LAYOUT
 from shared.topics import DEFAULT_ROOT, TOPIC_SPECS
 
@@ -32,8 +32,55 @@ Watch it all with:
 Every JSON topic is readable there; binary topics carry the tensor container described below
 (`lepton monitor` decodes them).
 
-Placeholders: `device` matches `^[a-z0-9][a-z0-9-]{{0,47}}$`; `stream`, `task`, `name`, `worker`
-match `^[a-z0-9][a-z0-9_-]{{0,47}}$`; `version` is a positive integer.
+Placeholders: `device` matches `^[a-z0-9][a-z0-9-]{{0,47}}$`; `stream`, `task`, `name`, `worker`,
+`bridge` match `^[a-z0-9][a-z0-9_-]{{0,47}}$`; `version` is a positive integer.
+"""
+
+DELIVERY = """## Delivery guarantee
+
+What Lepton promises for the QoS 1 messages an agent sends (`event`, `hard`, `feat`), and what
+the promise rests on.
+
+- **Identity.** Each message has a key (device, boot, seq). `boot` grows strictly per device across
+  restarts; `seq` numbers *all* QoS 1 messages of one boot in one sequence (telemetry and
+  predictions are QoS 0 and take none). Downstream, copies are dropped by this key.
+- **The agent keeps it until custody.** The agent writes each message to its SQLite outbox before
+  sending it, and keeps it after the broker's PUBACK until the bridge gives *custody* of it on
+  `edge/{device}/custody`. A broker acknowledges from memory and writes its database only every
+  `autosave_interval` (mosquitto), so a broker crash can lose what it acknowledged; custody is what
+  survives that. A sent message without custody is sent again after `outbox.custody_timeout_s`
+  (30 s), the wait doubling per attempt up to `outbox.custody_timeout_max_s` (600 s).
+- **Custody means the fate at the hub is final:** an event has been consumed by the bridge; an
+  escalation has been forwarded to `hub/infer/{task}` and acknowledged by the broker (from there it
+  lives only until its deadline, as MQTT message expiry: by design an escalation that cannot be
+  answered in time is decided at the edge); every feature row of a `feat` message is held on disk
+  by a cloud worker, which says so on `hub/ack/{bridge}` after saving its learning buffer; or the
+  bridge dropped, expired or rejected the message by policy, and counted it per class and device.
+- **The bridge keeps fused batches until a worker holds them,** publishes a batch again when no
+  worker acknowledged it within `custody.republish_s` (30 s, doubling up to 300 s), and beyond
+  `custody.max_unacked_batches` gives the oldest up (counted): its devices, lacking custody, send
+  those messages again.
+- **Copies are expected and absorbed:** QoS 1 redelivery, agents' resends, republished batches and
+  restarts all make copies. The bridge drops copies by (device, boot, seq) and announces custody
+  again for copies of messages it already holds; a worker learns from each (device, sample, label)
+  once, and remembers what it learned from across its own restarts (saved with its buffer).
+
+Together: **a QoS 1 message that an agent has stopped retrying has reached its final fate; it
+survives a broker SIGKILL at any moment, with the bridge or the workers down, and is learned from
+once.** What bounds it is counted, never silent: the agent's outbox (`outbox.max_bytes` with
+lowest-class-first eviction, per-class TTLs) and the bridge's policy drops and expiries.
+
+Not covered: labels (`label/...`) come from apps and people; the bridge acknowledges them once
+joined, and a publisher that must survive a broker crash keeps its labels until then. Apps that
+subscribe to events directly get the broker's at-least-once while they are connected.
+
+With a broker that acknowledges only what is on disk (for example EMQX durable sessions on disk
+or HiveMQ persistence; check your broker's documentation for when its PUBACK is sent), custody is
+redundant: set the agents' `outbox.custody = false` (delete on PUBACK) and the bridge's
+`custody.features = "broker"`. Mosquitto's `autosave_on_changes true` with `autosave_interval 1`
+closes the gap too, by rewriting the whole database on every change (about 320 MB written during
+a 20 s backlog of two agents, a cost that grows with backlog size times rate); Lepton keeps the
+30 s autosave and relies on custody.
 """
 
 
@@ -77,11 +124,15 @@ def render(root: str = DEFAULT_ROOT) -> str:
               " *correlation data*; the bridge forwards them to `hub/infer/{task}` with both intact, and the"
               " worker that answers publishes its `Reply` to that response topic with the same correlation"
               " data. `hub/batch/+` and `hub/infer/+` are consumed through shared subscriptions"
-              " (`$share/<group>/...`), so each message reaches one worker of a group.", ""]
+              " (`$share/<group>/...`), so each message reaches one worker of a group.", "", DELIVERY]
     lines += ["## JSON payloads", "",
               f"All JSON payloads are objects with `\"schema\": {schemas.SCHEMA_VERSION}` and a `kind` discriminator."
               " Unknown fields, unknown schema versions and wrong kinds are rejected with a typed error"
-              f" (`shared.schemas.SchemaError`). Largest accepted JSON payload: {schemas.MAX_JSON_BYTES} bytes.", ""]
+              f" (`shared.schemas.SchemaError`). Largest accepted JSON payload: {schemas.MAX_JSON_BYTES} bytes."
+              " Parsing is strict (`shared/strictjson.py`, also for container headers and manifests): integers"
+              " within int64, finite numbers only (no `NaN`/`Infinity`), nesting at most"
+              f" {strictjson.MAX_DEPTH} levels, no lone UTF-16 surrogates; anything else is `not_json`, counted"
+              " like every rejection, and a rejected message is acknowledged so it never comes back.", ""]
     for name, model in schemas.SCHEMAS.items():
         lines += [f"### {name}", "", (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "", ""]
         lines += _schema_table(model)

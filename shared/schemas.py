@@ -130,6 +130,51 @@ class Reply(Msg):
     ts: Finite = Field(description="Unix time of the answer.")
 
 
+MAX_RANGES = 1024
+SeqRange = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+
+
+def _check_ranges(v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    for lo, hi in v:
+        if lo > hi:
+            raise ValueError(f"range [{lo}, {hi}] runs backwards")
+    return v
+
+
+class Custody(Msg):
+    """The bridge's word that QoS 1 messages of one (device, boot) reached their final fate.
+
+    Final: consumed (events), forwarded and acknowledged (escalations), held durably by a cloud
+    worker (features), or dropped, expired or rejected by policy and counted. The agent deletes
+    those rows from its outbox; until then it keeps them and sends them again after a timeout.
+    The ranges are the bridge's whole custody set for that boot (newest ranges first kept when
+    there are more than fit), so any later message repairs a lost one."""
+
+    kind: Literal["custody"] = "custody"
+    device: DeviceId
+    boot: int = Field(ge=0, description="Boot epoch the sequence numbers belong to.")
+    ranges: list[SeqRange] = Field(min_length=1, max_length=MAX_RANGES,
+                                   description="Inclusive [first, last] sequence number ranges in custody.")
+    ts: Finite = Field(description="Unix time of this message.")
+
+    _ranges = field_validator("ranges")(_check_ranges)
+
+
+class BatchAck(Msg):
+    """A cloud worker's word that it has ingested fused batches durably (the learning buffer is on disk)."""
+
+    kind: Literal["batch_ack"] = "batch_ack"
+    bridge: Segment = Field(description="Bridge id the batches came from (also the topic leaf).")
+    boot: int = Field(ge=0, description="That bridge's boot epoch (from the batches' meta).")
+    task: Segment
+    ranges: list[SeqRange] = Field(min_length=1, max_length=MAX_RANGES,
+                                   description="Inclusive [first, last] fused batch sequence ranges.")
+    worker: str = Field(max_length=64, description="Worker id that holds them.")
+    ts: Finite = Field(description="Unix time of this message.")
+
+    _ranges = field_validator("ranges")(_check_ranges)
+
+
 class ModelState(Msg):
     kind: Literal["model_state"] = "model_state"
     device: DeviceId
@@ -223,12 +268,14 @@ class Manifest(Msg):
         return v
 
 
-JsonMsg = Status | Telemetry | Prediction | Event | Reply | ModelState | Command | Labels | ServiceStatus | Manifest
+JsonMsg = (Status | Telemetry | Prediction | Event | Reply | Custody | BatchAck | ModelState | Command | Labels
+           | ServiceStatus | Manifest)
 AnyMsg = Annotated[JsonMsg, Field(discriminator="kind")]
 _ANY = TypeAdapter(AnyMsg)
 
 SCHEMAS: dict[str, type[Msg]] = {
-    m.__name__: m for m in (Status, Telemetry, Prediction, Event, Reply, ModelState, Command, Labels, ServiceStatus, Manifest)
+    m.__name__: m for m in (Status, Telemetry, Prediction, Event, Reply, Custody, BatchAck, ModelState, Command, Labels,
+                            ServiceStatus, Manifest)
 }
 
 M = TypeVar("M", bound=Msg)

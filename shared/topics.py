@@ -2,7 +2,8 @@
 
 Publish topics (:class:`Topic`) and subscribe filters (:class:`Filter`) are distinct
 types that validate themselves, so a wildcard can never be published to and a
-typo can never silently subscribe to nothing. ``TOPIC_SPECS`` is the table that
+typo can never silently subscribe to nothing. A ``Topic`` is a ``Filter`` (the one
+that matches exactly it), so a concrete topic can be subscribed to as it is. ``TOPIC_SPECS`` is the table that
 docs/PROTOCOL.md is generated from (``python -m shared.protocol_doc``).
 """
 
@@ -42,21 +43,6 @@ def check_root(root: str) -> str:
     if not _ROOT_RE.match(root or ""):
         raise TopicError(f"invalid topic root {root!r}: slash-separated segments of [a-z0-9_-]")
     return root
-
-
-@dataclass(frozen=True, slots=True)
-class Topic:
-    """A concrete topic one may publish to (no wildcards)."""
-
-    value: str
-
-    def __post_init__(self) -> None:
-        v = self.value
-        if not v or len(v) > _MAX_TOPIC or "+" in v or "#" in v or "\x00" in v or v.startswith("$"):
-            raise TopicError(f"not a publishable topic: {v!r}")
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +88,20 @@ class Filter:
         return self.value
 
 
+@dataclass(frozen=True, slots=True)
+class Topic(Filter):
+    """A concrete topic one may publish to (no wildcards). It is also the filter that matches
+    exactly itself, so a topic goes wherever a filter does (subscribe to what you would publish)."""
+
+    def __post_init__(self) -> None:
+        v = self.value
+        if not v or len(v) > _MAX_TOPIC or "+" in v or "#" in v or "\x00" in v or v.startswith("$"):
+            raise TopicError(f"not a publishable topic: {v!r}")
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Kind(str, enum.Enum):
     STATUS = "status"
     TELEMETRY = "telemetry"
@@ -110,12 +110,14 @@ class Kind(str, enum.Enum):
     FEAT = "feat"
     HARD = "hard"
     REPLY = "reply"
+    CUSTODY = "custody"
     MODEL_STATE = "model_state"
     CMD = "cmd"
     LABEL = "label"
     HUB_BATCH = "hub_batch"
     HUB_INFER = "hub_infer"
     HUB_STATUS = "hub_status"
+    HUB_ACK = "hub_ack"
     CLOUD_STATUS = "cloud_status"
     MANIFEST = "manifest"
     ARTIFACT = "artifact"
@@ -151,6 +153,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               "Escalated sample(s) with MQTT 5 response topic and correlation data."),
     TopicSpec(Kind.REPLY, "edge/{device}/reply", "cloud worker", "agent", "Reply", "json", 1, False,
               "The cloud's decision for an escalated sample, matched by correlation data."),
+    TopicSpec(Kind.CUSTODY, "edge/{device}/custody", "bridge", "agent", "Custody", "json", 0, False,
+              "Custody: these QoS 1 messages of (device, boot) reached their final fate downstream; the agent "
+              "deletes them from its outbox. Cumulative, so a lost one costs nothing."),
     TopicSpec(Kind.MODEL_STATE, "edge/{device}/model", "agent", "cloud worker, monitor", "ModelState", "json", 1, True,
               "Model state per task: loaded, rejected (with reason), rolled back, stale."),
     TopicSpec(Kind.CMD, "edge/{device}/cmd/{name}", "operator", "agent", "Command", "json", 1, False,
@@ -163,6 +168,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               "Escalations forwarded unchanged, response topic and correlation data intact."),
     TopicSpec(Kind.HUB_STATUS, "hub/status", "bridge", "monitor", "ServiceStatus", "json", 1, True,
               "Bridge health: queue depths, rates, drops and expiries per class, devices online."),
+    TopicSpec(Kind.HUB_ACK, "hub/ack/{bridge}", "cloud worker", "bridge", "BatchAck", "json", 1, False,
+              "A worker's word that it holds these fused batches of one bridge boot durably."),
     TopicSpec(Kind.CLOUD_STATUS, "cloud/{worker}/status", "cloud worker", "monitor", "ServiceStatus", "json", 1, True,
               "Worker health and counters."),
     TopicSpec(Kind.MANIFEST, "model/{task}/manifest", "cloud worker", "agents", "Manifest", "json", 1, True,
@@ -183,6 +190,7 @@ class ParsedTopic:
     name: str | None = None
     worker: str | None = None
     version: int | None = None
+    bridge: str | None = None
 
 
 class Topics:
@@ -219,6 +227,9 @@ class Topics:
     def reply(self, device: str) -> Topic:
         return self._t("edge", check_device(device), "reply")
 
+    def custody(self, device: str) -> Topic:
+        return self._t("edge", check_device(device), "custody")
+
     def model_state(self, device: str) -> Topic:
         return self._t("edge", check_device(device), "model")
 
@@ -236,6 +247,9 @@ class Topics:
 
     def hub_status(self) -> Topic:
         return self._t("hub", "status")
+
+    def hub_ack(self, bridge: str) -> Topic:
+        return self._t("hub", "ack", check_segment(bridge, "bridge"))
 
     def cloud_status(self, worker: str) -> Topic:
         return self._t("cloud", check_segment(worker, "worker"), "status")
@@ -310,7 +324,7 @@ class Topics:
             leaf = p[2]
             if n == 3:
                 simple = {"status": Kind.STATUS, "telemetry": Kind.TELEMETRY, "reply": Kind.REPLY,
-                          "model": Kind.MODEL_STATE}
+                          "model": Kind.MODEL_STATE, "custody": Kind.CUSTODY}
                 if leaf in simple:
                     return ParsedTopic(simple[leaf], device=dev)
             elif n == 4:
@@ -328,6 +342,8 @@ class Topics:
                 return ParsedTopic(Kind.HUB_BATCH, task=check_segment(p[2], "task"))
             if n == 3 and p[1] == "infer":
                 return ParsedTopic(Kind.HUB_INFER, task=check_segment(p[2], "task"))
+            if n == 3 and p[1] == "ack":
+                return ParsedTopic(Kind.HUB_ACK, bridge=check_segment(p[2], "bridge"))
         elif head == "cloud" and n == 3 and p[2] == "status":
             return ParsedTopic(Kind.CLOUD_STATUS, worker=check_segment(p[1], "worker"))
         elif head == "model" and n >= 3:

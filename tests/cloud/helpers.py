@@ -34,7 +34,7 @@ def fused_batch(task: str, onnx_bytes: bytes, version: int, idx: np.ndarray, *, 
     x, y = stream_inputs(task, idx)
     feat, probs = ort_run(onnx_bytes, x)
     n = len(idx)
-    return FusedBatch(task=task, bridge="hub-1", seq=seq, devices=(device,), context_names=("hour",),
+    return FusedBatch(task=task, bridge="hub-1", boot=1_700_000_000_000, seq=seq, devices=(device,), context_names=("hour",),
                       sample=(sample_base + np.asarray(idx)).astype(np.int64), device_idx=np.zeros(n, np.int32),
                       feat=feat.astype(np.float32), label=(y if labels is None else labels).astype(np.int64),
                       edge_label=probs.argmax(1).astype(np.int64), edge_conf=probs.max(1).astype(np.float32),

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from shared.schemas import Reply, ServiceStatus, loads
-from shared.topics import Filter
 
 from .helpers import Collector, hard_sample
 
@@ -29,8 +28,8 @@ def test_run_process_answers_and_goes_offline_on_sigterm(tmp_path, keydir, broke
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
     sub = mqtt_factory()
     status, replies = Collector(), Collector()
-    sub.subscribe_and_wait(Filter(str(topics.cloud_status("proc-1"))), 1, status)
-    sub.subscribe_and_wait(Filter(str(topics.reply("cam-1"))), 1, replies)
+    sub.subscribe_and_wait(topics.cloud_status("proc-1"), 1, status)
+    sub.subscribe_and_wait(topics.reply("cam-1"), 1, replies)
     since = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "cloud_worker", "run", "--config", str(conf), "--duration", "120"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

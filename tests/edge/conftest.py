@@ -97,6 +97,9 @@ def make_agent(broker: Broker, topics: Topics, tmp_path: Path) -> Iterator[Calla
             "state_dir": str(tmp_path / f"agent{len(made)}"),
             "model": {"fetch_timeout_s": 3.0},
             "telemetry": {"interval_s": 0.5},
+            # No bridge runs in these tests, so nobody gives custody: a PUBACK deletes a row, as with a
+            # disk-backed broker. test_custody.py runs agents with custody against a real bridge.
+            "outbox": {"custody": False},
         }
         for k, v in over.items():
             data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v

@@ -229,7 +229,8 @@ def test_a_bad_artifact_does_not_block_the_genuine_one(serving, keys, topics, ba
     # Assert: it is tried and served, without a restart
     wait_until(lambda: agent.active.version == 3, what="v3 serving after the genuine artifact")
     assert agent.counters.get("model.ignored.known_bad") == 0
-    assert col.of(Kind.MODEL_STATE)[-1].state == "loaded"
+    st = wait_until(lambda: (s := _last_state(col)).state == "loaded" and s, what="loaded state")
+    assert st.version == 3
 
 
 def test_bad_artifacts_are_tried_a_bounded_number_of_times(serving, keys, topics):

@@ -19,6 +19,10 @@ from shared.mqtt import Message, MqttClient, MqttSettings
 from shared.topics import Topics
 
 BOOT = 1_700_000_000
+# An agent numbers all its QoS 1 messages in one sequence per boot (the custody and dedup key is
+# (device, boot, seq)). These helpers give each class its own boot by default, so that a test can
+# number events, escalations and features from 0 each without their keys colliding.
+HARD_BOOT, FEAT_BOOT = BOOT + 1, BOOT + 2
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -37,14 +41,14 @@ def event(dev: str, seq: int, boot: int = BOOT, stream: str = "front") -> bytes:
                                        confidence=0.99, boot=boot, seq=seq, ts=time.time()))
 
 
-def hard(dev: str, seq: int, boot: int = BOOT, stream: str = "front", task: str = "digits") -> bytes:
+def hard(dev: str, seq: int, boot: int = HARD_BOOT, stream: str = "front", task: str = "digits") -> bytes:
     rng = np.random.default_rng(seq)
     return HardSample(dev, stream, task, boot, seq, 1, np.array([seq], np.int64),
                       rng.random((1, 1, 8, 8), dtype=np.float32), rng.random((1, 16), dtype=np.float32),
                       rng.random((1, 10), dtype=np.float32), np.array([time.time()])).encode()
 
 
-def feat(dev: str, seq: int, samples, boot: int = BOOT, stream: str = "front", dim: int = 16,
+def feat(dev: str, seq: int, samples, boot: int = FEAT_BOOT, stream: str = "front", dim: int = 16,
          task: str = "digits") -> bytes:
     n = len(samples)
     rng = np.random.default_rng(seq)

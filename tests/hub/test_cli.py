@@ -10,7 +10,6 @@ from hub_bridge.cli import main
 from hub_bridge.config import BridgeConfig
 from shared.config import ConfigError, load_config
 from shared.schemas import ServiceStatus, loads
-from shared.topics import Filter
 
 from .helpers import Collector, wait_until
 
@@ -62,7 +61,7 @@ def test_env_overrides_file(tmp_path):
 @pytest.mark.broker
 def test_cli_runs_publishes_status_and_stops_offline(broker, topics, mqtt_factory, tmp_path, monkeypatch):
     mon = mqtt_factory()
-    statuses = Collector(mon).add(Filter(str(topics.hub_status())))
+    statuses = Collector(mon).add(topics.hub_status())
     monkeypatch.setenv("LEPTON_ROOT", topics.root)
     monkeypatch.setenv("LEPTON_MQTT__PORT", str(broker.port))
     monkeypatch.setenv("LEPTON_STATUS_INTERVAL", "0.2")

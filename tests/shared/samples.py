@@ -34,6 +34,9 @@ def json_samples(t: Topics, device: str = "cam-1") -> list[tuple[object, schemas
                                                  name="0", confidence=0.99, boot=17, seq=4, ts=NOW)),
         (t.reply(device), schemas.Reply(task="digits", sample=5, label=3, confidence=0.97, model="cloud-v3",
                                         worker="w1", ts=NOW)),
+        (t.custody(device), schemas.Custody(device=device, boot=17, ranges=[(0, 41), (43, 50)], ts=NOW)),
+        (t.hub_ack("b1"), schemas.BatchAck(bridge="b1", boot=1_790_000_000_000, task="digits", ranges=[(1, 9)],
+                                          worker="w1", ts=NOW)),
         (t.model_state(device), schemas.ModelState(device=device, task="digits", state="rejected", version=2,
                                                    offered=3, reason="sha256 mismatch", ts=NOW)),
         (t.cmd(device, "thresholds"), schemas.Command(name="thresholds", args={"threshold": 0.8}, ts=NOW)),
@@ -62,7 +65,7 @@ def hard_sample(device: str = "cam-1", seq: int = 2) -> HardSample:
 
 def fused_batch(n: int = 5) -> FusedBatch:
     rng = np.random.default_rng(0)
-    return FusedBatch("digits", "b1", 1, ("cam-1", "cam-2"), ("hour_sin", "hour_cos"), np.arange(n, dtype=np.int64),
+    return FusedBatch("digits", "b1", 1_700_000_000_000, 1, ("cam-1", "cam-2"), ("hour_sin", "hour_cos"), np.arange(n, dtype=np.int64),
                       (np.arange(n) % 2).astype(np.int32), rng.random((n, 32), dtype=np.float32),
                       np.array([1, -1, 3, -1, 5][:n], np.int64), np.arange(n, dtype=np.int64),
                       np.full(n, 0.5, np.float32), np.full(n, 3, np.int32), rng.random((n, 2), dtype=np.float32))

@@ -1,0 +1,223 @@
+"""Custody at the hub: which device messages reached their final fate here, and who must hear of it.
+
+A broker acknowledges a QoS 1 message from memory and writes it to disk only at its next
+autosave, so a broker crash can lose what it acknowledged. Agents therefore keep every QoS 1
+message until the bridge gives *custody* of it (docs/PROTOCOL.md, "Delivery guarantee"). Two
+pure, thread-safe pieces live here:
+
+- :class:`CustodyLedger` replaces a plain deduper. A message keyed (device, boot, seq) is *new*
+  (process it), *in process* (a copy: drop it, custody follows the first copy's fate) or *in
+  custody* (a copy: drop it and tell the device again, which evidently missed the word). Fates
+  are final when a message is consumed (event), forwarded and acknowledged (escalation), held
+  durably by a worker (features, see :class:`Handoff`), or dropped, expired or rejected by
+  policy and counted. ``due()`` hands out, per (device, boot) with news, its whole custody set
+  as ranges: cumulative, so one lost custody message is repaired by the next.
+- :class:`Handoff` keeps fused batches until a worker says it holds them durably
+  (``hub/ack/{bridge}``), republishes those nobody acknowledged, and tells the ledger when every
+  row of a device's feature message is held. With ``mode = "broker"`` the broker's PUBACK is
+  taken as the worker's word (for a disk-backed broker, or workers that do not acknowledge).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from shared.dedup import SeqSet
+from shared.schemas import MAX_RANGES
+
+Key = tuple[str, int, int]  # (device, boot, seq)
+Stream = tuple[str, int]  # (device, boot)
+
+NEW, IN_PROCESS, IN_CUSTODY = 0, 1, 2
+
+
+class CustodyLedger:
+    def __init__(self, max_streams: int = 100_000, interval_s: float = 1.0) -> None:
+        self.max_streams = max_streams
+        self.interval_s = interval_s
+        self._done: OrderedDict[Stream, SeqSet] = OrderedDict()
+        self._busy: set[Key] = set()
+        self._news: dict[Stream, float] = {}  # stream -> when it first had news since its last word
+        self._told: dict[Stream, float] = {}
+        self._lock = threading.Lock()
+        self.duplicates = 0
+        self.finished = 0
+
+    def admit(self, key: Key) -> int:
+        """NEW (and now in process), IN_PROCESS or IN_CUSTODY; copies of custodied ones re-arm the word."""
+        dev, boot, seq = key
+        with self._lock:
+            s = self._done.get((dev, boot))
+            if s is not None and seq in s:
+                self.duplicates += 1
+                self._news.setdefault((dev, boot), 0.0)  # word again, at once: the device missed it
+                return IN_CUSTODY
+            if key in self._busy:
+                self.duplicates += 1
+                return IN_PROCESS
+            self._busy.add(key)
+            return NEW
+
+    def state(self, key: Key) -> int:
+        dev, boot, seq = key
+        with self._lock:
+            s = self._done.get((dev, boot))
+            if s is not None and seq in s:
+                return IN_CUSTODY
+            return IN_PROCESS if key in self._busy else NEW
+
+    def finish(self, key: Key, now: float) -> None:
+        """This message's fate is final: it is in custody."""
+        dev, boot, seq = key
+        stream = (dev, boot)
+        with self._lock:
+            self._busy.discard(key)
+            s = self._done.get(stream)
+            if s is None:
+                s = self._done[stream] = SeqSet()
+                if len(self._done) > self.max_streams:
+                    old, _ = self._done.popitem(last=False)
+                    self._news.pop(old, None)
+                    self._told.pop(old, None)
+            else:
+                self._done.move_to_end(stream)
+            if s.add(seq):
+                self.finished += 1
+            self._news.setdefault(stream, now)
+
+    def settle(self, key: Key, now: float) -> bool:
+        """Finish a message never admitted (shed before processing), unless a copy of it is in process."""
+        with self._lock:
+            if key in self._busy:
+                return False
+        self.finish(key, now)
+        return True
+
+    def abandon(self, key: Key) -> None:
+        """No fate after all (the bridge gave the work up): a copy sent again is new."""
+        with self._lock:
+            self._busy.discard(key)
+
+    def due(self, now: float) -> list[tuple[str, int, list[tuple[int, int]]]]:
+        """(device, boot, ranges) for every stream with news, at most once per ``interval_s`` each."""
+        out = []
+        with self._lock:
+            for stream, since in list(self._news.items()):
+                if now - self._told.get(stream, -1e18) < self.interval_s and since > 0.0:
+                    continue
+                s = self._done.get(stream)
+                del self._news[stream]
+                if s is None:
+                    continue
+                self._told[stream] = now
+                out.append((stream[0], stream[1], s.ranges()[-MAX_RANGES:]))
+        return out
+
+    def gauges(self) -> dict[str, float]:
+        with self._lock:
+            return {"custody.in_process": float(len(self._busy)), "custody.streams": float(len(self._done)),
+                    "custody.streams_with_news": float(len(self._news))}
+
+
+@dataclass
+class _Batch:
+    seq: int
+    task: str
+    payload: bytes
+    rows: Counter  # Key -> rows of that device message in this batch
+    samples: list[tuple[str, int]]  # (device, sample) of those rows
+    sent: float
+    attempts: int = 1
+
+
+@dataclass
+class Handoff:
+    """Fused batches not yet held durably by a worker. Owned by the dispatcher; acks may come from
+    other threads, so every method takes the lock."""
+
+    mode: str  # "worker" | "broker"
+    republish_s: float
+    republish_max_s: float
+    max_batches: int
+    on_held: Callable[[Key], None]  # every row of this device message is held downstream
+    on_abandon: Callable[[_Batch], None]  # a batch given up (memory bound): its rows are nobody's
+    _batches: OrderedDict[int, _Batch] = field(default_factory=OrderedDict)
+    _outstanding: Counter = field(default_factory=Counter)  # Key -> rows not yet held
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    republished: int = 0
+    abandoned: int = 0
+
+    def expect(self, key: Key, rows: int) -> None:
+        """A device message contributed ``rows`` new rows to fusion (0: held already, nothing to wait for)."""
+        if rows <= 0:
+            self.on_held(key)
+            return
+        with self._lock:
+            self._outstanding[key] += rows
+
+    def emitted(self, seq: int, task: str, payload: bytes, rows: Counter, samples: list[tuple[str, int]],
+                now: float) -> None:
+        if not rows:
+            return  # label-only rows: nothing of a device message to hold
+        with self._lock:
+            self._batches[seq] = _Batch(seq, task, payload, rows, samples, now)
+            over = len(self._batches) - self.max_batches
+            victims = [self._batches.popitem(last=False)[1] for _ in range(max(0, over))]
+            for v in victims:
+                for key in v.rows:
+                    self._outstanding.pop(key, None)  # its other batches no longer complete it
+            self.abandoned += len(victims)
+        for v in victims:
+            self.on_abandon(v)
+
+    def broker_acked(self, seq: int) -> None:
+        if self.mode == "broker":
+            self._held([seq])
+
+    def worker_acked(self, ranges: Iterable[tuple[int, int]]) -> int:
+        seqs = []
+        with self._lock:
+            for lo, hi in ranges:
+                if hi - lo > 100_000:
+                    continue  # nobody acks that many batches at once: ignore rather than loop
+                seqs.extend(s for s in range(lo, hi + 1) if s in self._batches)
+        self._held(seqs)
+        return len(seqs)
+
+    def _held(self, seqs: list[int]) -> None:
+        done: list[Key] = []
+        with self._lock:
+            for seq in seqs:
+                b = self._batches.pop(seq, None)
+                if b is None:
+                    continue
+                for key, n in b.rows.items():
+                    if key not in self._outstanding:
+                        continue
+                    self._outstanding[key] -= n
+                    if self._outstanding[key] <= 0:
+                        del self._outstanding[key]
+                        done.append(key)
+        for key in done:
+            self.on_held(key)
+
+    def due(self, now: float) -> list[_Batch]:
+        """Batches no worker acknowledged in time, to publish again (doubling the wait each time)."""
+        if self.mode != "worker":
+            return []
+        out = []
+        with self._lock:
+            for b in self._batches.values():
+                wait = min(self.republish_max_s, self.republish_s * 2 ** (b.attempts - 1))
+                if now - b.sent >= wait:
+                    b.sent, b.attempts = now, b.attempts + 1
+                    out.append(b)
+            self.republished += len(out)
+        return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._batches)
