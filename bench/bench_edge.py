@@ -140,15 +140,15 @@ def child(args: argparse.Namespace) -> None:
     from edge_agent.config import AgentConfig
     from edge_agent.model import load_model
     from edge_agent.sources import Sample
+    from lepton_tasks import load_task
     from shared.mqtt import MqttClient, MqttSettings
     from shared.schemas import Manifest
-    from shared.tasks import get_task
     from shared.topics import Topics
 
     rel_dir = Path(args.releases)
     topics = Topics(args.root)
     rss_imports_kb = hwm_kb()  # agent code: ORT, cv2, numpy, pydantic
-    task = get_task("digits")
+    task = load_task("digits")
     frames = task.dataset().raw  # the replay source's data (sklearn); a camera agent has no such cost
     rss_dataset_kb = hwm_kb()
     out: dict = {"affinity": sorted(os.sched_getaffinity(0))}

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lepton_tasks import Task
 from shared.codec import CodecError
 from shared.containers import HardSample
 from shared.mqtt import Message
 from shared.schemas import Reply, dumps
-from shared.tasks import TaskDef
 from shared.topics import Kind, Topic, TopicError, Topics
 
 
@@ -56,7 +56,7 @@ class Model:
     predict: Predict
 
 
-def _check(msg: Message, topics: Topics, tasks: Mapping[str, TaskDef]) -> HardSample:
+def _check(msg: Message, topics: Topics, tasks: Mapping[str, Task]) -> HardSample:
     try:
         parsed = topics.parse(msg.topic)
     except TopicError:
@@ -101,7 +101,7 @@ class _Reject(Exception):
         self.detail = detail
 
 
-def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, TaskDef], models: Mapping[str, Model],
+def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], models: Mapping[str, Model],
            worker: str, *, max_batch: int = 256, now: Callable[[], float] = time.time) -> Outcome:
     out = Outcome()
     by_task: dict[str, list[tuple[Message, HardSample]]] = {}

@@ -1,6 +1,6 @@
 """``lepton-worker``: run the service, bootstrap a task, inspect and steer the model registry.
 
-    lepton-worker run [--config F] [--validate-config] [--duration S]
+    lepton-worker run [--config F] [--task NAME|PATH ...] [--validate-config] [--duration S]
     lepton-worker bootstrap --task T [--config F] [--no-publish]
     lepton-worker models list [--task T]
     lepton-worker models show --task T [--version V] [--decisions N]
@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from lepton_tasks import load_task
 from shared.config import ConfigError, load_config, redacted
 from shared.service import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, run_until_signal
-from shared.tasks import get_task
 from shared.topics import Topics
 
 from .config import DeviceUnavailable, WorkerConfig
@@ -44,9 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     cfg_arg(r)
     r.add_argument("--validate-config", action="store_true", help="check the config, print it, exit")
     r.add_argument("--duration", type=float, help="stop after S seconds (default: until SIGTERM)")
+    r.add_argument("--task", action="append", metavar="NAME|PATH",
+                   help="a task to serve (a name or a spec file; repeat for several); replaces the config's tasks")
     b = sub.add_parser("bootstrap", help="train version 1 from the seed set and publish it (no-op when it exists)")
     cfg_arg(b)
-    b.add_argument("--task", required=True)
+    b.add_argument("--task", required=True, metavar="NAME|PATH", help="a task name or a task spec file")
     b.add_argument("--no-publish", action="store_true", help="register only; do not contact the broker")
     m = sub.add_parser("models", help="the model registry")
     msub = m.add_subparsers(dest="action", metavar="ACTION")
@@ -80,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help()
         return EXIT_CONFIG
     try:
-        cfg = load_config(WorkerConfig, args.config)
+        over = {"tasks": args.task} if args.cmd == "run" and args.task else None
+        cfg = load_config(WorkerConfig, args.config, overrides=over)
+        args.task_ref = getattr(args, "task", None)  # a name or a spec path: what loads the task
+        if args.cmd != "run" and args.task_ref:
+            args.task = _task_name(args.task_ref)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -99,6 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(f"lepton-worker: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def _task_name(ref: str) -> str:
+    """The registry keys tasks by name: a spec path given on the command line names its task."""
+    from lepton_tasks import TaskSpecError, load_task
+    from lepton_tasks.registry import is_path
+
+    if not is_path(ref):
+        return ref
+    try:
+        return load_task(ref).name
+    except TaskSpecError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
@@ -137,7 +156,7 @@ class _Session:
                 raise ConnectionError(f"cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {err}")
             publish_fn = Publisher(self.client, topics, self.registry, timeout=cfg.export.publish_timeout_s,
                                    keep=cfg.export.keep_artifacts).publish
-        self.learner = Learner(get_task(task), cfg, self.registry, load_signer(cfg), topics,
+        self.learner = Learner(load_task(task), cfg, self.registry, load_signer(cfg), topics,
                                device=pick_device(cfg.torch_device), publish=publish_fn)
 
     def close(self) -> None:
@@ -178,7 +197,7 @@ def _bootstrap(cfg: WorkerConfig, args: argparse.Namespace) -> int:
               f"{'' if args.no_publish else ', published'}")
         return EXIT_OK
 
-    return _with_session(cfg, args.task, not args.no_publish, go)
+    return _with_session(cfg, args.task_ref, not args.no_publish, go)
 
 
 def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
@@ -233,7 +252,7 @@ def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
               f"{'' if args.no_publish else ', published'}")
         return EXIT_OK
 
-    return _with_session(cfg, args.task, not args.no_publish, go)
+    return _with_session(cfg, args.task_ref, not args.no_publish, go)
 
 
 if __name__ == "__main__":

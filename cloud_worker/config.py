@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.mqtt import MqttSettings
-from shared.tasks import TASKS
 from shared.topics import DEFAULT_ROOT, check_root, check_segment
 
 
@@ -82,7 +81,9 @@ class WorkerConfig(_Strict):
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")
     worker_id: str = Field("worker-1", description="Instance id (topic segment); cloud/{id}/status.")
-    tasks: list[str] = Field(default_factory=lambda: ["digits"], min_length=1, description="Task names served.")
+    tasks: list[str] = Field(default_factory=lambda: ["digits"], min_length=1,
+                             description="Tasks served: names (shipped specs, installed task packs) or paths of "
+                                         "task spec files (docs/TASKS.md).")
     registry: Path = Field(Path("var/registry"), description="Model registry directory (one folder per task).")
     signing_key: Path = Field(Path("var/keys/signing.key"), description="Ed25519 private key (PEM) manifests are "
                                                                        "signed with; never shipped to devices.")
@@ -121,9 +122,13 @@ class WorkerConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+        from lepton_tasks import TaskSpecError, locate
+
+        for ref in v:
+            try:
+                locate(ref)
+            except TaskSpecError as exc:
+                raise ValueError(str(exc)) from None
         if len(set(v)) != len(v):
             raise ValueError("tasks listed twice")
         return v

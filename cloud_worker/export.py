@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lepton_tasks import Task
 from shared import model_contract as mc
 from shared.schemas import Manifest, TensorSpec
 from shared.signing import sign_manifest, verify_manifest_obj
-from shared.tasks import TaskDef
 from shared.topics import Topics
 
 from .nets import EdgeNet
@@ -91,7 +91,7 @@ def check_onnx(onnx_bytes: bytes, model: EdgeNet, x_ref: np.ndarray, tol: float)
     return feat_t, probs_t, diff
 
 
-def export(model: EdgeNet, task: TaskDef, x_ref: np.ndarray, *, opset: int, parity_tolerance: float) -> Exported:
+def export(model: EdgeNet, task: Task, x_ref: np.ndarray, *, opset: int, parity_tolerance: float) -> Exported:
     x_ref = np.ascontiguousarray(x_ref, dtype=np.float32)
     data = to_onnx(model, task.input_shape, opset)
     feat, probs, diff = check_onnx(data, model, x_ref, parity_tolerance)
@@ -100,7 +100,7 @@ def export(model: EdgeNet, task: TaskDef, x_ref: np.ndarray, *, opset: int, pari
     return Exported(data, mc.encode_reference(x_ref, feat, probs), diff, outputs)
 
 
-def build_manifest(task: TaskDef, topics: Topics, version: int, parent: int | None, ex: Exported,
+def build_manifest(task: Task, topics: Topics, version: int, parent: int | None, ex: Exported,
                    metrics: dict[str, float], *, tolerance: float, ttl_s: float, now: float | None = None) -> Manifest:
     created = time.time() if now is None else now
     return Manifest(task=task.name, version=version, parent=parent, sha256=hashlib.sha256(ex.onnx).hexdigest(),

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lepton_tasks import Dataset, Task
 from shared.containers import FusedBatch
 from shared.counters import Counters
 from shared.schemas import Manifest
-from shared.tasks import Dataset, TaskDef
 from shared.topics import Topics
 
 from . import export as ex
@@ -44,7 +44,7 @@ class CloudModel:
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
-        logits = self.net.logits(torch.as_tensor(x, dtype=torch.float32, device=self.device))
+        logits = train.logits_of(self.net, torch.as_tensor(x, dtype=torch.float32, device=self.device))
         return torch.softmax(logits, dim=1).cpu().numpy()
 
 
@@ -55,7 +55,7 @@ class Signer:
 
 
 class Learner:
-    def __init__(self, task: TaskDef, cfg: WorkerConfig, registry: Registry, signer: Signer | None,
+    def __init__(self, task: Task, cfg: WorkerConfig, registry: Registry, signer: Signer | None,
                  topics: Topics, *, device: torch.device, counters: Counters | None = None,
                  publish: Callable[[Entry], None] | None = None, data: Dataset | None = None) -> None:
         self.task = task
@@ -103,7 +103,7 @@ class Learner:
         self._adopt(latest)
         cloud = self.registry.load_cloud(self.task.name)
         if cloud is not None:
-            net = nets.build_cloud(self.task.kind, self.task.input_shape, self.n_classes)
+            net = nets.build_cloud(self.task)
             net.load_state_dict(torch_load(cloud[0]))
             self.cloud = CloudModel(net.to(self.device).eval(), cloud[1]["name"], cloud[1]["accuracy"], self.device)
         else:
@@ -154,7 +154,7 @@ class Learner:
         state = self.registry.state(self.task.name, entry.version)
         if state is None:
             raise RuntimeError(f"{self.task.name} v{entry.version} has no torch state (v{entry.version}.pt)")
-        edge = nets.build_edge(self.task.kind, self.task.input_shape, self.n_classes)
+        edge = nets.build_edge(self.task)
         edge.load_state_dict(torch_load(state))
         self.edge = edge.to(self.device).eval()
         self.deployed = entry
@@ -169,7 +169,7 @@ class Learner:
             raise RuntimeError(f"{self.task.name} already has versions {self.registry.versions(self.task.name)}")
         t = self.cfg.training
         torch.manual_seed(t.seed)
-        edge = nets.build_edge(self.task.kind, self.task.input_shape, self.n_classes)
+        edge = nets.build_edge(self.task)
         stats = train.fit(edge, self.seed_x, self.seed_y, epochs=t.bootstrap_epochs, lr=t.lr, batch=t.batch,
                           device=self.device, seed=t.seed)
         acc = train.accuracy(edge, self.hold_x, self.hold_y, self.device)
@@ -189,8 +189,7 @@ class Learner:
     def _train_cloud(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, generation: int,
                      init: nets.CloudNet | None = None) -> CloudModel:
         t = self.cfg.training
-        net = copy.deepcopy(init) if init is not None else nets.build_cloud(self.task.kind, self.task.input_shape,
-                                                                              self.n_classes)
+        net = copy.deepcopy(init) if init is not None else nets.build_cloud(self.task)
         train.fit(net, x, y, weights=w, epochs=t.cloud_epochs if init is None else max(1, t.cloud_epochs // 3),
                   lr=t.lr, batch=t.batch, device=self.device, seed=t.seed)
         acc = train.accuracy(net, self.hold_x, self.hold_y, self.device)

@@ -45,7 +45,6 @@ from shared.schemas import Command, Custody, ModelState, Prediction, Reply, Stat
 from shared.sdnotify import SdNotifier
 from shared.service import Service
 from shared.signing import load_public
-from shared.tasks import get_task
 from shared.topics import Topics
 from shared.wire import Decoded, Receiver
 
@@ -78,7 +77,6 @@ class Agent(Service):
         super().__init__()
         self.cfg = cfg
         self.topics = Topics(cfg.root)
-        self.task = get_task(cfg.task)
         self.counters = counters or Counters()
         self.notifier = SdNotifier.from_env()
         d = cfg.decision
@@ -86,8 +84,6 @@ class Agent(Service):
                                bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed)
         self.pending: PendingTable[_Pending] = PendingTable(d.max_pending)
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
-        names = cfg.events.alert_classes if cfg.events.alert_classes is not None else self.task.alert_classes
-        self.alert_idx = {self.task.classes.index(n) for n in names if n in self.task.classes}
         self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
                                      on_swap=self._on_swap, report=self._publish_model_state)
         self.outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox.max_bytes, ttl_s=dict(cfg.outbox.ttl_s),
@@ -315,10 +311,14 @@ class Agent(Service):
                           confidence=conf, source=source, escalated=info.escalated,  # type: ignore[arg-type]
                           model_version=info.model_version, ref=info.ref, ts=info.ts)
         self._publish_direct(self.topics.pred(cfg.device, cfg.stream), schemas.dumps(pred), "pred")
-        if label in self.alert_idx and conf >= cfg.events.min_confidence:
+        model = self.active
+        classes = model.classes if model is not None else ()
+        alerts = cfg.events.alert_classes if cfg.events.alert_classes is not None else (
+            model.alert_classes if model is not None else ())
+        if label < len(classes) and classes[label] in alerts and conf >= cfg.events.min_confidence:
             seq = self._next_seq()
             ev = schemas.Event(device=cfg.device, stream=cfg.stream, task=cfg.task, sample=info.sample, label=label,
-                               name=self.task.classes[label], confidence=conf, boot=self.boot, seq=seq, ts=info.ts)
+                               name=classes[label], confidence=conf, boot=self.boot, seq=seq, ts=info.ts)
             if self.outbox.put("event", str(self.topics.event(cfg.device, cfg.stream)), schemas.dumps(ev), qos=1,
                                boot=self.boot, seq=seq):
                 self.sender.notify()  # type: ignore[union-attr]
@@ -374,7 +374,8 @@ class Agent(Service):
         if info is None:
             self.counters.inc("reply.late")
             return
-        if reply.label >= len(self.task.classes):
+        model = self.active
+        if model is None or reply.label >= len(model.classes):
             self.counters.inc("reply.rejected.bad_label")
             self._finalize(info, "edge", info.label, info.confidence)
             return

@@ -127,11 +127,12 @@ def folder_source(cfg: C.FolderSource, stop: threading.Event) -> Iterator[Sample
 
 
 def replay_source(cfg: C.ReplaySource, task_name: str, stop: threading.Event) -> Iterator[Sample]:
-    from shared.tasks import get_task
+    from lepton_tasks import load_task  # a simulated device only: real ones need no task pack
 
-    task = get_task(cfg.task or task_name)
+    task = load_task(cfg.task or task_name)
     ds = task.dataset()
     idx = {"stream": ds.stream, "holdout": ds.holdout, "seed": ds.seed, "all": np.arange(len(ds.y))}[cfg.split]
+    idx = idx[cfg.part % cfg.parts::cfg.parts]
     if cfg.shuffle_seed is not None:
         idx = np.random.default_rng(cfg.shuffle_seed).permutation(idx)
     if cfg.limit is not None:

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from lepton_tasks import TaskSpecError, load_task
 from shared import schemas
 from shared.containers import FeatureBatch
 from shared.dedup import SeqSet
-from shared.tasks import get_task
 from shared.topics import Kind
 from shared.wire import Decoded
 
@@ -31,8 +31,8 @@ def truth_for(ref: str) -> int | None:
     if not sep or not idx.isdigit():
         return None
     try:
-        y = get_task(task).dataset().y
-    except KeyError:
+        y = load_task(task).dataset().y
+    except TaskSpecError:  # not a task this process can load: no ground truth for it
         return None
     i = int(idx)
     return int(y[i]) if 0 <= i < len(y) else None

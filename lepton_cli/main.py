@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "keys": "lepton_cli.keys",
     "provision": "lepton_cli.provision",
     "protocol-doc": "lepton_cli.protocol_doc",
+    "tasks": "lepton_tasks.cli",
 }
 
 

@@ -64,7 +64,7 @@ def bundle_toml(identity: str, role: Role, *, root: str, host: str, port: int, l
     elif task:
         head = f"task = {_toml_str(task)}\n"
     else:
-        head = "# task = \"digits\"   # required by the agent: the task this device serves (shared.tasks)\n"
+        head = "# task = \"digits\"   # required by the agent: the task this device serves (topics; the model manifest brings the rest)\n"
     return (
         f"# Lepton {role.value} bundle for {identity!r}, made by `lepton provision` on "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.\n"

@@ -24,10 +24,10 @@ from typing import Any
 from lepton_cli import tomlgen
 from lepton_cli.labeller import Labeller
 from lepton_cli.monitor import Watcher, table
+from lepton_tasks import TaskSpecError, load_task
 from shared import signing
 from shared.broker import REPO_MOSQUITTO, Broker, BrokerUnavailable
 from shared.mqtt import MqttSettings
-from shared.tasks import TASKS
 from shared.topics import DEFAULT_ROOT, Topics
 
 log = logging.getLogger("lepton.up")
@@ -77,10 +77,10 @@ class Proc:
 
 def _configs(args: argparse.Namespace, run: Path, port: int, keys: Path) -> dict[str, dict[str, Any]]:
     mqtt = {"host": "127.0.0.1", "port": port}
-    tasks = [args.task] if args.task != "both" else sorted(TASKS)
+    tasks = {ref: load_task(ref) for ref in args.task}  # a name or a spec path each
     out: dict[str, dict[str, Any]] = {
         "worker": {
-            "mqtt": dict(mqtt), "root": args.root, "worker_id": "worker-1", "tasks": tasks,
+            "mqtt": dict(mqtt), "root": args.root, "worker_id": "worker-1", "tasks": list(tasks),
             "registry": str(run / "registry"), "signing_key": str(keys / "signing.key"),
             "public_key": str(keys / "signing.pub"), "status_interval_s": 2.0,
             "triggers": {"min_new_labels": args.retrain_labels, "interval_s": 30.0, "cooldown_s": 5.0},
@@ -88,17 +88,22 @@ def _configs(args: argparse.Namespace, run: Path, port: int, keys: Path) -> dict
         "bridge": {"mqtt": dict(mqtt), "root": args.root, "id": "bridge-1", "status_interval": 2.0},
     }
     n = 0
-    for task in tasks:
+    for ref, task in tasks.items():
+        d = task.spec.decision
         for i in range(1, args.agents + 1):
             n += 1
-            device = f"{'cam' if TASKS[task].kind == 'image' else 'sensor'}-{i}"
+            prefix = ("cam" if task.kind == "image" else "sensor") if len(tasks) == 1 else task.name
+            device = f"{prefix}-{i}"
             out[f"agent-{device}"] = {
-                "device": device, "root": args.root, "mqtt": dict(mqtt), "task": task,
-                "stream": "cam" if TASKS[task].kind == "image" else "imu",
-                "source": {"type": "replay", "fps": args.fps, "loop": True, "shuffle_seed": n},
+                "device": device, "root": args.root, "mqtt": dict(mqtt), "task": task.name,
+                "stream": "cam" if task.kind == "image" else "win",
+                # Each agent replays its share of the stream in order, so a drift phase comes to all at once.
+                "source": {"type": "replay", "task": ref, "fps": args.fps, "loop": True, "part": i - 1,
+                           "parts": args.agents},
                 "capture": {"start_after_model": True},
                 "model": {"public_key": str(keys / "signing.pub")},
-                "decision": {"reply_deadline_s": 1.0, "rate_limit": max(2.0, args.fps / 2)},
+                "decision": {"reply_deadline_s": 1.0, "rate_limit": max(2.0, args.fps / 2),
+                             "policy": {"type": d.policy, "threshold": d.threshold}},
                 "telemetry": {"interval_s": 2.0},
                 "state_dir": str(run / "agents" / device),
             }
@@ -167,6 +172,12 @@ class Stack:
 
 
 def _validate(args: argparse.Namespace) -> str | None:
+    args.task = args.task or ["digits"]
+    for ref in args.task:
+        try:
+            load_task(ref)
+        except TaskSpecError as exc:
+            return str(exc)
     if args.agents < 1:
         return "--agents must be at least 1"
     if args.fps <= 0:
@@ -257,7 +268,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run broker, bridge, worker, simulated agents and a labeller on this machine")
     p.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
-    p.add_argument("--task", default="digits", choices=[*sorted(TASKS), "both"], help="task(s) to run")
+    p.add_argument("--task", action="append", metavar="NAME|PATH",
+                   help="task to run: a name (`lepton tasks list`) or a task spec file; repeat for several "
+                        "(default: digits)")
     p.add_argument("--agents", type=int, default=2, help="simulated agents per task (default 2)")
     p.add_argument("--fps", type=float, default=10.0, help="frames (or windows) per second per agent")
     p.add_argument("--label-fraction", type=float, default=0.3, help="fraction of samples the labeller corrects")

@@ -237,6 +237,7 @@ class InputSpec(BaseModel):
     layout: str = Field(max_length=16, description="NCHW for images, NCT for sensor windows.")
     preprocess: dict[str, Any] = Field(description="Named preprocessing steps and parameters, in order.")
     classes: list[str] = Field(min_length=2, description="Class names by index.")
+    alert_classes: list[str] = Field(default_factory=list, description="Classes that raise an event on the agent.")
 
 
 class Manifest(Msg):

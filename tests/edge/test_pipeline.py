@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lepton_tasks import load_task
+from lepton_tasks.packs.digits import render_digit
 from shared import schemas
 from shared.containers import HardSample
-from shared.tasks import get_task, render_digit
 from shared.topics import Kind
 from tests.edge.conftest import preds_by_sample, publish_release, wait_until
 from tests.edge.models import release, write_files
@@ -15,7 +16,7 @@ from tests.edge.models import release, write_files
 
 def test_video_file_round_trip_is_classified_well_above_chance(make_agent, collect, topics, tmp_path):
     # Prepare: real digits rendered as camera frames, written as MJPG and read back through cv2
-    task = get_task("digits")
+    task = load_task("digits")
     ds = task.dataset()
     idx = ds.stream[:150]
     path = tmp_path / "front.avi"

@@ -96,7 +96,7 @@ def test_manifest_checks_each_reason(tmp_path):
     assert reason(b"") == "empty"
     assert reason(b"\xff\x00garbage") == "not_json"
     assert reason(b"[1,2]") == "not_json"
-    assert reason(release(T, "digits", 3, task_field="motions").wire) == "other_task"
+    assert reason(release(T, "digits", 3, task_field="health").wire) == "other_task"
     assert reason(good.wire, highest=3) == "not_newer"
     assert reason(release(T, "digits", 3, key=other).wire, key=pub) == "bad_signature"
     assert reason(release(T, "digits", 3).wire, key=pub) == "bad_signature"  # unsigned
