@@ -1,9 +1,9 @@
-"""WorkerConfig: everything ``lepton-worker`` reads, from TOML + ``LEPTON_*`` environment."""
+"""WorkerConfig: everything ``lepton-worker`` reads, from TOML + ``LEPTON_WORKER__*`` / ``LEPTON_*`` environment."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -77,6 +77,8 @@ class InferSettings(_Strict):
 
 
 class WorkerConfig(_Strict):
+    ENV_ROLE: ClassVar[str] = "worker"  # LEPTON_WORKER__* env vars (shared.config)
+
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")
     worker_id: str = Field("worker-1", description="Instance id (topic segment); cloud/{id}/status.")

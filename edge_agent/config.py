@@ -7,7 +7,7 @@ config names what it wants and pydantic rejects fields that do not belong to tha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -160,6 +160,8 @@ class TelemetrySettings(_Cfg):
 
 
 class AgentConfig(_Cfg):
+    ENV_ROLE: ClassVar[str] = "agent"  # LEPTON_AGENT__* env vars (shared.config)
+
     device: str = Field(pattern=DEVICE_RE.pattern, description="Device id ([a-z0-9-]); also the MQTT client id.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
