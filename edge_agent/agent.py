@@ -53,6 +53,8 @@ from shared.wire import Decoded, Receiver
 
 log = logging.getLogger(__name__)
 
+CAPTURE_JOIN_S = 1.0  # how long stop() waits for a capture thread that may be stuck inside OpenCV
+
 # Rejections worth a retained ModelState (someone published a version this device will not run).
 _REPORTED = {"bad_signature", "invalid", "bad_artifact_topic", "too_large", "fetch_timeout", "oversized", "bad_hash",
              "load_failed", "onnx_malformed", "onnx_external_data", "contract", "bad_preprocess", "bad_reference", "inference_failed", "reference_mismatch"}
@@ -141,6 +143,7 @@ class Agent(Service):
         cfg = self.cfg
         if cfg.model.public_key is not None:
             self.public_key = load_public(cfg.model.public_key)  # fail before opening anything
+        sources.check_source(cfg.source)  # a missing folder or file: one line and a non-zero exit
         self.store.open()
         self.boot = self.store.next_boot(int(time.time()))
         self.outbox.open()
@@ -166,8 +169,15 @@ class Agent(Service):
 
     def _stop(self) -> None:
         self.notifier.stopping()
-        for th in self._threads:
-            if th.name.endswith(("capture", "infer", "models", "telemetry")):
+        for th in list(self._threads):
+            if th.name.endswith("capture"):
+                # OpenCV may be blocked in open/read (a silent stream, up to its timeouts): the
+                # thread holds nothing to flush, so stop without it (a daemon, it ends with us).
+                th.join(CAPTURE_JOIN_S)
+                if th.is_alive():
+                    log.warning("capture is blocked in the source; stopping without it")
+                    self._threads.remove(th)
+            elif th.name.endswith(("infer", "models", "telemetry")):
                 th.join(10)
         if self.sender is None or self.client is None:  # start() failed before connecting
             self.outbox.close()
@@ -191,9 +201,15 @@ class Agent(Service):
                 if self.stopping.is_set():
                     return
         try:
-            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping):
+            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping, self.counters):
                 if not self.frames_q.put(s):
                     return
+        except sources.SourceUnavailable as exc:  # can never work: stop the agent, exit non-zero
+            self.counters.inc("capture.unavailable")
+            log.error("source unavailable: %s", exc)
+            self.errors.append(exc)
+            self.stopping.set()
+            return
         except Exception:  # a broken camera or file must not take the agent (and its outbox) down
             self.counters.inc("capture.errors")
             log.exception("source failed")

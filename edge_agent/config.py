@@ -26,7 +26,9 @@ class CameraSource(_Cfg):
     width: int | None = Field(None, ge=1, description="Requested frame width; None keeps the camera's.")
     height: int | None = Field(None, ge=1, description="Requested frame height; None keeps the camera's.")
     fps: float | None = Field(None, gt=0, description="Pace capture to this rate; None reads as fast as the camera.")
-    reconnect_s: float = Field(2.0, gt=0, description="Wait before reopening a camera that stopped delivering.")
+    reconnect_s: float = Field(2.0, gt=0, description="First wait before reopening a camera that is unavailable; "
+                                                       "doubles on each failed attempt ...")
+    reconnect_max_s: float = Field(60.0, gt=0, description="... up to this wait (retries never stop).")
 
 
 class VideoSource(_Cfg):
@@ -40,7 +42,13 @@ class StreamSource(_Cfg):
     type: Literal["stream"] = Field(description="An RTSP or HTTP(S) stream through cv2.VideoCapture(url).")
     url: str = Field(min_length=1, description="Stream URL, e.g. rtsp://cam.local/stream1.")
     fps: float | None = Field(None, gt=0, description="Pace capture to this rate; None reads as fast as it comes.")
-    reconnect_s: float = Field(2.0, gt=0, description="Wait before reconnecting a stream that dropped.")
+    reconnect_s: float = Field(2.0, gt=0, description="First wait before reconnecting a stream that is down; "
+                                                       "doubles on each failed attempt ...")
+    reconnect_max_s: float = Field(60.0, gt=0, description="... up to this wait (retries never stop).")
+    open_timeout_s: float = Field(10.0, gt=0, le=600, description="Give up opening the stream after this long "
+                                                                  "(OpenCV CAP_PROP_OPEN_TIMEOUT_MSEC), then retry.")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="A stream that sends no frame for this long is "
+                                                                  "closed and reconnected (CAP_PROP_READ_TIMEOUT_MSEC).")
 
 
 class FolderSource(_Cfg):
