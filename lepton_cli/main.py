@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "monitor": "lepton_cli.monitor",
     "keys": "lepton_cli.keys",
     "provision": "lepton_cli.provision",
+    "report": "lepton_cli.report",
     "protocol-doc": "lepton_cli.protocol_doc",
 }
 
