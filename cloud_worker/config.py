@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.mqtt import MqttSettings
+from shared.statedir import state_dir
 from shared.tasks import TASKS
 from shared.topics import DEFAULT_ROOT, check_root, check_segment
 
@@ -84,8 +85,10 @@ class WorkerConfig(_Strict):
     worker_id: str = Field("worker-1", description="Instance id (topic segment); cloud/{id}/status.")
     tasks: list[str] = Field(default_factory=lambda: ["digits"], min_length=1, description="Task names served.")
     registry: Path = Field(Path("var/registry"), description="Model registry directory (one folder per task).")
-    signing_key: Path = Field(Path("var/keys/signing.key"), description="Ed25519 private key (PEM) manifests are "
-                                                                       "signed with; never shipped to devices.")
+    signing_key: Path = Field(default_factory=lambda: state_dir() / "keys" / "signing.key",
+                              description="Ed25519 private key (PEM) manifests are signed with; never shipped to "
+                                          "devices. Default: where `lepton keys init` puts it, "
+                                          "$XDG_STATE_HOME/lepton/keys (~/.local/state/lepton/keys).")
     public_key: Path | None = Field(None, description="Public key; when set, every signed manifest is verified "
                                                       "against it before publishing.")
     share_group: str = Field("workers", description="MQTT shared-subscription group of the workers.")
