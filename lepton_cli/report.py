@@ -80,7 +80,7 @@ def accuracy_chart(pts: list[dict[str, Any]], t0: float, w: int, kind: str, titl
     # Zoom to where the lines are (accuracies of 0.85 vs 0.95 must not look alike), always up to 1.
     lo = min((y for ys, _, _ in lines for y in ys if y is not None), default=0.0)
     ch = Chart(f"Accuracy, {title}", y_label=f"accuracy (last {WINDOW_S:g} s)",
-               y_range=(max(0.0, math.floor(lo * 10) / 10), 1.0), x_range=(0.0, max(xs[-1], 1.0)))
+               y_range=(max(0.0, math.floor((lo - 0.02) * 10) / 10), 1.0), x_range=(0.0, max(xs[-1], 1.0)))
     for ys, label, col in lines:
         ch.line(xs, ys, label, col)
     return ch
