@@ -203,7 +203,7 @@ def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
         rows = [(t, v) for t in tasks for v in reg.versions(t)]
         if not rows:
             what = f"task {args.task!r}" if args.task else "any task"
-            print(f"lepton-worker: no model versions for {what} in the registry at {where}"
+            print(f"lepton-worker: no versions of {what} in the model registry at {where}"
                   f"{'' if reg.root.is_dir() else ' (the directory does not exist)'}; the registry is the "
                   f"worker config's `registry` (--config FILE or LEPTON_WORKER__REGISTRY), and "
                   f"`lepton-worker bootstrap --task TASK` creates v1", file=sys.stderr)
@@ -216,7 +216,7 @@ def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
                   f"{r['metrics'].get('accuracy', 0):>8.4f} {pub:<20}")
         return EXIT_OK
     if not reg.versions(args.task):
-        print(f"lepton-worker: task {args.task!r} has no model versions in the registry at {where} "
+        print(f"lepton-worker: task {args.task!r} has no versions in the model registry at {where} "
               f"(tasks with versions there: {', '.join(present) or 'none'})", file=sys.stderr)
         return EXIT_ERROR
     try:

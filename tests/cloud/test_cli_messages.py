@@ -29,12 +29,12 @@ def test_models_list_with_no_registry_says_where_it_looked(empty_registry, capsy
     assert main(["models", "list"]) == 0
     out, err = capsys.readouterr()
     assert out == ""
-    assert f"in the registry at {empty_registry} (the directory does not exist)" in err
+    assert f"no versions of any task in the model registry at {empty_registry} (the directory does not exist)" in err
     assert "LEPTON_WORKER__REGISTRY" in err and "bootstrap --task" in err
 
 
 def test_models_show_of_an_unknown_task_names_the_task_and_the_registry(empty_registry, capsys):
     assert main(["models", "show", "--task", "nosuch"]) == 1
     err = capsys.readouterr().err
-    assert f"task 'nosuch' has no model versions in the registry at {empty_registry}" in err
+    assert f"task 'nosuch' has no versions in the model registry at {empty_registry}" in err
     assert "version 0" not in err
