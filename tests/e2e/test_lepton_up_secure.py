@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from lepton_cli.monitor import Watcher
 from shared.mqtt import MqttClient, MqttSettings
+from shared.topics import Topics
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -21,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker]
 def test_secure_stack_runs_end_to_end_and_refuses_strangers(tmp_path):
     out = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
-    proc = subprocess.Popen([sys.executable, "-m", "lepton_cli.main", "up", "--secure", "--duration", "30", "--no-tui",
+    proc = subprocess.Popen([sys.executable, "-m", "lepton_cli.main", "up", "--secure", "--duration", "240", "--no-tui",
                              "--agents", "1", "--workdir", str(tmp_path / "stack"), "--summary", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -46,6 +50,20 @@ def test_secure_stack_runs_end_to_end_and_refuses_strangers(tmp_path):
                              capture_output=True, text=True, timeout=60, env=env)
         assert mon.returncode == 0, mon.stderr
         assert json.loads(mon.stdout)["devices"], mon.stdout
+        # Stop the stack once every role has done its job (a loaded box gets more time, not a red test).
+        watcher = Watcher(MqttSettings(port=port, username="monitor_2", password=pw_file.read_text().strip()),
+                          Topics()).start()
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and proc.poll() is None:
+                v = watcher.stats.summary()
+                if v["predictions"] > 50 and v["cloud_answers"] > 0 and (v["hub"] or {}).get("counters", {}).get(
+                        "in.label", 0) > 0:
+                    break
+                time.sleep(1)
+        finally:
+            watcher.stop()
+        proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
