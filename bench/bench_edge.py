@@ -93,7 +93,8 @@ def bench_ort_vs_torch(iters: int) -> list[dict]:
         x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
         buf = io.BytesIO()
         t0 = time.perf_counter()
-        # The legacy exporter: ~10 ms and one self-contained file (see shared/BASELINES.md).
+        # The legacy exporter (dynamo=False): one self-contained file, timed as export_s below
+        # (cloud_worker/export.py says why not the dynamo exporter).
         torch.onnx.export(model, (x,), buf, input_names=["x"], output_names=["feat", "probs"],
                           dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
         export_s = time.perf_counter() - t0

@@ -54,6 +54,7 @@ Predict = Callable[[np.ndarray], np.ndarray]  # x (N, ...) -> probs (N, C)
 class Model:
     name: str
     predict: Predict
+    defer: bool = False  # the cloud is no better than the edge where agents ask it (Learner.defer)
 
 
 def _check(msg: Message, topics: Topics, tasks: Mapping[str, Task]) -> HardSample:
@@ -131,7 +132,7 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], model
             for s in hs.sample:
                 reply = Reply(task=task, sample=int(s), label=int(labels[row]),
                               confidence=float(np.clip(conf[row], 0.0, 1.0)), model=model.name[:64],
-                              worker=worker[:64], ts=ts)
+                              worker=worker[:64], defer=model.defer, ts=ts)
                 out.replies.append(OutReply(topic, dumps(reply), bytes(msg.correlation_data or b"")))
                 keys.append((hs.device, int(s)))
                 row += 1

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from lepton_tasks import load_task
 from shared.config import ConfigError, load_config, redacted
-from shared.service import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, run_until_signal
+from shared.service import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    log_ignored_env,
+    parse_args,
+    run_until_signal,
+)
 from shared.topics import Topics
 
 from .config import DeviceUnavailable, WorkerConfig
@@ -38,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def cfg_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", type=Path, help="TOML config (default: $LEPTON_CONFIG); LEPTON_* env overrides")
+        sp.add_argument("--config", type=Path, help="TOML config (default: $LEPTON_WORKER__CONFIG or $LEPTON_CONFIG); "
+                                                    "LEPTON_WORKER__* and LEPTON_* env vars override it")
 
     r = sub.add_parser("run", help="run the worker service")
     cfg_arg(r)
@@ -75,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd is None or (args.cmd == "models" and args.action is None):
@@ -88,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd != "run" and args.task_ref:
             args.task = _task_name(args.task_ref)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"lepton-worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    log_ignored_env("lepton-worker", WorkerConfig)
     try:
         if args.cmd == "run":
             return _run(cfg, args)
@@ -204,20 +214,33 @@ def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
     from .registry import Registry, RegistryError
 
     reg = Registry(cfg.registry)
+    where = reg.root.resolve()
+    present = sorted(p.name for p in reg.root.iterdir() if p.is_dir() and reg.versions(p.name)) \
+        if reg.root.is_dir() else []
     if args.action == "list":
-        tasks = [args.task] if args.task else sorted(p.name for p in reg.root.iterdir() if p.is_dir()) \
-            if reg.root.is_dir() else []
+        tasks = [args.task] if args.task else present
+        rows = [(t, v) for t in tasks for v in reg.versions(t)]
+        if not rows:
+            what = f"task {args.task!r}" if args.task else "any task"
+            print(f"lepton-worker: no versions of {what} in the model registry at {where}"
+                  f"{'' if reg.root.is_dir() else ' (the directory does not exist)'}; the registry is the "
+                  f"worker config's `registry` (--config FILE or LEPTON_WORKER__REGISTRY), and "
+                  f"`lepton-worker bootstrap --task TASK` creates v1", file=sys.stderr)
+            return EXIT_OK
         print(f"{'task':<10} {'ver':>4} {'kind':<10} {'parent':>6} {'from':>5} {'accuracy':>8} {'published':<20}")
-        for t in tasks:
-            for v in reg.versions(t):
-                r = reg.get(t, v).record
-                pub = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["published"])) if r.get("published") else "-"
-                print(f"{t:<10} {v:>4} {r['kind']:<10} {r['parent'] or '-':>6} {r.get('source_version') or '-':>5} "
-                      f"{r['metrics'].get('accuracy', 0):>8.4f} {pub:<20}")
+        for t, v in rows:
+            r = reg.get(t, v).record
+            pub = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["published"])) if r.get("published") else "-"
+            print(f"{t:<10} {v:>4} {r['kind']:<10} {r['parent'] or '-':>6} {r.get('source_version') or '-':>5} "
+                  f"{r['metrics'].get('accuracy', 0):>8.4f} {pub:<20}")
         return EXIT_OK
+    if not reg.versions(args.task):
+        print(f"lepton-worker: task {args.task!r} has no versions in the model registry at {where} "
+              f"(tasks with versions there: {', '.join(present) or 'none'})", file=sys.stderr)
+        return EXIT_ERROR
     try:
         if args.action == "show":
-            v = args.version or (reg.versions(args.task) or [0])[-1]
+            v = args.version or reg.versions(args.task)[-1]
             rec = dict(reg.get(args.task, v).record)
             rec.pop("manifest_raw", None)
             print(json.dumps(rec, indent=2, sort_keys=True))

@@ -1,13 +1,14 @@
-"""WorkerConfig: everything ``lepton-worker`` reads, from TOML + ``LEPTON_*`` environment."""
+"""WorkerConfig: everything ``lepton-worker`` reads, from TOML + ``LEPTON_WORKER__*`` / ``LEPTON_*`` environment."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.mqtt import MqttSettings
+from shared.statedir import state_dir
 from shared.topics import DEFAULT_ROOT, check_root, check_segment
 
 
@@ -78,6 +79,8 @@ class InferSettings(_Strict):
 
 
 class WorkerConfig(_Strict):
+    ENV_ROLE: ClassVar[str] = "worker"  # LEPTON_WORKER__* env vars (shared.config)
+
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")
     worker_id: str = Field("worker-1", description="Instance id (topic segment); cloud/{id}/status.")
@@ -85,8 +88,10 @@ class WorkerConfig(_Strict):
                              description="Tasks served: names (shipped specs, installed task packs) or paths of "
                                          "task spec files (docs/TASKS.md).")
     registry: Path = Field(Path("var/registry"), description="Model registry directory (one folder per task).")
-    signing_key: Path = Field(Path("var/keys/signing.key"), description="Ed25519 private key (PEM) manifests are "
-                                                                       "signed with; never shipped to devices.")
+    signing_key: Path = Field(default_factory=lambda: state_dir() / "keys" / "signing.key",
+                              description="Ed25519 private key (PEM) manifests are signed with; never shipped to "
+                                          "devices. Default: where `lepton keys init` puts it, "
+                                          "$XDG_STATE_HOME/lepton/keys (~/.local/state/lepton/keys).")
     public_key: Path | None = Field(None, description="Public key; when set, every signed manifest is verified "
                                                       "against it before publishing.")
     share_group: str = Field("workers", description="MQTT shared-subscription group of the workers.")

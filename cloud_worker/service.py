@@ -165,7 +165,7 @@ class WorkerService(Service):
             if first is None:
                 continue
             batch = [first, *self.infer_q.drain()]
-            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict) for n, lr in self.learners.items()
+            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict, lr.defer) for n, lr in self.learners.items()
                       if lr.cloud is not None}
             try:
                 out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,

@@ -29,7 +29,7 @@ from edge_agent import sources
 from edge_agent.batching import FeatureBatcher, Rows
 from edge_agent.capture import EOF_MARK, FrameQueue
 from edge_agent.config import AgentConfig
-from edge_agent.decide import Decider, TokenBucket, make_policy
+from edge_agent.decide import Budget, Decider, TokenBucket, make_policy
 from edge_agent.lifecycle import ModelLifecycle
 from edge_agent.model import LoadedModel
 from edge_agent.outbox import Outbox, Row
@@ -49,6 +49,8 @@ from shared.topics import Topics
 from shared.wire import Decoded, Receiver
 
 log = logging.getLogger(__name__)
+
+CAPTURE_JOIN_S = 1.0  # how long stop() waits for a capture thread that may be stuck inside OpenCV
 
 
 @dataclass(slots=True)
@@ -81,7 +83,8 @@ class Agent(Service):
         self.notifier = SdNotifier.from_env()
         d = cfg.decision
         self.decider = Decider(make_policy(d.policy), audit_rate=d.audit_rate,
-                               bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed)
+                               bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed,
+                               budget=Budget(d.budget) if d.budget is not None else None)
         self.pending: PendingTable[_Pending] = PendingTable(d.max_pending)
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
         self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
@@ -114,6 +117,7 @@ class Agent(Service):
     def _start(self) -> None:
         cfg = self.cfg
         public_key = load_public(cfg.model.public_key) if cfg.model.public_key is not None else None
+        sources.check_source(cfg.source)  # a missing folder or file: one line and a non-zero exit
         self.models.store.open()  # fail before opening anything else
         self.boot = self.models.store.next_boot(int(time.time()))
         self.outbox.open()
@@ -142,8 +146,15 @@ class Agent(Service):
 
     def _stop(self) -> None:
         self.notifier.stopping()
-        for th in self._threads:
-            if th.name.endswith(("capture", "infer", "models", "telemetry")):
+        for th in list(self._threads):
+            if th.name.endswith("capture"):
+                # OpenCV may be blocked in open/read (a silent stream, up to its timeouts): the
+                # thread holds nothing to flush, so stop without it (a daemon, it ends with us).
+                th.join(CAPTURE_JOIN_S)
+                if th.is_alive():
+                    log.warning("capture is blocked in the source; stopping without it")
+                    self._threads.remove(th)
+            elif th.name.endswith(("infer", "models", "telemetry")):
                 th.join(10)
         if self.sender is None or self.client is None:  # start() failed before connecting
             self.outbox.close()
@@ -167,9 +178,15 @@ class Agent(Service):
                 if self.stopping.is_set():
                     return
         try:
-            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping):
+            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping, self.counters):
                 if not self.frames_q.put(s):
                     return
+        except sources.SourceUnavailable as exc:  # can never work: stop the agent, exit non-zero
+            self.counters.inc("capture.unavailable")
+            log.error("source unavailable: %s", exc)
+            self.errors.append(exc)
+            self.stopping.set()
+            return
         except Exception:  # a broken camera or file must not take the agent (and its outbox) down
             self.counters.inc("capture.errors")
             log.exception("source failed")
@@ -377,6 +394,10 @@ class Agent(Service):
         model = self.active
         if model is None or reply.label >= len(model.classes):
             self.counters.inc("reply.rejected.bad_label")
+            self._finalize(info, "edge", info.label, info.confidence)
+            return
+        if reply.defer:  # the cloud says it is no better here: the edge's decision stands (counted)
+            self.counters.inc("reply.deferred")
             self._finalize(info, "edge", info.label, info.confidence)
             return
         self.counters.inc("reply.used")

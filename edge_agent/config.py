@@ -7,7 +7,7 @@ config names what it wants and pydantic rejects fields that do not belong to tha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,7 +26,9 @@ class CameraSource(_Cfg):
     width: int | None = Field(None, ge=1, description="Requested frame width; None keeps the camera's.")
     height: int | None = Field(None, ge=1, description="Requested frame height; None keeps the camera's.")
     fps: float | None = Field(None, gt=0, description="Pace capture to this rate; None reads as fast as the camera.")
-    reconnect_s: float = Field(2.0, gt=0, description="Wait before reopening a camera that stopped delivering.")
+    reconnect_s: float = Field(2.0, gt=0, description="First wait before reopening a camera that is unavailable; "
+                                                       "doubles on each failed attempt ...")
+    reconnect_max_s: float = Field(60.0, gt=0, description="... up to this wait (retries never stop).")
 
 
 class VideoSource(_Cfg):
@@ -40,7 +42,13 @@ class StreamSource(_Cfg):
     type: Literal["stream"] = Field(description="An RTSP or HTTP(S) stream through cv2.VideoCapture(url).")
     url: str = Field(min_length=1, description="Stream URL, e.g. rtsp://cam.local/stream1.")
     fps: float | None = Field(None, gt=0, description="Pace capture to this rate; None reads as fast as it comes.")
-    reconnect_s: float = Field(2.0, gt=0, description="Wait before reconnecting a stream that dropped.")
+    reconnect_s: float = Field(2.0, gt=0, description="First wait before reconnecting a stream that is down; "
+                                                       "doubles on each failed attempt ...")
+    reconnect_max_s: float = Field(60.0, gt=0, description="... up to this wait (retries never stop).")
+    open_timeout_s: float = Field(10.0, gt=0, le=600, description="Give up opening the stream after this long "
+                                                                  "(OpenCV CAP_PROP_OPEN_TIMEOUT_MSEC), then retry.")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="A stream that sends no frame for this long is "
+                                                                  "closed and reconnected (CAP_PROP_READ_TIMEOUT_MSEC).")
 
 
 class FolderSource(_Cfg):
@@ -113,6 +121,8 @@ class DecisionSettings(_Cfg):
     policy: PolicyConfig = Field(default_factory=lambda: MaxProbPolicy(type="max_prob"),
                                  description="Confidence policy that separates local from escalated samples.")
     audit_rate: float = Field(0.02, ge=0, le=1, description="Fraction of confident samples escalated anyway (drift audit).")
+    budget: float | None = Field(None, gt=0, le=1, description="Escalate at most this fraction of samples as uncertain: "
+                                 "only the most uncertain of the last 500 (None: every uncertain one).")
     rate_limit: float = Field(5.0, ge=0, description="Escalations per second allowed on average (token bucket).")
     burst: int = Field(20, ge=1, description="Token bucket size: escalations allowed in a burst.")
     reply_deadline_s: float = Field(2.0, gt=0, description="How long an escalated sample waits for the cloud's reply.")
@@ -176,6 +186,8 @@ class TelemetrySettings(_Cfg):
 
 
 class AgentConfig(_Cfg):
+    ENV_ROLE: ClassVar[str] = "agent"  # LEPTON_AGENT__* env vars (shared.config)
+
     device: str = Field(pattern=DEVICE_RE.pattern, description="Device id ([a-z0-9-]); also the MQTT client id.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")

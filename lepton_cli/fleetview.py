@@ -1,15 +1,18 @@
-"""Fleet statistics from the topic tree: the pure core behind `lepton monitor` and `lepton up`.
+"""Fleet statistics from the topic tree: the pure core behind `lepton monitor`, `lepton up` and its report.
 
 :class:`FleetStats` is fed decoded messages (shared.wire) and keeps, per task and device:
 model version, rolling accuracy against ground truth (when the sample's ``ref`` points into a
-packaged dataset), escalation ratio, uplink vs raw bytes, plus hub queue depths and drops.
-Edge-only accuracy comes from the feature batches (the edge model's own argmax per sample);
-joint accuracy from the final predictions (cloud answer when it came in time).
+packaged dataset), escalation ratio, uplink vs raw bytes, capture errors and reconnects, plus
+hub queue depths and drops. Edge-only accuracy comes from the feature batches (the edge model's
+own argmax per sample); joint accuracy from the final predictions (cloud answer when it came in
+time); cloud accuracy from the predictions the cloud answered. ``point()`` is one cumulative
+sample of all of it, which `lepton up` records over time for its report.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +27,13 @@ from shared.topics import Kind
 from shared.wire import Decoded
 
 WINDOW = 200
+MAX_EVENTS = 10_000  # swaps, rejections and publications kept for the timeline
+# Device counters (telemetry) that mean capture is failing, and its recoveries (edge_agent/sources.py).
+CAPTURE_ERROR_COUNTERS = ("capture.errors", "capture.open_failed", "capture.lost", "capture.unreadable",
+                          "capture.unavailable")
+CAPTURE_RECONNECTS = "capture.reconnects"
+# Hub classes in priority order (hub_bridge/classes.py); the hub's counters are "<what>.<class>".
+HUB_CLASSES = ("event", "escalation", "label", "feature", "telemetry")
 
 
 def truth_for(ref: str) -> int | None:
@@ -57,6 +67,26 @@ class DeviceRow:
     rejected_models: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def capture_errors(self) -> int:
+        return sum(self.counters.get(k, 0) for k in CAPTURE_ERROR_COUNTERS)
+
+    @property
+    def capture_reconnects(self) -> int:
+        return self.counters.get(CAPTURE_RECONNECTS, 0)
+
+
+def metric_value(name: str, value: float) -> float | int:
+    """Counts in manifest metrics (holdout_n, train_rows) travel as floats; give them back as ints."""
+    if name.endswith(("_n", "_rows", "_count")) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def format_metric(name: str, value: float) -> str:
+    v = metric_value(name, value)
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
 
 class FleetStats:
     def __init__(self) -> None:
@@ -65,6 +95,12 @@ class FleetStats:
         # (task, model_version) -> [correct, total] for joint and edge-only decisions
         self.joint: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self.edge: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self.cloud: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])  # cloud answers only
+        # (unix time, device, version) of every hot swap; (time, device, offered, reason) of refusals;
+        # (time the version was made, task, version, holdout accuracy) of every published model.
+        self.swap_events: deque[tuple[float, str, int]] = deque(maxlen=MAX_EVENTS)
+        self.reject_events: deque[tuple[float, str, int, str]] = deque(maxlen=MAX_EVENTS)
+        self.published: dict[tuple[str, int], tuple[float, float | None]] = {}
         self._edge_label: dict[tuple[str, int], tuple[int, int]] = {}  # (device, sample) -> (label, version)
         self._pred_truth: dict[tuple[str, int], int] = {}
         self.manifests: dict[str, schemas.Manifest] = {}
@@ -109,10 +145,14 @@ class FleetStats:
                 if v.state == "loaded":
                     r.swaps += 1
                     r.model = v.version
+                    self.swap_events.append((v.ts, v.device, v.version))
                 elif v.state == "rejected":
                     r.rejected_models += 1
+                    self.reject_events.append((v.ts, v.device, v.offered or 0, v.reason))
             elif k is Kind.MANIFEST:
                 self.manifests[v.task] = v
+                if len(self.published) < MAX_EVENTS:
+                    self.published[(v.task, v.version)] = (v.created, v.metrics.get("accuracy"))
             elif k is Kind.HUB_STATUS:
                 self.hub = v
             elif k is Kind.CLOUD_STATUS:
@@ -147,6 +187,10 @@ class FleetStats:
         j = self.joint[(p.task, p.model_version)]
         j[0] += ok
         j[1] += 1
+        if p.source == "cloud":
+            c = self.cloud[(p.task, p.model_version)]
+            c[0] += ok
+            c[1] += 1
         key = (p.device, p.sample)
         edge = self._edge_label.pop(key, None)
         if edge is not None:
@@ -181,19 +225,21 @@ class FleetStats:
                     out.setdefault(task, {})[f"v{ver}"] = {"accuracy": round(c / n, 4) if n else None, "samples": n}
                 return out
 
+            def overall(tbl: dict[tuple[str, int], list[int]]) -> float | None:
+                c, n = sum(c for c, _ in tbl.values()), sum(n for _, n in tbl.values())
+                return round(c / n, 4) if n else None
+
             preds = sum(r.preds for r in self.devices.values())
             esc = sum(r.escalated for r in self.devices.values())
             uplink = sum(r.uplink for r in self.devices.values())
             raw = sum(r.raw for r in self.devices.values())
-            jc = sum(c for c, _ in self.joint.values())
-            jn = sum(n for _, n in self.joint.values())
-            ec = sum(c for c, _ in self.edge.values())
-            en = sum(n for _, n in self.edge.values())
             return {
                 "accuracy_per_version_joint": acc(self.joint),
                 "accuracy_per_version_edge_only": acc(self.edge),
-                "accuracy_joint": round(jc / jn, 4) if jn else None,
-                "accuracy_edge_only": round(ec / en, 4) if en else None,
+                "accuracy_per_version_cloud": acc(self.cloud),
+                "accuracy_joint": overall(self.joint),
+                "accuracy_edge_only": overall(self.edge),
+                "accuracy_cloud": overall(self.cloud),
                 "predictions": preds,
                 "escalation_ratio": round(esc / preds, 4) if preds else None,
                 "cloud_answers": sum(r.cloud_answers for r in self.devices.values()),
@@ -201,20 +247,70 @@ class FleetStats:
                 "raw_frame_bytes": raw,
                 "uplink_vs_raw": round(uplink / raw, 4) if raw else None,
                 "hot_swaps": sum(r.swaps for r in self.devices.values()),
-                "models_rejected": sum(r.rejected_models for r in self.devices.values()),
+                # Two different refusals: the worker's gate keeps a candidate from ever being
+                # published; an agent refuses a published model (signature, contract, ...).
+                "gate_refusals": sum(w.counters.get("learn.rejected", 0) for w in self.workers.values()),
+                "agent_model_rejections": sum(r.rejected_models for r in self.devices.values()),
                 "frames_dropped": sum(r.dropped_frames for r in self.devices.values()),
+                "capture_errors": sum(r.capture_errors for r in self.devices.values()),
+                "capture_reconnects": sum(r.capture_reconnects for r in self.devices.values()),
                 "devices": {d: {"task": r.task, "state": r.state, "model": r.model, "preds": r.preds,
                                 "escalated": r.escalated, "uplink": r.uplink, "raw": r.raw,
-                                "rolling_accuracy": round(sum(r.recent) / len(r.recent), 4) if r.recent else None,
+                                "rolling_accuracy_joint": round(sum(r.recent) / len(r.recent), 4) if r.recent else None,
+                                "capture_errors": r.capture_errors, "capture_reconnects": r.capture_reconnects,
                                 "counters": r.counters}
                             for d, r in sorted(self.devices.items())},
-                "models": {t: {"version": m.version, "metrics": dict(m.metrics)} for t, m in self.manifests.items()},
+                "models": {t: {"version": m.version, "metrics": {k: metric_value(k, v) for k, v in m.metrics.items()}}
+                           for t, m in self.manifests.items()},
                 "hub": {"counters": dict(self.hub.counters), "gauges": dict(self.hub.gauges)} if self.hub else None,
                 "workers": {w: {"state": s.state, "counters": dict(s.counters)} for w, s in self.workers.items()},
                 "qos1_seq_gaps": self.qos1_gaps(),
                 "qos1_duplicates": self.qos1_duplicates,
                 "messages_seen": dict(self.messages),
                 "bytes_seen": dict(self.bytes),
+            }
+
+    def point(self) -> dict[str, Any]:
+        """One cumulative sample of the fleet (JSON-ready); a report differences consecutive ones."""
+        with self._lock:
+            def table(tbl: dict[tuple[str, int], list[int]]) -> dict[str, dict[str, list[int]]]:
+                out: dict[str, dict[str, list[int]]] = {}
+                for (task, ver), (c, n) in sorted(tbl.items()):
+                    out.setdefault(task, {})[str(ver)] = [c, n]
+                return out
+
+            uplink: dict[str, int] = defaultdict(int)
+            for r in self.devices.values():
+                for k, v in r.counters.items():
+                    if k.startswith("uplink_bytes."):
+                        uplink[k.split(".", 1)[1]] += v
+            hub_q: dict[str, float] = {}
+            hub_drops: dict[str, int] = {}
+            if self.hub is not None:
+                g, c = self.hub.gauges, self.hub.counters
+                hub_q = {k.split(".", 1)[1]: v for k, v in g.items() if k.startswith("queue.")}
+                hub_drops = {cls: c.get(f"dropped.{cls}", 0) + c.get(f"expired.{cls}", 0) for cls in HUB_CLASSES
+                             if f"in.{cls}" in c or f"dropped.{cls}" in c}
+            return {
+                "ts": round(time.time(), 3),
+                "edge": table(self.edge), "joint": table(self.joint), "cloud": table(self.cloud),
+                "preds": sum(r.preds for r in self.devices.values()),
+                "escalated": sum(r.escalated for r in self.devices.values()),
+                "uplink": dict(uplink),
+                "raw": sum(r.raw for r in self.devices.values()),
+                "hub_queue": hub_q, "hub_drops": hub_drops,
+                "models": {t: m.version for t, m in self.manifests.items()},
+                "capture_errors": sum(r.capture_errors for r in self.devices.values()),
+            }
+
+    def events(self) -> dict[str, list[dict[str, Any]]]:
+        """What happened when: hot swaps, agents' refusals, published versions (unix times)."""
+        with self._lock:
+            return {
+                "swaps": [{"ts": t, "device": d, "version": v} for t, d, v in self.swap_events],
+                "rejections": [{"ts": t, "device": d, "offered": v, "reason": why} for t, d, v, why in self.reject_events],
+                "published": [{"ts": t, "task": task, "version": v, "accuracy": a}
+                              for (task, v), (t, a) in sorted(self.published.items(), key=lambda kv: kv[1][0])],
             }
 
     def rows(self) -> list[DeviceRow]:

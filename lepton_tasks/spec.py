@@ -96,6 +96,8 @@ class SplitCfg(_Strict):
 class DecisionCfg(_Strict):
     policy: Literal["max_prob", "margin", "entropy"] = Field("max_prob", description="Default escalation policy.")
     threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
+    budget: float | None = Field(0.15, gt=0, le=1, description="Escalate at most this fraction of samples as "
+                                                               "uncertain (the most uncertain ones); None: no cap.")
 
 
 class TaskSpec(_Strict):

@@ -127,6 +127,8 @@ class Reply(Msg):
     confidence: Prob = Field(description="Cloud model's score for that class.")
     model: str = Field(max_length=64, description="Cloud model name/version that answered.")
     worker: str = Field(max_length=64, description="Worker id that answered.")
+    defer: bool = Field(False, description="The cloud model is no better than the device's where devices escalate "
+                                           "(measured on the holdout): keep your own decision.")
     ts: Finite = Field(description="Unix time of the answer.")
 
 

@@ -156,19 +156,38 @@ if [[ -n "$BUNDLE" ]]; then
     # A quoted path naming a bundle file ("ca.crt", "./ca.crt", or the workstation's
     # ".../lepton-devices/cam-1/ca.crt") becomes /etc/lepton/ca.crt, where this script puts
     # that very file (the runtime path, also with --root). The result must parse as TOML.
-    "$PYTHON" - "$BUNDLE" "$BUNDLE_CONFIG" "$ETC" "$work/agent.toml" <<'PY'
+    "$PYTHON" - "$BUNDLE" "$BUNDLE_CONFIG" "$ETC" "$work/agent.toml" "$work/missing" <<'PY'
 import re, sys, tomllib
 from pathlib import Path
 
-bundle, config, etc, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+bundle, config, etc, out, missing_out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5])
 text = (bundle / config).read_text()
 for f in sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != config):
     for q in ('"', "'"):
         text = re.sub(f"{q}(?:[^{q}\\n]*/)?{re.escape(f)}{q}", lambda _m, f=f: f'"{etc}/{f}"', text)
 try:
-    tomllib.loads(text)
+    data = tomllib.loads(text)
 except tomllib.TOMLDecodeError as exc:
     sys.exit(f"install-pi: error: {bundle}/{config} is not valid TOML: {exc}")
+# What the agent cannot start without, from the config or the bundle's agent.env (as the unit
+# loads it): the full check in step 3 needs the agent installed, which a dry run does not do.
+env = {}
+if (bundle / "agent.env").is_file():
+    for line in (bundle / "agent.env").read_text().splitlines():
+        key, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and not key.startswith("#"):
+            env[key.strip()] = value.strip().strip("\"'")
+missing = []
+for path in (("device",), ("task",), ("source", "type")):
+    node = data
+    for p in path:
+        node = node.get(p) if isinstance(node, dict) else None
+    names = ["__".join(path).upper(), path[0].upper()]  # LEPTON_SOURCE__TYPE, or all of LEPTON_SOURCE
+    if node is None and not any(f"{pre}{n}" in env for pre in ("LEPTON_AGENT__", "LEPTON_") for n in names):
+        missing.append(".".join(path))
+if missing:
+    missing_out.write_text(f"{bundle}/{config} does not set {', '.join(missing)} and agent.env does not either "
+                           f"(e.g. [source] type = \"camera\" in {config}, or LEPTON_SOURCE__TYPE=camera in agent.env)")
 out.write_text(text)
 PY
 fi
@@ -233,8 +252,12 @@ if [[ -n "$BUNDLE" ]]; then
             "$agent_bin" --config "$work/agent.toml" --validate-config >/dev/null
         ) || die "the bundle's $BUNDLE_CONFIG is not a valid agent config (see above); the installed one was kept"
         say "agent.toml validated by $agent_bin"
+    elif [[ -s "$work/missing" && $DRY_RUN -eq 1 ]]; then
+        # The real run installs the agent first, and its validation would refuse this bundle.
+        die "$(cat "$work/missing"); the agent would refuse this config"
     else
         say "skip config validation ($agent_bin is not installed yet)"
+        [[ -s "$work/missing" ]] && say "warning: $(cat "$work/missing"): the agent will not start without them"
     fi
     install_file "$work/agent.toml" "$ETC/agent.toml" 0640 "$SERVICE_USER"
     for f in "$BUNDLE"/*; do

@@ -145,3 +145,31 @@ def test_telemetry_status_and_feature_batches(make_agent, collect, topics, tmp_p
     assert all(e.name == "0" for e in events)
     agent.stop()
     wait_until(lambda: col.of(Kind.STATUS)[-1].state == "offline", what="death message")
+
+
+def test_a_cloud_that_defers_leaves_the_edge_decision_standing(make_agent, collect, mqtt_factory, topics, tmp_path):
+    # Prepare: every sample escalates; the cloud answers, but says it is no better here (defer)
+    n = 20
+    agent = make_agent(start=False, source={"type": "replay", "split": "stream", "loop": False, "limit": n},
+                       capture={"start_after_model": True},
+                       decision={"policy": {"type": "max_prob", "threshold": 1.0}, "reply_deadline_s": 2.0,
+                                 "rate_limit": 1000.0, "burst": 1000, "audit_rate": 0.0},
+                       model=write_files(release(topics, "digits", 1), tmp_path / "init"))
+    cloud = mqtt_factory()
+
+    def answer(msg):
+        hs = HardSample.decode(msg.payload)
+        reply = schemas.Reply(task="digits", sample=int(hs.sample[0]), label=7, confidence=0.99, model="weak",
+                              worker="w1", defer=True, ts=0.0)
+        cloud.publish(topics.reply(agent.cfg.device), schemas.dumps(reply), qos=1,
+                      correlation_data=msg.correlation_data)
+
+    cloud.subscribe_and_wait(topics.edge_kind(Kind.HARD, agent.cfg.device), 1, answer)
+    col = collect(topics, agent.cfg.device)
+    # Execute
+    agent.start()
+    wait_until(lambda: col.count(Kind.PRED) >= n, what="all predictions")
+    # Assert: answered in time, yet the edge's own label stands
+    preds = preds_by_sample(col)
+    assert all(p.escalated and p.source == "edge" for (p,) in preds.values())
+    assert agent.counters.get("reply.deferred") == n and agent.counters.get("reply.used") == 0
