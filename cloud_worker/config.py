@@ -32,7 +32,13 @@ class TriggerSettings(_Strict):
 class GateSettings(_Strict):
     margin: float = Field(0.005, ge=0, le=1, description="Holdout accuracy a candidate must add to be published.")
     degraded_accept: bool = Field(True, description="When the deployed model has degraded in the field, publish "
-                                                    "a candidate that is at least as good on the holdout.")
+                                                    "a candidate that is at least as good on the holdout, or one "
+                                                    "that is better on the recent labelled field rows and loses at "
+                                                    "most max_holdout_loss on the holdout.")
+    max_holdout_loss: float = Field(0.05, ge=0, le=1, description="Holdout accuracy a candidate may lose when it "
+                                                                  "wins on recent field rows under drift.")
+    field_min_rows: int = Field(60, ge=1, description="Recent labelled field rows needed to judge a candidate by them.")
+    field_rows: int = Field(300, ge=10, description="How many of the most recent labelled field rows the gate keeps.")
 
 
 class BufferSettings(_Strict):

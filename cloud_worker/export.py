@@ -107,7 +107,8 @@ def build_manifest(task: Task, topics: Topics, version: int, parent: int | None,
     created = time.time() if now is None else now
     return Manifest(task=task.name, version=version, parent=parent, sha256=hashlib.sha256(ex.onnx).hexdigest(),
                     size=len(ex.onnx), artifact=str(topics.artifact(task.name, version)), input=task.input_spec(),
-                    outputs=ex.outputs, metrics={k: float(v) for k, v in metrics.items()}, reference=ex.reference,
+                    outputs=ex.outputs, metrics={k: float(v) for k, v in metrics.items()},
+                    decision=task.decision_defaults(), reference=ex.reference,
                     tolerance=tolerance, created=created, expires=created + ttl_s)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ from .registry import Entry, Registry, torch_bytes, torch_load
 from .release import Decision, Releaser
 
 log = logging.getLogger(__name__)
+
+FIELD_DEFER_MIN = 40  # labelled escalations before the field, not the holdout, decides whether to defer
 
 
 @dataclass
@@ -68,6 +71,13 @@ class Learner:
         self.learned = LearnedSet(b.learned_keys)
         self.dirty = False  # ingested since the buffer was last saved
         self.audit = Audit()
+        # The most recent labelled field rows (features, label, edge version): under drift, what the
+        # gate judges candidates by besides the holdout, which shows only the world of the seed set.
+        self.recent: deque[tuple[np.ndarray, int, int]] = deque(maxlen=cfg.gate.field_rows)
+        # What the cloud answered for escalated samples, until their label comes; then whether edge and
+        # cloud were right, over the last few hundred: the field's word on whether the cloud is worth asking.
+        self.asked: OrderedDict[Key, int] = OrderedDict()
+        self.field_escalations: deque[tuple[int, int]] = deque(maxlen=300)
         self.edge: nets.EdgeNet | None = None
         self.cloud_raw: CloudModel | None = None
         self.cloud_features: CloudModel | None = None
@@ -85,7 +95,9 @@ class Learner:
         self.policy = scoring.Policy(dec.policy, dec.threshold, dec.budget)
         self.candidates = CandidateTrainer(cfg.training, device, self.seed_x, self.seed_y)
         self.clouds = CloudTrainer(task, cfg.training, registry, device, self.hold_x, self.hold_y)
-        n_ref = min(cfg.export.reference_samples, len(self.hold_x))
+        # Reference inputs travel in every manifest (base64): at most ~128 KiB of them for large inputs.
+        per = 4 * int(np.prod(task.input_shape))
+        n_ref = max(1, min(cfg.export.reference_samples, len(self.hold_x), (128 * 1024) // per))
         self.releaser = Releaser(task, cfg, registry, signer, topics,
                                  self.hold_x[np.linspace(0, len(self.hold_x) - 1, n_ref).astype(int)])
 
@@ -96,7 +108,13 @@ class Learner:
 
     @property
     def defer(self) -> bool:
-        """The cloud is no better than the deployed edge model where agents would ask it."""
+        """The cloud is no better than the deployed edge model where agents ask it: on the escalations
+        that later got a label when there are enough of them (the field may have drifted away from the
+        holdout), else on the holdout samples agents would escalate."""
+        if len(self.field_escalations) >= FIELD_DEFER_MIN:
+            edge_ok = sum(e for e, _ in self.field_escalations)
+            cloud_ok = sum(c for _, c in self.field_escalations)
+            return cloud_ok <= edge_ok
         return bool(self.worth.get("defer", 0.0))
 
     def load(self) -> bool:
@@ -138,6 +156,7 @@ class Learner:
         self.edge = edge.to(self.device).eval()
         self.deployed = entry
         self.deployed_acc = train.accuracy(self.edge, self.hold_x, self.hold_y, self.device)
+        self.field_escalations.clear()  # they compared the cloud with the previous edge model
         self.backbones = {v: self.registry.get(self.task.name, v).record.get("backbone", v)
                           for v in self.registry.versions(self.task.name)}
         self._choose_cloud()
@@ -170,6 +189,19 @@ class Learner:
                       backbone, self.device)
         self.cloud_features = self.clouds.features(self.edge, self.version, hs.feat, hs.y, hs.w)
         self._choose_cloud()
+
+    def predict_features(self, feat: np.ndarray, versions: np.ndarray) -> np.ndarray | None:
+        """The cloud section on features an agent sent (escalations without input), or None when they
+        come from a backbone other than the one it was trained on (answering thread: read-only)."""
+        cf = self.cloud_features
+        if cf is None or len(feat) == 0:
+            return None
+        want = self.backbones.get(cf.backbone_version, cf.backbone_version)
+        if any(self.backbones.get(int(v), int(v)) != want for v in np.unique(versions)):
+            return None
+        with torch.no_grad():
+            logits = train.logits_of(cf.net, torch.as_tensor(feat, dtype=torch.float32, device=self.device))
+        return torch.softmax(logits, dim=1).cpu().numpy()
 
     def cloud_module(self) -> nn.Module | None:
         """The answering cloud model as one module from model input to logits (a teacher)."""
@@ -245,7 +277,12 @@ class Learner:
             key: Key = (fb.devices[int(fb.device_idx[i])], int(fb.sample[i]))
             label, version = int(fb.label[i]), int(fb.model_version[i])
             if 0 <= label < self.n_classes:
-                self.features.add(Row(key, label, 1.0, False, np.array(fb.feat[i], np.float32), version))
+                cloud_label = self.asked.pop(key, None)
+                if cloud_label is not None:
+                    self.field_escalations.append((int(fb.edge_label[i] == label), int(cloud_label == label)))
+                f = np.array(fb.feat[i], np.float32)
+                self.features.add(Row(key, label, 1.0, False, f, version))
+                self.recent.append((f, label, version))
                 self.new_labels += 1
                 c.inc("learn.rows.labelled")
                 self._label_raw(key, label)
@@ -262,6 +299,8 @@ class Learner:
         hard = self.pending.pop(key)
         if hard is not None:
             x = hard[0]
+            if x is None:  # escalated with features only: no input to learn the whole model from
+                return
         else:
             row = self.raw.get(key)
             if row is not None and not row.pseudo and row.label == label:
@@ -280,7 +319,14 @@ class Learner:
     def ingest_hard(self, keys: list[Key], x: np.ndarray, labels: np.ndarray, conf: np.ndarray) -> None:
         """Escalated samples with the cloud's answers: raw inputs for whole-model training."""
         b = self.cfg.buffer
+        has_input = x.ndim > 1 and x.shape[1] != 0  # escalations of features only carry no input
         for i, key in enumerate(keys):
+            self.asked[key] = int(labels[i])
+            if len(self.asked) > 20_000:
+                self.asked.popitem(last=False)
+            if not has_input:
+                self.pending.put(key, None, int(labels[i]), float(conf[i]))  # a pseudo-label for its feature row
+                continue
             truth = self.labels_seen.pop(key, None)
             xi = np.array(x[i], np.float32)
             if truth is not None:
@@ -319,21 +365,38 @@ class Learner:
         self.new_labels = 0
         rng = np.random.default_rng(t.seed)
         raw_rows = self.raw.rows()
-        whole = self.raw_since_whole >= t.whole_min_raw
+        degraded = self.degraded()
+        backbone = self.backbones.get(self.version, self.version)
+        recent = [(f, y) for f, y, v in self.recent if self.backbones.get(v, v) == backbone]
+        # Under drift a head candidate can be judged on the recent field rows (same backbone), and
+        # learns from them twice over: the holdout alone shows only the world of the seed set.
+        field_judged = degraded and len(recent) >= self.cfg.gate.field_min_rows
+        whole = self.raw_since_whole >= t.whole_min_raw and not field_judged
         if whole:
             teacher = self.cloud_module() if self.cloud and self.cloud.accuracy > self.deployed_acc else None
             cand = self.candidates.whole(self.edge, raw_rows, teacher, rng, label_noise)
         else:
             hs = head_set(self.edge, self.seed_x, self.seed_y, raw_rows, self.features.rows(), self.backbones,
-                          self.backbones.get(self.version, self.version), self.device)
+                          backbone, self.device)
+            if field_judged:
+                hs.feat = np.concatenate([hs.feat, np.stack([f for f, _ in recent])])
+                hs.y = np.concatenate([hs.y, np.array([y for _, y in recent], np.int64)])
+                hs.w = np.concatenate([hs.w, np.ones(len(recent), np.float32)])
             cand = self.candidates.head(self.edge, hs, rng, label_noise)
         acc = train.accuracy(cand.net, self.hold_x, self.hold_y, self.device)
-        degraded = self.degraded()
-        g = policy.gate(self.cfg.gate, candidate_acc=acc, deployed_acc=self.deployed_acc, degraded=degraded)
+        field = None
+        if field_judged and not whole:
+            fx = np.stack([f for f, _ in recent])
+            fy = np.array([y for _, y in recent], np.int64)
+            field = (_head_acc(cand.net, fx, fy, self.device), _head_acc(self.edge, fx, fy, self.device), len(fy))
+        g = policy.gate(self.cfg.gate, candidate_acc=acc, deployed_acc=self.deployed_acc, degraded=degraded,
+                        field=field)
         audited, audited_n = self.audit.accuracy(self.version)
         decision = Decision("retrain", g.publish, g.why, trigger=trigger, candidate=cand.kind, candidate_acc=acc,
                             deployed_version=self.version, deployed_acc=self.deployed_acc,
                             details={"audited_edge_acc": audited, "audited_rows": audited_n, "degraded": degraded,
+                                     "field": None if field is None else {"candidate_acc": field[0],
+                                                                          "deployed_acc": field[1], "rows": field[2]},
                                      "data": cand.data, "label_noise": label_noise, "train_s": cand.stats.seconds,
                                      "train_samples_per_s": cand.stats.samples_per_s})
         self.counters.inc("learn.candidates")
@@ -401,7 +464,20 @@ class Learner:
              p + "pending_hard": float(len(self.pending)), p + "new_labels": float(self.new_labels),
              p + "cloud_acc": self.cloud.accuracy if self.cloud else 0.0}
         g.update({p + "holdout." + k: float(v) for k, v in self.worth.items()})
+        if self.field_escalations:
+            n = len(self.field_escalations)
+            g[p + "field.escalated_edge_acc"] = sum(e for e, _ in self.field_escalations) / n
+            g[p + "field.escalated_cloud_acc"] = sum(c for _, c in self.field_escalations) / n
+            g[p + "field.escalated_rows"] = float(n)
+        g[p + "defer"] = float(self.defer)
         return g
+
+
+def _head_acc(edge: nets.EdgeNet, feat: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+    """Accuracy of ``edge``'s head on stored features."""
+    with torch.no_grad():
+        logits = edge.head(torch.as_tensor(feat, dtype=torch.float32, device=device))
+    return float((logits.argmax(1).cpu().numpy() == y).mean()) if len(y) else 0.0
 
 
 def _rows(fb: FusedBatch, keep: np.ndarray) -> FusedBatch:

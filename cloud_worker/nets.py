@@ -50,42 +50,43 @@ class CloudNet(nn.Module):
         return self.forward(x)
 
 
-def _downsample(in_ch: int, size: int, widths: tuple[int, ...]) -> tuple[list[nn.Module], int]:
-    """Strided 3x3 convs that bring a large frame down to about 8x8, cheaply, before the common trunk."""
+def _downsample(in_ch: int, h: int, w: int, widths: tuple[int, ...]) -> tuple[list[nn.Module], int, int, int]:
+    """Strided 3x3 convs that bring a large frame down to about 8x8, cheaply, before the common trunk.
+    Returns the layers, the channels and the spatial size they leave (sizes are exact, so the graph
+    needs no adaptive pooling, which ONNX exports only for sizes that divide evenly)."""
     layers: list[nn.Module] = []
-    ch = in_ch
-    k = 0
-    while size > 8:
+    ch, k = in_ch, 0
+    while min(h, w) > 8:
         out = widths[min(k, len(widths) - 1)]
         layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.ReLU()]
-        ch, size, k = out, (size + 1) // 2, k + 1
-    return layers, ch
+        ch, h, w, k = out, (h + 1) // 2, (w + 1) // 2, k + 1
+    return layers, ch, h, w
 
 
 def image_edge(input_shape: tuple[int, ...], n_classes: int, feat_dim: int = FEAT_DIM) -> EdgeNet:
     """Default edge model of an image task: (C, H, W) -> feat_dim ReLU-sparse features -> MLP head.
     At 8x8 it is two 3x3 convs and a pool; larger frames get strided convs in front."""
     c, h, w = input_shape
-    front, ch = _downsample(c, min(h, w), (16, 24, 32))
+    front, ch, h, w = _downsample(c, h, w, (16, 24, 32))
     backbone = nn.Sequential(
         *front,
         nn.Conv2d(ch, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 4 * 4, feat_dim), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * max(1, h // 2) * max(1, w // 2), feat_dim), nn.ReLU(),
     )
     return EdgeNet(backbone, feat_dim, n_classes)
 
 
 def image_cloud(input_shape: tuple[int, ...], n_classes: int) -> CloudNet:
-    """Default cloud model of an image task: wider, deeper, batch-normalised."""
+    """Default cloud model of an image task: wider, deeper, batch-normalised, globally pooled."""
     c, h, w = input_shape
-    front, ch = _downsample(c, min(h, w), (32, 48, 64))
+    front, ch, _, _ = _downsample(c, h, w, (32, 48, 64))
     body = nn.Sequential(
         *front,
         nn.Conv2d(ch, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(96 * 2 * 2, 128), nn.ReLU(),
+        nn.Conv2d(64, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(96, 128), nn.ReLU(),
     )
     return CloudNet(body, 128, n_classes)
 

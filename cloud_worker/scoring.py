@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.decide import budget_threshold, make_policy
+from edge_agent.decide import budget_threshold, policy_of
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -38,7 +38,7 @@ class Policy:
 
 def escalated(probs: np.ndarray, policy: Policy) -> np.ndarray:
     """Which rows an agent with this policy would escalate (as uncertain; audits left out)."""
-    pol = make_policy(policy)
+    pol = policy_of(policy.type, policy.threshold)
     scores = np.array([pol.score(p) for p in probs])
     mask = np.array([pol.uncertain(p) for p in probs], bool)
     if policy.budget is not None:

@@ -165,8 +165,8 @@ class WorkerService(Service):
             if first is None:
                 continue
             batch = [first, *self.infer_q.drain()]
-            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict, lr.defer) for n, lr in self.learners.items()
-                      if lr.cloud is not None}
+            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict, lr.defer, lr.predict_features)
+                      for n, lr in self.learners.items() if lr.cloud is not None}
             try:
                 out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
                                  max_batch=self.cfg.infer.max_batch)

@@ -21,7 +21,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -29,12 +28,12 @@ from edge_agent import sources
 from edge_agent.batching import FeatureBatcher, Rows
 from edge_agent.capture import EOF_MARK, FrameQueue
 from edge_agent.config import AgentConfig
-from edge_agent.decide import Budget, Decider, TokenBucket, make_policy
 from edge_agent.lifecycle import ModelLifecycle
 from edge_agent.model import LoadedModel
 from edge_agent.outbox import Outbox, Row
 from edge_agent.pending import PendingTable
 from edge_agent.sender import OutboxSender
+from edge_agent.settings import DecisionControl
 from edge_agent.store import ModelStore
 from shared import schemas
 from shared.containers import FeatureBatch, HardSample
@@ -82,9 +81,7 @@ class Agent(Service):
         self.counters = counters or Counters()
         self.notifier = SdNotifier.from_env()
         d = cfg.decision
-        self.decider = Decider(make_policy(d.policy), audit_rate=d.audit_rate,
-                               bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed,
-                               budget=Budget(d.budget) if d.budget is not None else None)
+        self.decisions = DecisionControl(d)
         self.pending: PendingTable[_Pending] = PendingTable(d.max_pending)
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
         self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
@@ -257,7 +254,7 @@ class Agent(Service):
         f = np.asarray(feat[0], dtype=np.float32)
         with self._lock:
             self.inferred += 1
-        dec = self.decider.decide(p)
+        dec = self.decisions.decider.decide(p)
         self.counters.inc(f"decision.{dec.reason}")
         if self.cfg.features.enabled:
             for rows in self.batcher.add(sid, f, p, s.ts, model.version, time.time()):
@@ -298,6 +295,13 @@ class Agent(Service):
     def _escalate(self, info: _Pending, x: np.ndarray, feat: np.ndarray, probs: np.ndarray) -> bool:
         cfg = self.cfg
         seq = self._next_seq()
+        # The model input is the heavy part (a frame is tens of KB): only one escalation in raw_every
+        # carries it, for the cloud to learn from; the cloud answers the others from the features.
+        if not self.decisions.carries_input():
+            x = np.zeros((1, 0), np.float16)
+            self.counters.inc("escalation.features_only")
+        elif cfg.features.float16:
+            x = x.astype(np.float16)  # half the bytes, as for features (the worker computes in float32)
         hs = HardSample(cfg.device, cfg.stream, cfg.task, self.boot, seq, info.model_version,
                         np.array([info.sample], np.int64), x, feat[None], probs[None], np.array([info.ts]))
         # Registered before it can be sent, so even an instant reply finds its entry.
@@ -423,30 +427,10 @@ class Agent(Service):
             self.models.request_rollback()
         elif cmd.name == "thresholds":
             try:
-                self._apply_thresholds(cmd.args)
+                self.decisions.command(cmd.args)
             except (ValueError, TypeError) as exc:
                 self.counters.inc("cmd.rejected.bad_args")
                 log.warning("thresholds command refused: %s", exc)
-
-    def _apply_thresholds(self, args: dict[str, Any]) -> None:
-        known = {"threshold", "audit_rate", "rate_limit"}
-        unknown = set(args) - known
-        if unknown or not args:
-            raise ValueError(f"unknown or missing arguments {sorted(unknown)}; known: {sorted(known)}")
-        vals = {k: float(v) for k, v in args.items()}  # str values raise ValueError here, before any change
-        if "threshold" in vals and not 0 <= vals["threshold"] <= 1:
-            raise ValueError("threshold must be within [0, 1]")
-        if "audit_rate" in vals and not 0 <= vals["audit_rate"] <= 1:
-            raise ValueError("audit_rate must be within [0, 1]")
-        if "rate_limit" in vals and not vals["rate_limit"] >= 0:
-            raise ValueError("rate_limit must be >= 0")
-        if "threshold" in vals:
-            self.decider.set_threshold(vals["threshold"])
-        if "audit_rate" in vals:
-            self.decider.set_audit_rate(vals["audit_rate"])
-        if "rate_limit" in vals and self.decider.bucket is not None:
-            self.decider.bucket.rate = vals["rate_limit"]
-        log.info("decision settings now %s", vals)
 
     # ---- status ----------------------------------------------------------------------
     def _status_payload(self, state: str) -> bytes:
@@ -472,6 +456,7 @@ class Agent(Service):
                                  retain=True)
 
     def _on_swap(self, model: LoadedModel) -> None:
+        self.decisions.from_manifest(model.manifest.decision)
         # The retained status names the model in use; keep it true.
         self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
                              retain=True)
@@ -520,6 +505,10 @@ class Agent(Service):
             self._publish_model_state("stale", reason="serving model's manifest has expired")
 
     # ---- helpers for CLIs and tests -------------------------------------------------------
+    @property
+    def decider(self):
+        return self.decisions.decider
+
     @property
     def active(self) -> LoadedModel | None:
         return self.models.active

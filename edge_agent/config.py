@@ -118,11 +118,15 @@ PolicyConfig = Annotated[MaxProbPolicy | MarginPolicy | EntropyPolicy, Field(dis
 
 
 class DecisionSettings(_Cfg):
-    policy: PolicyConfig = Field(default_factory=lambda: MaxProbPolicy(type="max_prob"),
-                                 description="Confidence policy that separates local from escalated samples.")
+    policy: PolicyConfig | None = Field(None, description="Confidence policy that separates local from escalated "
+                                        "samples. None: the task's default, from the model's signed manifest "
+                                        "(max_prob 0.8 when it names none).")
     audit_rate: float = Field(0.02, ge=0, le=1, description="Fraction of confident samples escalated anyway (drift audit).")
     budget: float | None = Field(None, gt=0, le=1, description="Escalate at most this fraction of samples as uncertain: "
-                                 "only the most uncertain of the last 500 (None: every uncertain one).")
+                                 "only the most uncertain of the last 500. None: the manifest's (no cap when it "
+                                 "names none).")
+    raw_every: int | None = Field(None, ge=0, description="One escalation in this many carries the model input; the "
+                                  "others carry features only. None: the manifest's (every one when it names none).")
     rate_limit: float = Field(5.0, ge=0, description="Escalations per second allowed on average (token bucket).")
     burst: int = Field(20, ge=1, description="Token bucket size: escalations allowed in a burst.")
     reply_deadline_s: float = Field(2.0, gt=0, description="How long an escalated sample waits for the cloud's reply.")

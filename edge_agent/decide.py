@@ -105,10 +105,16 @@ class Budget:
         return score >= budget_threshold(np.fromiter(self._scores, np.float64), self.fraction)
 
 
+POLICIES = {"max_prob": MaxProb, "margin": Margin, "entropy": Entropy}
+
+
+def policy_of(name: str, threshold: float) -> Policy:
+    return POLICIES[name](threshold=float(threshold))
+
+
 def make_policy(cfg) -> Policy:
     """From a config policy (MaxProbPolicy / MarginPolicy / EntropyPolicy)."""
-    kinds = {"max_prob": MaxProb, "margin": Margin, "entropy": Entropy}
-    return kinds[cfg.type](threshold=float(cfg.threshold))
+    return policy_of(cfg.type, cfg.threshold)
 
 
 class TokenBucket:

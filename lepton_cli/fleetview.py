@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_cli import scoreboard
 from lepton_tasks import TaskSpecError, load_task
 from shared import schemas
 from shared.containers import FeatureBatch
@@ -37,15 +38,34 @@ HUB_CLASSES = ("event", "escalation", "label", "feature", "telemetry")
 
 
 def truth_for(ref: str) -> int | None:
+    t = _truth(ref)
+    return t[0] if t is not None else None
+
+
+def _truth(ref: str) -> tuple[int, bool] | None:
+    """(true class, in the task's drift phase) for a replayed sample's ``task:index`` ref."""
     task, sep, idx = ref.partition(":")
     if not sep or not idx.isdigit():
         return None
     try:
-        y = load_task(task).dataset().y
+        d = load_task(task).dataset()
     except TaskSpecError:  # not a task this process can load: no ground truth for it
         return None
     i = int(idx)
-    return int(y[i]) if 0 <= i < len(y) else None
+    if not 0 <= i < len(d.y):
+        return None
+    return int(d.y[i]), i in _drift_set(task)
+
+
+_DRIFT: dict[str, frozenset[int]] = {}
+
+
+def _drift_set(task: str) -> frozenset[int]:
+    s = _DRIFT.get(task)
+    if s is None:
+        d = load_task(task).dataset()
+        s = _DRIFT[task] = frozenset(int(i) for i in d.stream[d.drift_at:]) if d.drift_at is not None else frozenset()
+    return s
 
 
 @dataclass
@@ -60,6 +80,7 @@ class DeviceRow:
     recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # 1/0 correct, joint
     uplink: int = 0
     raw: int = 0
+    frames: int = 0
     outbox: int = 0
     fps: float = 0.0
     dropped_frames: int = 0
@@ -74,6 +95,10 @@ class DeviceRow:
     @property
     def capture_reconnects(self) -> int:
         return self.counters.get(CAPTURE_RECONNECTS, 0)
+
+
+def _acc(cell: list[int] | None) -> float | None:
+    return round(cell[0] / cell[1], 4) if cell and cell[1] else None
 
 
 def metric_value(name: str, value: float) -> float | int:
@@ -96,6 +121,15 @@ class FleetStats:
         self.joint: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self.edge: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self.cloud: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])  # cloud answers only
+        # The scoreboard: per (task, version) the predictions and how many escalated; the edge model's
+        # accuracy on the escalated ones (what the cloud competes with); per task a time line of
+        # (time, correct, in the drift phase) and of labels published, for drift recovery.
+        self.preds_by_version: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self.escalated_edge: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self._escalated: dict[tuple[str, int], str] = {}  # (device, sample) -> task, while its edge label is due
+        self.timeline: dict[str, deque] = defaultdict(lambda: deque(maxlen=200_000))
+        self.label_times: dict[str, deque] = defaultdict(lambda: deque(maxlen=200_000))
+        self.version_metrics: dict[tuple[str, int], dict[str, float]] = {}
         # (unix time, device, version) of every hot swap; (time, device, offered, reason) of refusals;
         # (time the version was made, task, version, holdout accuracy) of every published model.
         self.swap_events: deque[tuple[float, str, int]] = deque(maxlen=MAX_EVENTS)
@@ -113,6 +147,7 @@ class FleetStats:
         self.qos1_duplicates = 0
         self.messages: dict[str, int] = defaultdict(int)
         self.bytes: dict[str, int] = defaultdict(int)
+        self.device_bytes: dict[tuple[str, str], int] = defaultdict(int)  # (device, kind) -> payload bytes
 
     def _row(self, device: str) -> DeviceRow:
         r = self.devices.get(device)
@@ -125,6 +160,8 @@ class FleetStats:
         with self._lock:
             self.messages[k.value] += 1
             self.bytes[k.value] += payload_size
+            if d.topic.device is not None and k is not Kind.LABEL:
+                self.device_bytes[(d.topic.device, k.value)] += payload_size
             if k in (Kind.EVENT, Kind.FEAT, Kind.HARD):
                 self._seq(v.device, v.boot, v.seq)
             if k is Kind.STATUS:
@@ -139,6 +176,7 @@ class FleetStats:
             elif k is Kind.TELEMETRY:
                 r = self._row(v.device)
                 r.uplink, r.raw, r.outbox, r.fps = v.uplink_bytes, v.raw_bytes, v.outbox_depth, v.fps
+                r.frames = v.frames
                 r.dropped_frames, r.counters = v.dropped_frames, dict(v.counters)
             elif k is Kind.MODEL_STATE:
                 r = self._row(v.device)
@@ -153,6 +191,9 @@ class FleetStats:
                 self.manifests[v.task] = v
                 if len(self.published) < MAX_EVENTS:
                     self.published[(v.task, v.version)] = (v.created, v.metrics.get("accuracy"))
+                    self.version_metrics[(v.task, v.version)] = dict(v.metrics)
+            elif k is Kind.LABEL:
+                self.label_times[v.task].extend([v.ts] * len(v.items))
             elif k is Kind.HUB_STATUS:
                 self.hub = v
             elif k is Kind.CLOUD_STATUS:
@@ -179,10 +220,15 @@ class FleetStats:
         r.preds += 1
         r.escalated += int(p.escalated)
         r.cloud_answers += int(p.source == "cloud")
-        truth = truth_for(p.ref)
-        if truth is None:
+        pv = self.preds_by_version[(p.task, p.model_version)]
+        pv[0] += 1
+        pv[1] += int(p.escalated)
+        t = _truth(p.ref)
+        if t is None:
             return
+        truth, drift = t
         ok = int(p.label == truth)
+        self.timeline[p.task].append((p.ts, ok, drift))
         r.recent.append(ok)
         j = self.joint[(p.task, p.model_version)]
         j[0] += ok
@@ -192,9 +238,13 @@ class FleetStats:
             c[0] += ok
             c[1] += 1
         key = (p.device, p.sample)
+        if p.escalated:
+            self._escalated[key] = p.task
+            if len(self._escalated) > 100_000:
+                self._escalated.pop(next(iter(self._escalated)))
         edge = self._edge_label.pop(key, None)
         if edge is not None:
-            self._score_edge(p.task, edge, truth)
+            self._score_edge(p.task, edge, truth, key)
         else:
             self._pred_truth[key] = truth
             if len(self._pred_truth) > 100_000:
@@ -206,16 +256,20 @@ class FleetStats:
             key = (fb.device, s)
             truth = self._pred_truth.pop(key, None)
             if truth is not None:
-                self._score_edge(fb.task, (lab, fb.model_version), truth)
+                self._score_edge(fb.task, (lab, fb.model_version), truth, key)
             else:
                 self._edge_label[key] = (lab, fb.model_version)
                 if len(self._edge_label) > 100_000:
                     self._edge_label.pop(next(iter(self._edge_label)))
 
-    def _score_edge(self, task: str, edge: tuple[int, int], truth: int) -> None:
+    def _score_edge(self, task: str, edge: tuple[int, int], truth: int, key: tuple[str, int]) -> None:
         e = self.edge[(task, edge[1])]
         e[0] += int(edge[0] == truth)
         e[1] += 1
+        if self._escalated.pop(key, None) is not None:
+            x = self.escalated_edge[(task, edge[1])]
+            x[0] += int(edge[0] == truth)
+            x[1] += 1
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -268,7 +322,49 @@ class FleetStats:
                 "qos1_duplicates": self.qos1_duplicates,
                 "messages_seen": dict(self.messages),
                 "bytes_seen": dict(self.bytes),
+                "scoreboard": self._scoreboard(),
             }
+
+    def _scoreboard(self) -> list[dict[str, Any]]:
+        """Per task: scoreboard.build over what was seen (the lock is held)."""
+        tasks = sorted({t for t, _ in self.preds_by_version} | {t for t, _ in self.version_metrics})
+        edge_kinds = ("pred", "feat", "hard", "event", "telemetry", "status", "model_state")
+        boards = []
+        for task in tasks:
+            devs = [r for r in self.devices.values() if r.task == task]
+            preds, frames, raw = (sum(r.preds for r in devs), sum(r.frames for r in devs), sum(r.raw for r in devs))
+            names = {r.device for r in devs}
+            sent: dict[str, int] = defaultdict(int)
+            for (dev, kind), n in self.device_bytes.items():
+                if dev in names and kind in edge_kinds:
+                    sent[kind] += n
+            uplink = {k: n / preds for k, n in sent.items() if preds and n}
+            versions: dict[int, dict[str, Any]] = {}
+            for (t, v), m in self.version_metrics.items():
+                if t == task:
+                    versions.setdefault(v, {}).update({
+                        "holdout_edge_acc": m.get("accuracy"), "holdout_edge_f1": m.get("macro_f1"),
+                        "holdout_cloud_acc": m.get("cloud_acc"), "holdout_cloud_f1": m.get("cloud_macro_f1"),
+                        "holdout_joint_acc": m.get("joint_acc"), "holdout_joint_f1": m.get("joint_macro_f1"),
+                        "holdout_escalated": m.get("escalated"),
+                        "holdout_escalated_edge_acc": m.get("escalated_edge_acc"),
+                        "holdout_escalated_cloud_acc": m.get("escalated_cloud_acc"),
+                        "cloud_deferred": bool(m.get("defer", 0.0))})
+            for (t, v), (n, esc) in self.preds_by_version.items():
+                if t == task:
+                    versions.setdefault(v, {}).update({
+                        "field_predictions": n, "field_escalation_ratio": round(esc / n, 4) if n else None,
+                        "field_edge_acc": _acc(self.edge.get((t, v))), "field_joint_acc": _acc(self.joint.get((t, v))),
+                        "field_cloud_answers_acc": _acc(self.cloud.get((t, v))),
+                        "field_escalated_edge_acc": _acc(self.escalated_edge.get((t, v))),
+                        "field_samples": self.joint[(t, v)][1] if (t, v) in self.joint else 0})
+            try:
+                kind = load_task(task).kind
+            except TaskSpecError:
+                kind = "?"
+            drift = scoreboard.drift_recovery(list(self.timeline.get(task, ())), list(self.label_times.get(task, ())))
+            boards.append(scoreboard.build(task, kind, versions, uplink, raw / frames if frames else None, drift))
+        return boards
 
     def point(self) -> dict[str, Any]:
         """One cumulative sample of the fleet (JSON-ready); a report differences consecutive ones."""

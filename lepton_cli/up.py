@@ -319,6 +319,10 @@ def run(args: argparse.Namespace) -> int:
     if any(c not in (0, None) for c in codes.values()) and rc == 0:
         rc = 1
     print(printed_summary(summary))
+    if summary.get("scoreboard"):
+        from lepton_cli.scoreboard import markdown
+
+        print("\nscoreboard (docs/TASKS.md explains each figure):\n" + markdown(summary["scoreboard"]))
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.summary}")
@@ -331,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # What the end-of-run printout leaves to the file: the time series and raw counters of every device.
-_FILE_ONLY = ("timeline", "events", "messages_seen", "bytes_seen")
+_FILE_ONLY = ("timeline", "events", "messages_seen", "bytes_seen", "scoreboard")
 
 
 def compact_hub(hub: dict[str, Any] | None) -> dict[str, Any] | None:

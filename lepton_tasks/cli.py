@@ -84,9 +84,15 @@ def check(ref: str, *, models: bool = True, out=print) -> None:
         raise TaskSpecError(f"models.edge: outputs {probs.shape[-1]} class scores, the spec names {n} classes")
     if logits.shape[-1] != n:
         raise TaskSpecError(f"models.cloud: outputs {logits.shape[-1]} class scores, the spec names {n} classes")
+    try:  # what ships to agents must export to one ONNX graph
+        from cloud_worker.export import to_onnx
+
+        size = len(to_onnx(edge, task.input_shape))
+    except Exception as exc:  # torch.onnx raises many kinds of error for a graph it cannot export
+        raise TaskSpecError(f"models.edge: does not export to ONNX: {str(exc).splitlines()[0][:200]}") from None
     params = [sum(int(np.prod(p.shape)) for p in m.parameters()) for m in (edge, cloud)]
     out(f"  edge model: {type(edge).__name__}, {params[0]:,} parameters, features {tuple(feat.shape[1:])}, "
-        f"scores {tuple(probs.shape[1:])}")
+        f"scores {tuple(probs.shape[1:])}, ONNX {size / 1024:.0f} KiB")
     out(f"  cloud model: {type(cloud).__name__}, {params[1]:,} parameters, logits {tuple(logits.shape[1:])}")
 
 

@@ -98,6 +98,9 @@ class DecisionCfg(_Strict):
     threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
     budget: float | None = Field(0.15, gt=0, le=1, description="Escalate at most this fraction of samples as "
                                                                "uncertain (the most uncertain ones); None: no cap.")
+    raw_every: int = Field(1, ge=0, description="One escalation in this many carries the model input, for the "
+                                                "cloud to learn from; the others carry the edge features only "
+                                                "(the cloud answers those from features). 0: none does.")
 
 
 class TaskSpec(_Strict):

@@ -16,7 +16,7 @@ import numpy as np
 from lepton_tasks import datasets
 from lepton_tasks.spec import TaskSpec, TaskSpecError
 from shared import preprocess
-from shared.schemas import InputSpec, TensorSpec
+from shared.schemas import DecisionDefaults, InputSpec, TensorSpec
 
 RAW = {"image": "HxWx3 uint8 BGR frame (cv2.VideoCapture order)", "window": "(channels, time) float32 sensor window"}
 
@@ -77,6 +77,10 @@ class Task:
                          layout=self.layout, preprocess={"steps": [dict(s) for s in self.steps],
                                                          "raw": self.raw_description()},
                          classes=list(self.classes), alert_classes=list(self.alert_classes))
+
+    def decision_defaults(self) -> DecisionDefaults:
+        d = self.spec.decision
+        return DecisionDefaults(policy=d.policy, threshold=d.threshold, budget=d.budget, raw_every=d.raw_every)
 
     def pipeline(self) -> preprocess.Pipeline:
         return preprocess.build(self.steps)

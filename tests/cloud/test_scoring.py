@@ -44,3 +44,31 @@ def test_a_budget_caps_the_share_escalated():
     assert escalated(probs, Policy("max_prob", 0.8)).mean() > 0.5
     capped = escalated(probs, Policy("max_prob", 0.8, budget=0.15))
     assert 0.13 <= capped.mean() <= 0.16
+
+
+def test_the_field_overrules_the_holdout_on_whether_to_defer(tmp_path, keydir, registry_copy):
+    import numpy as np
+    import torch
+
+    from cloud_worker.learner import FIELD_DEFER_MIN, Learner
+    from cloud_worker.registry import Registry
+    from cloud_worker.service import load_signer
+    from lepton_tasks import load_task
+    from shared.topics import Topics
+
+    from .conftest import make_config
+    from .helpers import fused_batch
+
+    registry_copy()
+    cfg = make_config(tmp_path, keydir)
+    lr = Learner(load_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
+                 device=torch.device("cpu"))
+    assert lr.load()
+    stream = load_task("digits").dataset().stream[:FIELD_DEFER_MIN]
+    fb = fused_batch("digits", lr.deployed.onnx, 1, stream)
+    # The cloud answered every one of these escalations wrongly; the edge was right on most
+    wrong = (fb.label + 1) % 10
+    lr.ingest_hard([("cam-1", int(s)) for s in fb.sample], np.zeros((len(stream), 0), np.float32), wrong,
+                   np.full(len(stream), 0.9))
+    lr.ingest_fused(fb)
+    assert len(lr.field_escalations) == FIELD_DEFER_MIN and lr.defer
