@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "monitor": "lepton_cli.monitor",
     "keys": "lepton_cli.keys",
     "provision": "lepton_cli.provision",
+    "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
 }
 

@@ -2,17 +2,22 @@
 # Install the Lepton edge agent on Raspberry Pi OS (bookworm, 64-bit) as a systemd service.
 #
 #   sudo ./install-pi.sh --bundle ./cam-1                   # bundle from `lepton provision cam-1`
+#                                                           # (+ `lepton bundle`: wheels/ inside)
 #   sudo ./install-pi.sh --bundle ./cam-1 --package ./lepton_edge-0.1.0-py3-none-any.whl
 #   ./install-pi.sh --bundle ./cam-1 --root /tmp/pi --dry-run   # print the plan, change nothing
 #
 # What it does (each step is skipped when already done, so reruns are safe and cheap):
 #   1. system user `lepton` (member of `video` for /dev/video*)
-#   2. venv /opt/lepton and `pip install --upgrade 'lepton-edge[edge]'` (or --package)
+#   2. venv /opt/lepton and `pip install --upgrade 'lepton-edge[edge]'` (or --package); when the
+#      bundle has wheels/ (from `lepton bundle`), its lepton-edge wheel with the edge extra
+#      only: offline when wheels/ holds every dependency for this machine, else the missing
+#      ones from the package index, at the versions wheels/constraints.txt pins
 #   3. /etc/lepton/agent.toml (from the bundle's agent.toml or device.toml) and every other
 #      bundle file (certificates, keys, the signing *.pub, optional agent.env) into /etc/lepton/;
 #      paths in the config that name a bundle file are rewritten to /etc/lepton/<name>
 #   4. /etc/systemd/system/lepton-agent.service (next to this script), enabled; restarted
-#      only when something changed
+#      only when something changed (and only where systemd runs: in a container or chroot
+#      it is enabled for the next boot)
 # --root DIR installs into DIR (an image being built, or a test): no user is created, nothing
 # is chowned, systemctl is not called (the unit is enabled by its multi-user.target symlink).
 set -euo pipefail
@@ -27,8 +32,12 @@ readonly SERVICE_USER=lepton
 ROOT=/
 BUNDLE=""
 BUNDLE_CONFIG=""
+BUNDLE_WHEELS=""
 PACKAGE="lepton-edge[edge]"
+PACKAGE_GIVEN=0
 PYTHON="${PYTHON:-python3}"
+# Exists only while systemd runs as init (sd_booted(3)); tests point it elsewhere.
+SYSTEMD_RUN_DIR="${SYSTEMD_RUN_DIR:-/run/systemd/system}"
 DRY_RUN=0
 DO_PIP=1
 DO_START=1
@@ -44,8 +53,8 @@ usage: install-pi.sh [--bundle DIR] [--package SPEC] [--root DIR] [--dry-run] [-
   --bundle DIR    device bundle from \`lepton provision DEVICE\` (device.toml or agent.toml,
                   ca.crt, client.crt, client.key, the model-signing *.pub, optional agent.env);
                   required unless ${ETC}/agent.toml already exists
-  --package SPEC  what pip installs: default '${PACKAGE}'; a wheel file or source directory
-                  gets the [edge] extra appended
+  --package SPEC  what pip installs: default the bundle's wheels/lepton_edge-*.whl, else
+                  '${PACKAGE}'; a wheel file or source directory gets the [edge] extra appended
   --root DIR      install below DIR instead of / (image building, tests)
   --dry-run       print every action without changing anything
   --skip-pip      do not run pip (the package is already in ${VENV})
@@ -60,7 +69,7 @@ say() { printf 'install-pi: %s\n' "$*"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --bundle) [[ $# -ge 2 ]] || die "--bundle needs a directory"; BUNDLE="$2"; shift 2 ;;
-        --package) [[ $# -ge 2 ]] || die "--package needs a value"; PACKAGE="$2"; shift 2 ;;
+        --package) [[ $# -ge 2 ]] || die "--package needs a value"; PACKAGE="$2"; PACKAGE_GIVEN=1; shift 2 ;;
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         --skip-pip) DO_PIP=0; shift ;;
@@ -144,6 +153,10 @@ if [[ -n "$BUNDLE" ]]; then
         || die "bundle $BUNDLE has no agent.toml or device.toml (make one with: lepton provision DEVICE)"
     compgen -G "$BUNDLE/*.pub" >/dev/null \
         || say "warning: bundle has no model-signing public key (*.pub): the agent will refuse every model"
+    if [[ $PACKAGE_GIVEN -eq 0 ]] && compgen -G "$BUNDLE/wheels/lepton_edge-*.whl" >/dev/null; then
+        BUNDLE_WHEELS="$BUNDLE/wheels"
+        PACKAGE="$(find "$BUNDLE_WHEELS" -maxdepth 1 -name 'lepton_edge-*.whl' | sort | tail -1)"
+    fi
 elif [[ ! -f "$(at "$ETC/agent.toml")" ]]; then
     die "first install needs --bundle DIR (from: lepton provision DEVICE)"
 fi
@@ -203,13 +216,30 @@ if [[ $DO_PIP -eq 1 ]]; then
         spec="$(cd "$(dirname "$PACKAGE")" && pwd)/$(basename "$PACKAGE")"
         [[ "$spec" == *"]" ]] || spec="${spec}[edge]"
     fi
-    # pip is itself idempotent: an up-to-date install only checks versions.
-    act "$(at "$VENV/bin/python")" -m pip install --disable-pip-version-check --upgrade "$spec"
+    pip=("$(at "$VENV/bin/python")" -m pip install --disable-pip-version-check)
+    if [[ -n "$BUNDLE_WHEELS" ]]; then
+        pins=()
+        [[ -f "$BUNDLE_WHEELS/constraints.txt" ]] && pins=(--constraint "$BUNDLE_WHEELS/constraints.txt")
+        # Offline first: everything from the bundle. When it lacks a wheel for this machine,
+        # pip takes that one from the index; the bundle's files win every tie (pip ranks
+        # --find-links files before index files of the same version and tag), and the
+        # pins keep the index to the versions the bundle was made with.
+        if [[ $DRY_RUN -eq 0 ]] && "${pip[@]}" --upgrade --no-index --find-links "$BUNDLE_WHEELS" "${pins[@]}" "$spec" \
+            >"$work/pip-offline.log" 2>&1; then
+            say "installed $(basename "${spec%\[edge\]}") from the bundle alone (no index)"
+        else
+            [[ $DRY_RUN -eq 1 ]] || say "the bundle lacks wheels for this machine ($(grep -m1 -o 'for [^ ]*' "$work/pip-offline.log" \
+                || echo 'see pip'); fetching what is missing from the package index"
+            act "${pip[@]}" --upgrade --find-links "$BUNDLE_WHEELS" "${pins[@]}" "$spec"
+        fi
+    else
+        # pip is itself idempotent: an up-to-date install only checks versions.
+        act "${pip[@]}" --upgrade "$spec"
+    fi
     if [[ -e "$PACKAGE" ]]; then
         # A rebuilt local wheel keeps its version number, so pip would call it installed:
         # reinstall the package itself (not its dependencies) every time.
-        act "$(at "$VENV/bin/python")" -m pip install --disable-pip-version-check --no-deps --force-reinstall \
-            "${spec%\[edge\]}"
+        act "${pip[@]}" --no-deps --force-reinstall "${spec%\[edge\]}"
     fi
 else
     say "skip pip (--skip-pip)"
@@ -267,6 +297,11 @@ if [[ $LIVE -eq 0 ]]; then
         ln -sfn "$UNIT_DIR/$UNIT" "$link"
         say "linked $link -> $UNIT_DIR/$UNIT"
     fi
+elif [[ ! -d "$SYSTEMD_RUN_DIR" ]]; then
+    # A container or chroot (an image being prepared): systemctl enables offline, and the
+    # service starts with the system's next boot.
+    act systemctl enable "$UNIT"
+    say "systemd is not running here: $UNIT is enabled and starts at the next boot"
 else
     [[ $unit_changed -eq 1 ]] && act systemctl daemon-reload
     act systemctl enable "$UNIT"
