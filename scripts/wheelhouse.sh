@@ -42,8 +42,13 @@ t0=$SECONDS
 # 1. This repo, as a wheel (the version never changes between commits, so always rebuild).
 # A fixed SOURCE_DATE_EPOCH makes the wheel byte-identical for identical sources, so image
 # builds reuse their cached layers when nothing changed.
-rm -f "$OUT"/lepton_edge-*.whl
-SOURCE_DATE_EPOCH=315532800 timeout 300 "$PY" -m pip wheel -q --no-deps --wheel-dir "$OUT" .
+# The old file is kept when the new one is identical: image builds key their cache on it.
+fresh="$(mktemp -d)"
+trap 'rm -rf "$fresh"' EXIT
+SOURCE_DATE_EPOCH=315532800 timeout 300 "$PY" -m pip wheel -q --no-deps --wheel-dir "$fresh" .
+for w in "$fresh"/lepton_edge-*.whl; do
+    cmp -s "$w" "$OUT/$(basename "$w")" || { rm -f "$OUT"/lepton_edge-*.whl; cp "$w" "$OUT/"; }
+done
 wheel="$(ls "$OUT"/lepton_edge-*.whl)"
 
 # 2. torch, CPU build, only when an extra needs it.
