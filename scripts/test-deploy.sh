@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure.sh
-export LEPTON_CONTAINER_TESTS=1
+export RUN_CONTAINER_TESTS=1
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/docker/podman/containers.conf}"
 t0=$SECONDS
 stamp() { printf 'test-deploy: %s (%d s so far)\n' "$*" "$((SECONDS - t0))"; }

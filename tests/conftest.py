@@ -1,7 +1,8 @@
 """Shared fixtures: a real mosquitto per test session (or per test), unique topic roots, clients.
 
-Set LEPTON_TEST_BROKER=testcontainers to use the eclipse-mosquitto container where a Docker
-engine is reachable; the default is the local `mosquitto` binary with mosquitto/test.conf.
+Set LEPTON_TEST_BROKER=testcontainers to run the session broker as a container (the engine
+DOCKER_HOST names; scripts/test-deploy.sh uses podman's socket); the default is the local
+`mosquitto` binary with mosquitto/test.conf.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from shared.broker import Broker
 from shared.mqtt import MqttClient, MqttSettings
 from shared.topics import Topics
 
+# Read once and removed: every LEPTON_* variable is a config override for the services the
+# tests start (shared.config), and they refuse keys they do not know.
+BROKER_MODE = os.environ.pop("LEPTON_TEST_BROKER", "local")
+BROKER_IMAGE = os.environ.pop("LEPTON_TEST_BROKER_IMAGE", "eclipse-mosquitto:2")
 
 class _ContainerBroker:  # pragma: no cover - needs a container engine (scripts/test-deploy.sh runs it)
     """mosquitto in a container, for LEPTON_TEST_BROKER=testcontainers.
@@ -43,8 +48,7 @@ class _ContainerBroker:  # pragma: no cover - needs a container engine (scripts/
         self._tmp.write_text(text.replace("persistence_location /var/lib/mosquitto/", "persistence_location /tmp/"))
         self._tmp.chmod(0o644)
         self.host, self.port = "127.0.0.1", free_port()
-        image = os.environ.get("LEPTON_TEST_BROKER_IMAGE", "eclipse-mosquitto:2")
-        self.c = DockerContainer(image).with_bind_ports(1883, (self.host, self.port)).with_volume_mapping(
+        self.c = DockerContainer(BROKER_IMAGE).with_bind_ports(1883, (self.host, self.port)).with_volume_mapping(
             str(self._tmp), "/mosquitto/config/mosquitto.conf")
         self.c.start()
         deadline = time.monotonic() + 30
@@ -68,7 +72,7 @@ class _ContainerBroker:  # pragma: no cover - needs a container engine (scripts/
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """One mosquitto for the whole session; tests isolate themselves with a unique topic root."""
-    if os.environ.get("LEPTON_TEST_BROKER") == "testcontainers":  # pragma: no cover
+    if BROKER_MODE == "testcontainers":  # pragma: no cover
         b = _ContainerBroker()
         yield b  # type: ignore[misc]
         b.stop()

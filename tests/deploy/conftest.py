@@ -51,7 +51,7 @@ def require_tool(name: str, install: str) -> str:
     return path
 
 
-# ---- container tests (podman; LEPTON_CONTAINER_TESTS=1, see tests/deploy/podman.py) --------------
+# ---- container tests (podman; RUN_CONTAINER_TESTS=1, see tests/deploy/podman.py) --------------
 
 @pytest.fixture(scope="session")
 def podman_ready() -> None:

@@ -2,7 +2,7 @@
 socket that docker-compose and testcontainers talk to, and the health-check runs that
 systemd's timers would do on a host where systemd is PID 1.
 
-Container tests build images (minutes), so they run when LEPTON_CONTAINER_TESTS=1
+Container tests build images (minutes), so they run when RUN_CONTAINER_TESTS=1
 (`scripts/test-deploy.sh`, which `.ci/run` calls); otherwise they skip and say so.
 """
 
@@ -24,7 +24,7 @@ CONTAINERS_CONF = REPO / "docker" / "podman" / "containers.conf"
 BUILD = Path(os.environ.get("LEPTON_BUILD_DIR", REPO / "build"))
 IMAGES = {"agent": "lepton/agent:local", "bridge": "lepton/bridge:local", "worker": "lepton/worker:local"}
 BROKER_IMAGE = "docker.io/library/eclipse-mosquitto:2"
-OPT_IN = "LEPTON_CONTAINER_TESTS"
+OPT_IN = "RUN_CONTAINER_TESTS"
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 built, run by Debian's docker-compose (1.29) against podman's docker-compatible socket.
 
 One stack per module (it takes a minute or two to come up on 2 cores); the tests run in file
-order against it and the last one takes it down. Needs LEPTON_CONTAINER_TESTS=1 and podman
+order against it and the last one takes it down. Needs RUN_CONTAINER_TESTS=1 and podman
 (see tests/deploy/podman.py); skips with the reason otherwise.
 """
 

@@ -1,5 +1,5 @@
 """The images scripts/images.sh builds: what is (and is not) inside, who they run as, and that
-their health checks survive the build. Needs LEPTON_CONTAINER_TESTS=1 and podman (see
+their health checks survive the build. Needs RUN_CONTAINER_TESTS=1 and podman (see
 tests/deploy/podman.py); skips with the reason otherwise."""
 
 from __future__ import annotations

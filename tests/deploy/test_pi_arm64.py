@@ -4,7 +4,7 @@ there, the agent connects to a broker on this host, loads the model the worker p
 scores the same frames as an x86 agent, with the same results.
 
 Emulation is slow (6-400x) and says nothing about a real Pi's speed: functional checks only.
-The userland image comes from scripts/pi-userland.sh (cached). Needs LEPTON_CONTAINER_TESTS=1,
+The userland image comes from scripts/pi-userland.sh (cached). Needs RUN_CONTAINER_TESTS=1,
 podman, qemu-user-static and binfmt (see tests/deploy/podman.py); skips with the reason
 otherwise.
 """
