@@ -48,8 +48,10 @@ class _ContainerBroker:  # pragma: no cover - needs a container engine (scripts/
         self._tmp.write_text(text.replace("persistence_location /var/lib/mosquitto/", "persistence_location /tmp/"))
         self._tmp.chmod(0o644)
         self.host, self.port = "127.0.0.1", free_port()
-        self.c = DockerContainer(BROKER_IMAGE).with_bind_ports(1883, (self.host, self.port)).with_volume_mapping(
-            str(self._tmp), "/mosquitto/config/mosquitto.conf")
+        self.c = DockerContainer(BROKER_IMAGE).with_volume_mapping(str(self._tmp), "/mosquitto/config/mosquitto.conf")
+        # Loopback only: with_bind_ports() takes a bare port and would publish on 0.0.0.0; the
+        # mapping goes to the docker SDK as is, which reads (address, port) tuples.
+        self.c.ports["1883/tcp"] = (self.host, self.port)  # type: ignore[assignment]
         self.c.start()
         deadline = time.monotonic() + 30
         while True:  # serving once an MQTT CONNECT is answered through the published port

@@ -228,8 +228,8 @@ if [[ $DO_PIP -eq 1 ]]; then
             >"$work/pip-offline.log" 2>&1; then
             say "installed $(basename "${spec%\[edge\]}") from the bundle alone (no index)"
         else
-            [[ $DRY_RUN -eq 1 ]] || say "the bundle lacks wheels for this machine ($(grep -m1 -o 'for [^ ]*' "$work/pip-offline.log" \
-                || echo 'see pip'); fetching what is missing from the package index"
+            [[ $DRY_RUN -eq 1 ]] || say "the bundle lacks wheels for this machine (first: $(grep -m1 -o 'requirement [^ ]*' \
+                "$work/pip-offline.log" | cut -d' ' -f2 || true)); fetching what is missing from the package index"
             act "${pip[@]}" --upgrade --find-links "$BUNDLE_WHEELS" "${pins[@]}" "$spec"
         fi
     else
@@ -270,6 +270,7 @@ if [[ -n "$BUNDLE" ]]; then
     for f in "$BUNDLE"/*; do
         name="$(basename "$f")"
         [[ "$name" == "$BUNDLE_CONFIG" ]] && continue
+        [[ "$name" == wheels && -d "$f" ]] && continue  # installed by pip above, not configuration
         if [[ ! -f "$f" ]]; then
             say "warning: ignoring $f (not a regular file)"
             continue

@@ -18,6 +18,12 @@ if [[ -z "$engine" ]]; then
 fi
 if [[ "$engine" == podman ]]; then
     export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/docker/podman/containers.conf}"
+    # A bridge left by podman's CNI backend (before netavark was installed) holds the default
+    # network's subnet, and containers on it become unreachable; netavark makes its own.
+    if [[ $EUID -eq 0 ]] && ip link show cni-podman0 >/dev/null 2>&1 \
+        && [[ "$(podman info --format '{{.Host.NetworkBackend}}' 2>/dev/null)" == netavark ]]; then
+        ip link delete cni-podman0 && printf '%s: removed the stale CNI bridge cni-podman0\n' "$LOG_PREFIX"
+    fi
 fi
 E() { timeout "$STEP_TIMEOUT" "$engine" "$@"; }
 # Podman's default OCI image format has no HEALTHCHECK; the docker format keeps it.

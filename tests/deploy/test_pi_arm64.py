@@ -208,7 +208,7 @@ def test_agent_installed_on_arm64_serves_the_published_model_like_x86(pi_image: 
         assert (p.label, p.model_version) == (q.label, q.model_version) == (p.label, 1), ref
         assert abs(p.confidence - q.confidence) < 1e-4, (ref, p.confidence, q.confidence)
 
-    versions = {p["name"].lower(): p["version"] for p in json.loads((out / "pip-list.json").read_text())}
+    versions = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads((out / "pip-list.json").read_text())}
     record = {"install_seconds_emulated": int((out / "install-seconds").read_text()),
               "max_confidence_diff": max(abs(p.confidence - x86_preds[r].confidence) for r, p in pi_preds.items()),
               "wheels": {k: versions[k] for k in sorted(versions) if k not in ("pip", "setuptools")}}
