@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_WHEELHOUSE = Path("build/wheelhouse")
+DEFAULT_WHEELHOUSE = Path("build/wheelhouse")  # lepton/ and deps/ below it (scripts/wheelhouse.sh)
 # Raspberry Pi OS bookworm: CPython 3.11, glibc 2.36.
 PI_PYTHON = "3.11"
 PI_GLIBC_MINOR = 36
@@ -61,7 +61,7 @@ def add_wheels(bundle: Path, wheelhouse: Path, download: str | None = None) -> l
     also fetch every dependency of the edge extra for that architecture. Returns the wheels."""
     if not bundle.is_dir():
         raise BundleError(f"{bundle} is not a directory (make it with: lepton provision DEVICE)")
-    ours = sorted(wheelhouse.glob("lepton_edge-*.whl"))
+    ours = sorted([*wheelhouse.glob("lepton_edge-*.whl"), *wheelhouse.glob("lepton/lepton_edge-*.whl")])
     if not ours:
         raise BundleError(f"no lepton_edge wheel in {wheelhouse}: run scripts/wheelhouse.sh first")
     out = bundle / "wheels"
@@ -70,7 +70,7 @@ def add_wheels(bundle: Path, wheelhouse: Path, download: str | None = None) -> l
     out.mkdir()
     wheel = Path(shutil.copy2(ours[-1], out))
     pins = out / "constraints.txt"
-    pins.write_text(constraints(wheelhouse))
+    pins.write_text(constraints(wheelhouse / "deps" if (wheelhouse / "deps").is_dir() else wheelhouse))
     if download:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                *platform_args(download), "--constraint", str(pins), "--dest", str(out), f"{wheel}[edge]"]

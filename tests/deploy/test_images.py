@@ -54,7 +54,7 @@ def test_the_worker_image_has_the_cpu_torch_from_the_wheelhouse(lepton_images: d
     assert out.strip().splitlines()[-1].split() == [pkgs["torch"], "None"]
     assert pkgs["torch"].endswith("+cpu")
     assert not any(p.startswith(("nvidia-", "cuda-", "triton")) for p in pkgs)
-    wheel = next((podman.BUILD / "wheelhouse").glob("torch-*.whl"))
+    wheel = next((podman.BUILD / "wheelhouse" / "deps").glob("torch-*.whl"))
     assert wheel.name.startswith(f"torch-{pkgs['torch']}-")
 
 
