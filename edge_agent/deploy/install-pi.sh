@@ -137,6 +137,37 @@ ensure_dir() {  # ensure_dir PATH MODE OWNER
     say "created $dir"
 }
 
+# The bundle's wheels this interpreter can install (pip's own tag rules), one path a line.
+bundle_wheels_that_fit() {
+    "$1" - "$BUNDLE_WHEELS" <<'PY'
+import sys
+from pathlib import Path
+from pip._vendor.packaging.tags import sys_tags
+from pip._vendor.packaging.utils import parse_wheel_filename
+
+ours = set(sys_tags())
+for w in sorted(Path(sys.argv[1]).glob("*.whl")):
+    if ours & set(parse_wheel_filename(w.name)[3]):
+        print(w)
+PY
+}
+
+# Installed distributions that none of the given wheel files provided: what came from the index.
+from_index() {
+    local py="$1"
+    shift
+    "$py" - "$@" <<'PY'
+import importlib.metadata as md, sys
+from pathlib import Path
+from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
+
+local = {parse_wheel_filename(Path(w).name)[0] for w in sys.argv[1:]}
+got = sorted(f"{d.metadata['Name']} {d.version}" for d in md.distributions()
+             if canonicalize_name(d.metadata["Name"]) not in local and d.metadata["Name"] not in ("pip", "setuptools"))
+print(", ".join(got) or "nothing")
+PY
+}
+
 # ---- 0. checks -------------------------------------------------------------------------
 [[ -f "$UNIT_SRC" ]] || die "$UNIT_SRC is missing: run the script from its deploy/ directory"
 if [[ -n "$BUNDLE" ]]; then
@@ -220,17 +251,28 @@ if [[ $DO_PIP -eq 1 ]]; then
     if [[ -n "$BUNDLE_WHEELS" ]]; then
         pins=()
         [[ -f "$BUNDLE_WHEELS/constraints.txt" ]] && pins=(--constraint "$BUNDLE_WHEELS/constraints.txt")
-        # Offline first: everything from the bundle. When it lacks a wheel for this machine,
-        # pip takes that one from the index; the bundle's files win every tie (pip ranks
-        # --find-links files before index files of the same version and tag), and the
-        # pins keep the index to the versions the bundle was made with.
+        # Offline first: everything from the bundle (a `lepton bundle --download` bundle).
         if [[ $DRY_RUN -eq 0 ]] && "${pip[@]}" --upgrade --no-index --find-links "$BUNDLE_WHEELS" "${pins[@]}" "$spec" \
             >"$work/pip-offline.log" 2>&1; then
-            say "installed $(basename "${spec%\[edge\]}") from the bundle alone (no index)"
+            say "installed $(basename "${spec%\[edge\]}") and its dependencies from the bundle alone (no index)"
         else
-            [[ $DRY_RUN -eq 1 ]] || say "the bundle lacks wheels for this machine (first: $(grep -m1 -o 'requirement [^ ]*' \
-                "$work/pip-offline.log" | cut -d' ' -f2 || true)); fetching what is missing from the package index"
-            act "${pip[@]}" --upgrade --find-links "$BUNDLE_WHEELS" "${pins[@]}" "$spec"
+            # The bundle lacks wheels for this machine. Given both, pip may take an index file
+            # over an identical bundle one, so the bundle's wheels that fit go in first, by
+            # file; then pip fetches only what is still missing, at the pinned versions.
+            fits=()
+            if [[ -x "$(at "$VENV/bin/python")" ]]; then
+                mapfile -t fits < <(bundle_wheels_that_fit "$(at "$VENV/bin/python")")
+            fi
+            if [[ $DRY_RUN -eq 1 ]]; then
+                act "${pip[@]}" --no-index --no-deps "<the bundle's wheels that fit this machine>"
+            else
+                say "the bundle lacks wheels for this machine: installing its ${#fits[@]} that fit, the rest from the package index"
+                [[ ${#fits[@]} -eq 0 ]] || act "${pip[@]}" --no-index --no-deps "${fits[@]}"
+            fi
+            act "${pip[@]}" --find-links "$BUNDLE_WHEELS" "${pins[@]}" "$spec"
+            if [[ $DRY_RUN -eq 0 ]]; then
+                say "from the package index: $(from_index "$(at "$VENV/bin/python")" "${fits[@]}")"
+            fi
         fi
     else
         # pip is itself idempotent: an up-to-date install only checks versions.

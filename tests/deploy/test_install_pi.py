@@ -273,8 +273,8 @@ def test_bundle_wheels_are_what_pip_installs(bundle: Path, root: Path) -> None:
     res = run_install("--bundle", str(bundle), "--root", str(root), "--dry-run")
 
     pip = f"{root}/opt/lepton/bin/python -m pip install --disable-pip-version-check"
-    assert (f"{pip} --upgrade --find-links {wheels} --constraint {wheels}/constraints.txt {wheel}\\[edge\\]"
-            in res.stdout)
+    assert f"{pip} --no-index --no-deps \\<the\\ bundle\\'s\\ wheels" in res.stdout
+    assert f"{pip} --find-links {wheels} --constraint {wheels}/constraints.txt {wheel}\\[edge\\]" in res.stdout
     assert f"{pip} --no-deps --force-reinstall {wheel}" in res.stdout
 
 
