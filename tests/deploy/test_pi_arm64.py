@@ -209,7 +209,7 @@ def test_agent_installed_on_arm64_serves_the_published_model_like_x86(pi_image: 
         assert any(f"Processing /root/cam-pi/wheels/{ours}" in ln for ln in lines), (ours, install[-3000:])
     from_index = [ln for ln in lines if ln.startswith("install-pi: from the package index: ")]
     # exactly the one wheel the bundle lacked: "paho-mqtt 2.2.0"
-    assert len(from_index) == 1 and from_index[0].split(": ", 1)[1].split(" ")[0] == LEFT_OUT.replace("_", "-") \
+    assert len(from_index) == 1 and from_index[0].split("index: ", 1)[1].split(" ")[0] == LEFT_OUT.replace("_", "-") \
         and ", " not in from_index[0], from_index
     verify_rc, verify_log = (out / "verify-rc").read_text().strip(), (out / "verify.log").read_text()
     assert verify_rc == "0" and "lepton-agent.service" not in verify_log, verify_log
