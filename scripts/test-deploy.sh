@@ -25,8 +25,18 @@ elif ! timeout 60 podman info >/dev/null 2>&1; then
 fi
 
 if [[ $podman_ok -eq 1 ]]; then
+    # The arm64 userland (qemu: CPU-bound) builds beside the images (mostly I/O); on a cold
+    # cache that saves minutes. test_pi_arm64.py reports its failure (or skip) from the cache.
+    mkdir -p build/pi
+    timeout 1500 bash scripts/pi-userland.sh >build/pi/userland.log 2>&1 &
+    userland=$!
     timeout 1800 bash scripts/images.sh 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
     stamp "images built"
+    if wait "$userland"; then
+        stamp "arm64 Pi userland ready"
+    else
+        stamp "arm64 Pi userland not built (exit $?; build/pi/userland.log): the Pi test says why"
+    fi
 fi
 
 # The images, the compose stack and the arm64 Pi install (module by module, one report).
