@@ -25,7 +25,7 @@ import pytest
 
 from shared.broker import Broker
 from shared.mqtt import MqttClient, MqttSettings
-from shared.schemas import Prediction, loads
+from shared.schemas import Prediction, Status, loads
 from shared.signing import generate_keypair
 from shared.tasks import get_task
 from shared.topics import Filter, Topics
@@ -134,10 +134,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     broker.stop()
 
 
-def collect_preds(settings: MqttSettings, topics: Topics, devices: list[str], n: int,
-                  timeout: float) -> dict[str, dict[str, Prediction]]:
+def collect_preds(settings: MqttSettings, topics: Topics, devices: list[str], n: int, timeout: float,
+                  births: dict[str, list[str]]) -> dict[str, dict[str, Prediction]]:
+    """Each device's edge predictions by frame, until every device has N; the states each
+    device's status topic announced go to BIRTHS."""
     got: dict[str, dict[str, Prediction]] = {d: {} for d in devices}
     done = threading.Event()
+
+    def on_status(msg) -> None:
+        st = loads(msg.payload, Status)
+        births.setdefault(st.device, []).append(st.state)
 
     def on_pred(msg) -> None:
         p = loads(msg.payload, Prediction)
@@ -149,6 +155,7 @@ def collect_preds(settings: MqttSettings, topics: Topics, devices: list[str], n:
     c = MqttClient(settings, client_id=f"t-{uuid.uuid4().hex[:8]}")
     for d in devices:
         c.subscribe(Filter(str(topics.pred(d, "cam"))), 1, on_pred)
+        c.subscribe(Filter(str(topics.status(d))), 1, on_status)
     c.start()
     try:
         assert c.wait_connected(10)
@@ -168,8 +175,9 @@ def test_agent_installed_on_arm64_serves_the_published_model_like_x86(pi_image: 
     name = f"lepton-pi-{uuid.uuid4().hex[:8]}"
     settings = MqttSettings(host="127.0.0.1", port=site.broker.port)
     results: dict[str, dict[str, Prediction]] = {}
+    births: dict[str, list[str]] = {}
     collector = threading.Thread(target=lambda: results.update(
-        collect_preds(settings, site.topics, ["pi-1", "x86-1"], FRAMES, timeout=1200)), daemon=True)
+        collect_preds(settings, site.topics, ["pi-1", "x86-1"], FRAMES, 1200, births)), daemon=True)
     collector.start()
     time.sleep(1)
 
@@ -213,6 +221,7 @@ def test_agent_installed_on_arm64_serves_the_published_model_like_x86(pi_image: 
         and ", " not in from_index[0], from_index
     verify_rc, verify_log = (out / "verify-rc").read_text().strip(), (out / "verify.log").read_text()
     assert verify_rc == "0" and "lepton-agent.service" not in verify_log, verify_log
+    assert births.get("pi-1", [])[:1] == ["online"], births  # its birth, before any prediction
     pi_preds, x86_preds = results.get("pi-1", {}), results.get("x86-1", {})
     assert len(pi_preds) == FRAMES, f"arm64 agent scored {len(pi_preds)}/{FRAMES} frames\n{log[-6000:]}"
     assert pi_preds.keys() == x86_preds.keys()
