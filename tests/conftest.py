@@ -23,6 +23,7 @@ from shared.topics import Topics
 BROKER_MODE = os.environ.pop("LEPTON_TEST_BROKER", "local")
 BROKER_IMAGE = os.environ.pop("LEPTON_TEST_BROKER_IMAGE", "eclipse-mosquitto:2")
 
+
 class _ContainerBroker:  # pragma: no cover - needs a container engine (scripts/test-deploy.sh runs it)
     """mosquitto in a container, for LEPTON_TEST_BROKER=testcontainers.
 
