@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "keys": "lepton_cli.keys",
     "provision": "lepton_cli.provision",
     "report": "lepton_cli.report",
+    "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
     "tasks": "lepton_tasks.cli",
 }
