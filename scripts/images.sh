@@ -42,6 +42,10 @@ official_or_stand_in eclipse-mosquitto:2 docker/base/Dockerfile.mosquitto
 # Same tags and build args as docker-compose.yml, so `docker compose up` uses them unchanged
 # (the compose agents add scikit-learn for their replayed dataset: EXTRAS=edge,demo).
 declare -A extras=([agent]="edge,demo" [bridge]="hub" [worker]="cloud")
+if [[ "${LEPTON_IMAGE_DATA:-0}" == 1 ]]; then  # the scenario tasks' data, for LEPTON_TASK=camera etc.
+    extras[agent]="edge,demo,data"
+    extras[worker]="cloud,data"
+fi
 mkdir -p "$BUILD/images"
 sizes="{"
 for role in agent bridge worker; do

@@ -21,6 +21,10 @@ cd "$(dirname "$0")/.."
 ARCH="$(uname -m)"
 EXTRAS="edge,hub,cloud,demo"
 IMAGE_EXTRAS=("edge" "edge,demo" "hub" "cloud")  # Dockerfile defaults + docker-compose.yml's agents
+if [[ "${LEPTON_IMAGE_DATA:-0}" == 1 ]]; then  # images for the scenario tasks: their data (lepton_tasks)
+    EXTRAS="edge,hub,cloud,demo,data"
+    IMAGE_EXTRAS+=("edge,demo,data" "cloud,data")
+fi
 OUT="build/wheelhouse"
 TORCH_VERSION="${LEPTON_TORCH_VERSION:-2.13.0}"
 TORCH_CPU_INDEX="${LEPTON_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
