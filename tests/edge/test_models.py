@@ -40,8 +40,8 @@ def serving(make_agent, collect, mqtt_factory, topics, keys, tmp_path):
 
 
 def _alive(agent, col) -> None:
-    frames, preds = agent.frames, col.count(Kind.PRED)
-    wait_until(lambda: agent.frames > frames + 20 and col.count(Kind.PRED) > preds + 20, what="frames still flowing")
+    frames, preds = agent.meter.frames, col.count(Kind.PRED)
+    wait_until(lambda: agent.meter.frames > frames + 20 and col.count(Kind.PRED) > preds + 20, what="frames still flowing")
 
 
 def _last_state(col) -> schemas.ModelState:

@@ -66,7 +66,7 @@ def test_hot_reload_under_load_every_frame_one_prediction_one_switch(make_agent,
     # (On a fast machine the 500 predictions above take less than the 0.3 s deadline.)
     wait_until(lambda: agent.counters.get("escalation.deadline") > 0, timeout=30, what="an escalation deadline")
     agent.stop()  # pending escalations are resolved (locally) and published before the agent disconnects
-    n = agent.frames
+    n = agent.meter.frames
     wait_until(lambda: col.count(Kind.PRED) >= n, timeout=30, what="a prediction for every frame")
     # Assert
     by_sample = preds_by_sample(col)
@@ -81,8 +81,8 @@ def test_hot_reload_under_load_every_frame_one_prediction_one_switch(make_agent,
     # Every escalation ended in exactly one way (none answered: deadline, evicted or at the stop).
     c = agent.counters
     assert c.get("escalation.deadline") > 0
-    assert agent.escalated == c.get("escalation.deadline") + c.get("escalation.evicted") + c.get("escalation.at_stop")
-    assert sum(p.escalated for v in by_sample.values() for p in v) == agent.escalated
+    assert agent.meter.escalated == c.get("escalation.deadline") + c.get("escalation.evicted") + c.get("escalation.at_stop")
+    assert sum(p.escalated for v in by_sample.values() for p in v) == agent.meter.escalated
 
 
 def test_joint_inference_uses_cloud_reply_within_deadline_else_local(make_agent, collect, mqtt_factory, topics,
