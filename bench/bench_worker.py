@@ -103,7 +103,7 @@ def bench_training(device_name: str, quick: bool, threads: int) -> dict:
         e = nets.build_edge(t)
         train.fit(e, x[d.seed], y[d.seed], epochs=ts.bootstrap_epochs, lr=ts.lr, batch=ts.batch, device=dev)
         c = nets.build_cloud(t)
-        train.fit(c, x[d.seed], y[d.seed], epochs=ts.cloud_epochs, lr=ts.lr, batch=ts.batch, device=dev)
+        train.fit(c, x[d.seed], y[d.seed], epochs=ts.cloud_epochs, lr=ts.cloud_lr, batch=ts.batch, device=dev)
         res["bootstrap_train_s"] = time.perf_counter() - t0
         res["bootstrap_holdout_acc"] = train.accuracy(e, x[d.holdout], y[d.holdout], dev)
         out[name] = res

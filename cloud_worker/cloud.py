@@ -68,7 +68,7 @@ class CloudTrainer:
         t = self.t
         net = copy.deepcopy(init) if init is not None else nets.build_cloud(self.task)
         train.fit(net, x, y, weights=w, epochs=t.cloud_epochs if init is None else max(1, t.cloud_epochs // 3),
-                  lr=t.lr, batch=t.batch, device=self.device, seed=t.seed)
+                  lr=t.cloud_lr, batch=t.batch, device=self.device, seed=t.seed)
         acc = train.accuracy(net, self.hold_x, self.hold_y, self.device)
         model = CloudModel(net.eval(), f"{self.task.name}-cloud-{generation}", acc, self.device)
         self.registry.save_cloud(self.task.name, torch_bytes(net.state_dict()),

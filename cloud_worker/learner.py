@@ -38,6 +38,7 @@ from .release import Decision, Releaser
 log = logging.getLogger(__name__)
 
 FIELD_DEFER_MIN = 40  # labelled escalations before the field, not the holdout, decides whether to defer
+FIELD_WINDOW = 200  # the most recent labelled escalations that decide it
 
 
 @dataclass
@@ -75,9 +76,12 @@ class Learner:
         # gate judges candidates by besides the holdout, which shows only the world of the seed set.
         self.recent: deque[tuple[np.ndarray, int, int]] = deque(maxlen=cfg.gate.field_rows)
         # What the cloud answered for escalated samples, until their label comes; then whether edge and
-        # cloud were right, over the last few hundred: the field's word on whether the cloud is worth asking.
+        # cloud were right, over the last FIELD_WINDOW: the field's word on whether the cloud is worth
+        # asking. The window outlives model versions on purpose: under drift a task may publish a version
+        # every 20 s, each too short-lived to gather FIELD_DEFER_MIN labelled escalations of its own, and
+        # a reset per version left a cloud that was wrong at night answering through every one of them.
         self.asked: OrderedDict[Key, int] = OrderedDict()
-        self.field_escalations: deque[tuple[int, int]] = deque(maxlen=300)
+        self.field_escalations: deque[tuple[int, int]] = deque(maxlen=FIELD_WINDOW)
         self.edge: nets.EdgeNet | None = None
         self.cloud_raw: CloudModel | None = None
         self.cloud_features: CloudModel | None = None
@@ -156,7 +160,6 @@ class Learner:
         self.edge = edge.to(self.device).eval()
         self.deployed = entry
         self.deployed_acc = train.accuracy(self.edge, self.hold_x, self.hold_y, self.device)
-        self.field_escalations.clear()  # they compared the cloud with the previous edge model
         self.backbones = {v: self.registry.get(self.task.name, v).record.get("backbone", v)
                           for v in self.registry.versions(self.task.name)}
         self._choose_cloud()

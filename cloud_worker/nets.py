@@ -91,14 +91,24 @@ def image_cloud(input_shape: tuple[int, ...], n_classes: int) -> CloudNet:
     return CloudNet(body, 128, n_classes)
 
 
-def window_edge(input_shape: tuple[int, ...], n_classes: int, feat_dim: int = FEAT_DIM) -> EdgeNet:
-    """Default edge model of a window task: (C, T) -> two 1-D convs -> pooled features -> MLP head."""
+def window_edge(input_shape: tuple[int, ...], n_classes: int, feat_dim: int = FEAT_DIM, bins: int = 1) -> EdgeNet:
+    """Default edge model of a window task: (C, T) -> two 1-D convs -> pooled features -> MLP head.
+
+    ``bins`` is how many stretches of the window the pooling keeps apart. 1 (the default) pools the
+    whole window, right where a pattern may appear anywhere (engine noise); more keep *when* it
+    happens, which a day of hourly counts needs (a morning peak is a weekday). The number used is the
+    largest divisor of the pooled length up to ``bins``, so the model exports to ONNX.
+    """
     c, t = input_shape
     stride = 2 if t > 128 else 1  # long windows: halve the time axis at once (Pi-sized compute)
+    length = ((t - 1) // stride + 1) // 2  # after the strided conv (padding keeps it) and the max-pool
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, not {bins}")
+    bins = max(b for b in range(1, min(bins, length) + 1) if length % b == 0)
     backbone = nn.Sequential(
         nn.Conv1d(c, 16, 5, padding=2, stride=stride), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-        nn.Flatten(), nn.Linear(32, feat_dim), nn.ReLU(),
+        nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(bins),
+        nn.Flatten(), nn.Linear(32 * bins, feat_dim), nn.ReLU(),
     )
     return EdgeNet(backbone, feat_dim, n_classes)
 
@@ -136,10 +146,18 @@ def _factory(ref: str) -> Callable[..., nn.Module]:
         raise FactoryError(str(exc)) from None
 
 
+def _call(ref: str, key: str, kwargs: dict, task) -> nn.Module:
+    factory = _factory(ref)
+    try:
+        return factory(tuple(task.input_shape), len(task.classes), **kwargs)
+    except (TypeError, ValueError) as exc:  # an argument the factory does not take, or refuses
+        raise FactoryError(f"{key}: {ref} refused {kwargs}: {exc}") from None
+
+
 def build_edge(task) -> EdgeNet:
     """The task's edge model: its spec's factory, or the default of its kind. Checked against the contract."""
     ref = task.spec.models.edge or DEFAULTS[task.kind][0]
-    net = _factory(ref)(tuple(task.input_shape), len(task.classes))
+    net = _call(ref, "models.edge_args", task.spec.models.edge_args, task)
     if not isinstance(net, EdgeNet):
         raise FactoryError(f"models.edge: {ref} returned {type(net).__name__}, not a cloud_worker.nets.EdgeNet "
                            "(backbone -> features, head -> classes)")
@@ -149,7 +167,7 @@ def build_edge(task) -> EdgeNet:
 def build_cloud(task) -> nn.Module:
     """The task's cloud model (any module returning logits): its spec's factory, or the default of its kind."""
     ref = task.spec.models.cloud or DEFAULTS[task.kind][1]
-    net = _factory(ref)(tuple(task.input_shape), len(task.classes))
+    net = _call(ref, "models.cloud_args", task.spec.models.cloud_args, task)
     if not isinstance(net, nn.Module):
         raise FactoryError(f"models.cloud: {ref} returned {type(net).__name__}, not a torch module")
     return net

@@ -56,6 +56,9 @@ class ModelsCfg(_Strict):
                                                      " default per kind.")
     cloud: Callable_ | None = Field(None, description="Factory (input_shape, n_classes) -> torch module returning "
                                                       "logits; default per kind.")
+    edge_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the edge factory "
+                                      "(the default window model takes `bins`, docs/TASKS.md).")
+    cloud_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the cloud factory.")
 
 
 class DatasetCfg(_Strict):

@@ -79,6 +79,7 @@ def _factory_module(tmp_path: Path) -> str:
     ("bad_callable", "cannot import 'no_such_module'"),
     ("bad_alert", "alert_classes ['hexagon'] are not among the classes"),
     ("bad_step", "preprocess: step 0: unknown op 'sharpen'"),
+    ("bad_model_arg", "models.edge_args: cloud_worker.nets:image_edge refused {'bins': 12}"),
 ])
 def test_malformed_specs_get_one_line_naming_the_key_and_exit_2(tmp_path, case, needle):
     edits = {
@@ -88,6 +89,7 @@ def test_malformed_specs_get_one_line_naming_the_key_and_exit_2(tmp_path, case, 
         "bad_callable": {'source = "folder"\npath = "images"': 'source = "callable"\ncallable = "no_such_module:f"'},
         "bad_alert": {'alert_classes = ["triangle"]': 'alert_classes = ["hexagon"]'},
         "bad_step": {'{ op = "resize", size = [32, 32], interp = "area" }': '{ op = "sharpen" }'},
+        "bad_model_arg": {"[input]": '[models]\nedge_args = { bins = 12 }\n\n[input]'},  # a window model's
     }[case]
     spec = _bad(tmp_path, case, **edits)
     out = subprocess.run([sys.executable, "-m", "lepton_cli.main", "tasks", "check", str(spec)],
@@ -143,6 +145,20 @@ def test_window_tasks_from_npz_and_csv(tmp_path):
         d = load_task(str(f)).dataset()
         assert d.raw.shape == (30, 2, 16) and np.allclose(d.raw, x)
         assert d.skipped == ({"unparsable_row": 1} if src == "csv" else {})
+
+
+def test_the_window_model_keeps_stretches_apart_and_still_exports():
+    from cloud_worker import nets
+    from cloud_worker.export import check_onnx, to_onnx
+
+    x = np.random.default_rng(0).normal(size=(4, 2, 16)).astype(np.float32)
+    for bins, kept in ((1, 1), (4, 4), (5, 4), (99, 8)):  # 16 -> 8 after the pool: a divisor of 8 at most `bins`
+        net = nets.window_edge((2, 16), 3, bins=bins)
+        pool = [m for m in net.backbone if isinstance(m, __import__("torch").nn.AdaptiveAvgPool1d)][0]
+        assert pool.output_size == kept
+        check_onnx(to_onnx(net.eval(), (2, 16)), net, x, 1e-4)  # raises when ONNX Runtime disagrees
+    with pytest.raises(ValueError, match="bins"):
+        nets.window_edge((2, 16), 3, bins=0)
 
 
 @pytest.mark.broker
