@@ -330,9 +330,14 @@ def _validate(adapter_or_model: Any, obj: dict[str, Any]) -> Any:
         raise InvalidPayload(f"{exc.error_count()} error(s); first at {loc or '<root>'}: {first['msg']}") from None
 
 
+def max_bytes(expected: type[Msg]) -> int:
+    """Largest payload accepted for ``expected`` (a manifest carries reference inputs)."""
+    return MAX_MANIFEST_BYTES if expected is Manifest else MAX_JSON_BYTES
+
+
 def loads(payload: bytes | bytearray | memoryview | str, expected: type[M]) -> M:
     """Parse and validate a payload that must be of type ``expected``."""
-    obj = _load_obj(payload, MAX_MANIFEST_BYTES if expected is Manifest else MAX_JSON_BYTES)
+    obj = _load_obj(payload, max_bytes(expected))
     kind = obj.get("kind")
     want = expected.model_fields["kind"].default
     if kind != want:

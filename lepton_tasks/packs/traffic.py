@@ -32,7 +32,7 @@ def day_windows(max_per_sensor: int | None = None) -> tuple[np.ndarray, np.ndarr
         piv = df.pivot_table(index="date", columns="h", values=s).reindex(columns=range(24)).dropna()
         if max_per_sensor is not None:
             piv = piv.iloc[:max_per_sensor]
-        days = pd.to_datetime(piv.index).dayofweek
+        days = pd.to_datetime(piv.index).day_of_week
         xs.append(piv.to_numpy(np.float32))
         ys.extend(DAY_KIND[d] for d in days)
     return np.concatenate(xs)[:, None, :], np.array(ys)
