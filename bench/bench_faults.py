@@ -67,7 +67,8 @@ def main() -> int:
     p.add_argument("--custody-timeout", type=float, default=10.0)
     p.add_argument("--stop-worker", action="store_true")
     p.add_argument("--no-custody", action="store_true")
-    p.add_argument("--legacy", action="store_true", help="run a build that predates custody (no settings for it)")
+    p.add_argument("--legacy", action="store_true", help="the checkout this runs from predates custody: give its agents no custody settings "
+                   "(with the current build this means custody at its defaults; the baseline is --no-custody)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     runs = []
