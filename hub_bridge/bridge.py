@@ -33,7 +33,7 @@ from hub_bridge.classes import (
 )
 from hub_bridge.config import BridgeConfig
 from hub_bridge.context import ContextBuilder
-from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
+from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key, custody_payload
 from hub_bridge.fusion import Emitted, Fuser
 from hub_bridge.scheduler import Item, PriorityScheduler
 from shared import codec, schemas, strictjson
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 HI, BULK = 0, 1
 _ROUTE_CACHE_MAX = 200_000
 _YIELD_EVERY_S = 0.001
+_ACK_EVERY_S = 0.002
 _TELEMETRY_KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
 
 
@@ -71,7 +72,7 @@ class HubBridge(Service):
         self._ttl = [p.ttl for p in pol]
         self._max_bytes = [p.max_bytes for p in pol]
         self.sched = PriorityScheduler([p.capacity for p in pol], [p.share for p in pol], [p.overflow for p in pol],
-                                       on_discard=self._on_discard, clock=clock)
+                                       on_discard=self._on_discard, clock=clock, urgent=LABEL)
         self.context = ContextBuilder(list(cfg.fusion.context), cfg.fusion.devices, cfg.fusion.meta_default)
         # Milliseconds: (id, boot, seq) names a fused batch across restarts, for the workers' acks.
         self.boot = int(time.time() * 1000)
@@ -126,6 +127,7 @@ class HubBridge(Service):
         self.clients = [hi, bulk]
         for conn, (client, subs) in enumerate(zip(self.clients, self._filters(), strict=True)):
             client.on_connect_hooks.append(lambda present, c=conn: self.acker.new_connection(c))
+            client.on_read_hooks.append(self.sched.nudge)
             handler = self._on_hi if conn == HI else self._on_bulk
             for flt, shareable in subs:
                 if shareable and self.cfg.share_group:
@@ -152,6 +154,7 @@ class HubBridge(Service):
         while self._outbox and time.monotonic() < deadline:
             if not self._flush_outbox():
                 time.sleep(0.05)
+        self.acker.flush()
         hi = self.clients[HI] if self.clients else None
         if hi is not None:
             hi.stop(death=(self.t.hub_status(), self._status_payload("offline")))
@@ -159,11 +162,11 @@ class HubBridge(Service):
             c.stop()
 
     # ---- network threads: classify, size-check, queue -------------------------
-    def _ack_hi(self, msg: Message) -> None:
-        self.clients[HI].ack(msg)
+    def _ack_hi(self, msgs: list[Message]) -> None:
+        self.clients[HI].ack_many(msgs)
 
-    def _ack_bulk(self, msg: Message) -> None:
-        self.clients[BULK].ack(msg)
+    def _ack_bulk(self, msgs: list[Message]) -> None:
+        self.clients[BULK].ack_many(msgs)
 
     def _route(self, topic: str) -> tuple[int, object]:
         r = self._routes.get(topic)
@@ -198,11 +201,13 @@ class HubBridge(Service):
                     self.counters.inc(f"ignored.{parsed}")
             finally:
                 self.acker.release(tok)
+                self.acker.flush()
             return
         device = parsed.device
         if len(msg.payload) > self._max_bytes[cls]:
             self._reject(cls, device, "oversized")
             self.acker.release(tok)
+            self.acker.flush()
             return
         now = self.clock()
         ttl = self._ttl[cls]
@@ -272,9 +277,13 @@ class HubBridge(Service):
 
     # ---- dispatcher -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
-        next_sweep = last_yield = 0.0
+        next_sweep = last_yield = last_ack = 0.0
         while not self.stopping.is_set():
             now = self.clock()
+            if now - last_ack >= _ACK_EVERY_S or not len(self.sched):
+                # PUBACKs go out in one write per flush: at least every couple of ms, and before idling.
+                self.acker.flush()
+                last_ack = now
             due = self.fuser.next_due()
             wait = 0.05 if due is None else min(0.05, max(0.0, due - now))
             item = self.sched.pop(timeout=wait)
@@ -393,6 +402,7 @@ class HubBridge(Service):
         # Beyond it the escalation lives only until its deadline (message expiry), by design.
         self.ledger.finish(key, self.clock())
         self.acker.release(tok)
+        self.acker.flush()
 
     def _do_label(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
         lb = schemas.loads(msg.payload, schemas.Labels)
@@ -457,6 +467,7 @@ class HubBridge(Service):
             self.handoff.broker_acked(seq)
         for r in refs:
             self.acker.release(r)
+        self.acker.flush()
 
     # ---- custody --------------------------------------------------------------------
     def _on_worker_ack(self, msg: Message) -> None:
@@ -483,14 +494,15 @@ class HubBridge(Service):
         if client is None or not client.connected:
             return
         ts = time.time()
-        for device, boot, ranges in self.ledger.due(now):
-            try:
-                client.publish(self.t.custody(device), schemas.dumps(
-                    schemas.Custody(device=device, boot=boot, ranges=ranges, ts=ts)), qos=0)
-                self.counters.inc("custody.sent")
-            except MqttError:
-                self.counters.inc("custody.unsent")  # the next word repeats it: the ranges are cumulative
-                return
+        out = [(self.t.custody(device), custody_payload(device, boot, ranges, ts))
+               for device, boot, ranges in self.ledger.due(now)]
+        if not out:
+            return
+        try:
+            client.publish_many_qos0(out)  # one write; QoS 0: cumulative, the next word repairs a lost one
+            self.counters.inc("custody.sent", len(out))
+        except MqttError:
+            self.counters.inc("custody.unsent", len(out))
 
     # ---- status -------------------------------------------------------------------
     def _status_loop(self) -> None:
