@@ -91,7 +91,7 @@ class Emitted:
     batch: FusedBatch
     refs: list[Any]
     src: Counter  # device message (device, boot, seq) -> its rows in this batch (label-only rows excluded)
-    samples: list[tuple[Chunk, int, int]]  # those rows, as chunk slices (for ``Fuser.forget``)
+    samples: list[tuple[Chunk, int, int]]  # the batch's rows (label-only rows excluded) as chunk slices, for forget
 
 
 class _Builder:
@@ -373,9 +373,9 @@ class Fuser:
                     refs.extend(c.lrefs.pop(j))
             if not c.late:
                 self._recent.append((now, c, a, b))
+                samples.append(seg)
                 if c.src is not None:
                     src[c.src] += k
-                    samples.append(seg)
         n = sum(counts)
         rec = n - sum(k for k, late in zip(counts, lates, strict=True) if late)
         self._recent_rows += rec
@@ -386,7 +386,8 @@ class Fuser:
             parts = [getattr(c, attr) if w else getattr(c, attr)[a:b] for (c, a, b), w in zip(segs, whole, strict=True)]
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-        sample, feat, label, ts = cat("sample"), cat("feat"), cat("label"), cat("ts")
+        sample, feat, ts = cat("sample"), cat("feat"), cat("ts")  # read-only views of payloads: no copy needed
+        label = np.concatenate([c.label[a:b] for c, a, b in segs])  # a copy: a chunk's labels change later
         labelled = int(np.count_nonzero(label >= 0))
         if len({c.scores.shape[1] for c, _, _ in segs}) == 1:
             scores = cat("scores")

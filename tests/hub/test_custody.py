@@ -189,3 +189,34 @@ def test_shed_messages_are_in_custody_too(broker, topics, mqtt_factory, bridges)
         return len(seen)
 
     assert wait_until(lambda: custodied() == 5, 10), (expired, custody.matching())
+
+
+@pytest.mark.parametrize("ranges", [[(0, 0)], [(3, 9), (11, 11), (20, 2**40)]])
+def test_custody_payload_is_the_custody_schema(ranges):
+    from hub_bridge.custody import custody_payload
+
+    payload = custody_payload("cam-1", 1_700_000_000_123, ranges, 1790000000.25)
+
+    c = schemas.loads(payload, schemas.Custody)
+    assert (c.device, c.boot, [tuple(r) for r in c.ranges], c.ts) == ("cam-1", 1_700_000_000_123, ranges,
+                                                                        1790000000.25)
+    assert payload == schemas.dumps(c)  # byte for byte what pydantic would have written
+
+
+def test_acker_sends_released_acks_in_one_batch_per_flush_and_never_on_a_newer_connection():
+    from hub_bridge.acks import Acker
+    from shared.mqtt import Message
+
+    sent: list[list[int]] = []
+    acker = Acker([lambda msgs: sent.append([m.mid for m in msgs])])
+    toks = [acker.token(Message("t", b"", 1, False, mid=i), 0) for i in range(4)]
+    acker.hold(toks[0])
+    for t in toks:
+        acker.release(t)
+    assert sent == []  # nothing before the flush
+    acker.flush()
+    assert sent == [[1, 2, 3]]  # toks[0] still held once
+    acker.release(toks[0])
+    acker.new_connection(0)  # reconnected before the flush: that message is redelivered, not acked here
+    acker.flush()
+    assert sent == [[1, 2, 3]] and acker.stale == 1 and acker.acked == 3
