@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=2500.0, help="Feature messages per second offered.")
     ap.add_argument("--seconds", type=float, default=12.0, help="Seconds of load (and of recording).")
     ap.add_argument("--custody", choices=("worker", "broker"), default="worker")
+    ap.add_argument("--fleet", type=int, default=0, help="Devices of a simulated fleet (10 Hz, the bench's mix) "
+                                                         "instead of the feature flood.")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bridge-profile.raw")
     ap.add_argument("--gil", action="store_true", help="Sample only the thread holding the GIL (CPU in Python).")
     ap.add_argument("--no-spy", action="store_true", help="Only measure CPU per message.")
@@ -111,8 +113,20 @@ def main(argv: list[str] | None = None) -> int:
                                     "--rate", "200", "--format", "raw", "--threads", "--nonblocking", *(["--gil"] if args.gil else []),
                                     "--duration", str(int(args.seconds)), "--output", str(args.out)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.fleet:
+            import multiprocessing as mp
+
+            q = mp.get_context("spawn").Queue()
+            gen = mp.get_context("spawn").Process(target=bb.fleet_proc, args=(broker.port, args.fleet, 10.0,
+                                                                               args.seconds, 5, q), daemon=True)
+            gen.start()
+            time.sleep(1.0 + args.fleet * args.seconds * 2.82 * 120e-6)  # the generator encodes first
         c0, t0 = proc_cpu_s(bridge.pid), time.monotonic()
-        sent, elapsed, _ = bb.offer(broker.port, args.rate, args.seconds, 1, "feat", 1)
+        if args.fleet:
+            res = q.get(timeout=args.seconds * 4 + 90)
+            sent, elapsed = sum(res["sent"].values()), res["elapsed"]
+        else:
+            sent, elapsed, _ = bb.offer(broker.port, args.rate, args.seconds, 1, "feat", 1)
         time.sleep(1.5)
         c1, t1 = proc_cpu_s(bridge.pid), time.monotonic()
         user, system = c1[0] - c0[0], c1[1] - c0[1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -86,8 +87,11 @@ class HubBridge(Service):
                            boot=self.boot)
         self.devices_online: dict[str, int] = {}
         self.delivered = [0] * 5
+        self._delivered_lock = threading.Lock()  # the hi network thread delivers alerts too (take_now)
+        self._dispatcher: threading.Thread | None = None
         self._lat = [deque(maxlen=cfg.latency_samples) for _ in range(5)]
         self._routes: dict[str, tuple[int, object]] = {}
+        self._custody_topics: dict[str, object] = {}
         self._outbox: deque[tuple[str, bytes, list, int]] = deque()  # (task, payload, ack refs, batch seq)
         self._rate_prev: tuple[float, list[int]] | None = None
         self._status_lock = threading.Lock()
@@ -118,6 +122,7 @@ class HubBridge(Service):
         return hi, bulk
 
     def _start(self) -> None:
+        sys.setswitchinterval(self.cfg.switch_interval_s)
         status_topic = self.t.hub_status()
         hi = MqttClient(self._mqtt_settings("hi"), client_id=f"{self.cfg.id}-hi",
                         will=Will(status_topic, self._status_payload("offline")),
@@ -135,7 +140,7 @@ class HubBridge(Service):
         hi.subscribe(Filter(str(self.t.hub_ack(self.cfg.id))), qos=1, handler=self._on_worker_ack)
         for c in self.clients:
             c.start()
-        self.spawn(self._dispatch_loop, "dispatch")
+        self._dispatcher = self.spawn(self._dispatch_loop, "dispatch")
         self.spawn(self._status_loop, "status")
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
@@ -212,7 +217,17 @@ class HubBridge(Service):
         ttl = self._ttl[cls]
         if msg.message_expiry is not None and msg.message_expiry < ttl:
             ttl = msg.message_expiry
-        self.sched.put(Item(cls, device, now, now + ttl, (msg, parsed, tok, None)))
+        item = Item(cls, device, now, now + ttl, (msg, parsed, tok, None))
+        if cls < LABEL:
+            took = self.sched.take_now(item)
+            if took is not False:
+                # An alert with nothing of its class or above waiting: served here, now, on this network
+                # thread, instead of waking the dispatcher and then this thread again to write it out.
+                if took:
+                    self._process(item, now)
+                self.acker.flush()
+                return
+        self.sched.put(item)
 
     def _on_status(self, msg: Message, parsed) -> None:
         try:
@@ -331,9 +346,13 @@ class HubBridge(Service):
             self._reject(cls, item.device, "internal_error")
             done = False
         if done:
-            self.delivered[cls] += 1
-            self._lat[cls].append(now - item.t_in)
+            self._delivered(cls, now - item.t_in)
         self.acker.release(tok)
+
+    def _delivered(self, cls: int, latency: float) -> None:
+        with self._delivered_lock:
+            self.delivered[cls] += 1
+        self._lat[cls].append(latency)
 
     def _first_time(self, cls: int, key: Key) -> bool:
         """Admit a device message to processing; a copy is counted (and, if in custody, re-announced)."""
@@ -376,11 +395,11 @@ class HubBridge(Service):
             self.sched.push_front(Item(item.cls, item.device, item.t_in, item.deadline,
                                        (msg, parsed, tok, (*key, task))))
             self.counters.inc("out.infer_retry")
-            self.stopping.wait(0.05)
+            if threading.current_thread() is self._dispatcher:
+                self.stopping.wait(0.05)  # the dispatcher backs off; a network thread never sleeps
             return None
         self.counters.inc("out.infer")
-        self.delivered[ESCALATION] += 1
-        self._lat[ESCALATION].append(now - item.t_in)
+        self._delivered(ESCALATION, now - item.t_in)
         self.acker.release(tok)
         return None
 
@@ -479,8 +498,15 @@ class HubBridge(Service):
         if client is None or not client.connected:
             return
         ts = time.time()
-        out = [(self.t.custody(device), custody_payload(device, boot, ranges, ts))
-               for device, boot, ranges in self.ledger.due(now)]
+        topics = self._custody_topics
+        out = []
+        for device, boot, ranges in self.ledger.due(now):
+            topic = topics.get(device)
+            if topic is None:
+                if len(topics) >= _ROUTE_CACHE_MAX:
+                    topics.clear()
+                topic = topics[device] = self.t.custody(device)
+            out.append((topic, custody_payload(device, boot, ranges, ts)))
         if not out:
             return
         try:

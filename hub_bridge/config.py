@@ -150,6 +150,9 @@ class BridgeConfig(BaseModel):
                                                          "(copies of older ones are processed again).")
     custody: CustodySettings = Field(default_factory=CustodySettings, description="Custody of device messages.")
     latency_samples: int = Field(4096, ge=16, description="Recent dispatch latencies kept per class for p50/p99.")
+    switch_interval_s: float = Field(0.001, gt=0, le=0.1, description=(
+        "Python's GIL switch interval, set for the whole process at start: the longest a network thread "
+        "with an alert waits for the GIL behind fusion work (Python's default is 0.005)."))
     status_top_devices: int = Field(20, ge=0, description="Devices with the most drops listed in hub/status counters.")
 
     @model_validator(mode="after")

@@ -93,6 +93,25 @@ class PriorityScheduler:
             self.on_discard(victim, "dropped")
         return victim is not item
 
+    def take_now(self, item: Item) -> bool | None:
+        """Count ``item`` as queued and popped at once, if nothing of its class or above is waiting
+        (so serving it now overtakes nobody): True, the producer processes it itself. False: ``put`` it.
+        None: past its deadline already, counted expired and handed to ``on_discard`` (as pop would)."""
+        c = item.cls
+        with self._cv:
+            q = self._q
+            for k in range(c + 1):
+                if q[k]:
+                    return False
+            self.put_count[c] += 1
+            if item.deadline > self.clock():
+                self.popped[c] += 1
+                return True
+            self.expired[c] += 1
+        if self.on_discard is not None:
+            self.on_discard(item, "expired")
+        return None
+
     def push_front(self, item: Item) -> None:
         """Give a popped item back (e.g. its publish must wait for a reconnect); not counted as new."""
         with self._cv:

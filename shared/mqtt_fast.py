@@ -12,9 +12,13 @@ everything else (connect, keepalive, TLS, will, subscribe, publish, reconnect) a
   :class:`~shared.mqtt.Message`; anything unusual (QoS 2, a topic alias, an unknown property,
   bytes that do not parse) goes to paho's own handler, byte for byte as paho would have read it,
   so its behaviour (and its protocol errors) are unchanged.
+- PUBACKs of our own QoS 1 publishes: the packet id and reason code are read here and handed to
+  paho's bookkeeping (``_do_on_publish``) without its per-packet ReasonCode/Properties objects.
 - :meth:`ack_many`: the PUBACKs of many messages as one write.
 - :meth:`publish_many_qos0`: QoS 0 messages without properties (custody notes) as one write:
   QoS 0 has no packet id and no acknowledgement, so paho has nothing to track for them.
+- :class:`PackedProperties`: PUBLISH properties packed once, for paho's ``publish()``, instead of
+  paho's ``Properties`` (two dictionaries built per instance, searched per attribute).
 
 Only paho internals that exist in every paho-mqtt 2.x (``_sock_recv``, ``_in_packet``,
 ``_packet_handle``, ``_packet_queue``) are used; :func:`supported` checks them, and
@@ -37,6 +41,7 @@ _PUBACK_PACK = struct.Struct("!BBH").pack
 _RAW = 0  # command recorded for pre-built blobs: paho's writer gives them no special handling
 _UTF8 = "utf-8"
 _MALFORMED = getattr(paho, "MalformedPacket", ValueError)
+_NO_PROPS = None  # a PUBACK's properties, when it has none (nothing Lepton reads from them)
 _now = getattr(paho, "time_func", time.monotonic)
 
 
@@ -46,7 +51,8 @@ class _Fallback(Exception):
 
 def supported() -> bool:
     c = paho.Client
-    return all(hasattr(c, name) for name in ("_sock_recv", "_packet_handle", "_packet_queue", "_packet_read"))
+    return all(hasattr(c, name) for name in ("_sock_recv", "_packet_handle", "_packet_queue", "_packet_read",
+                                              "_do_on_publish"))
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -122,6 +128,69 @@ def parse_publish(cmd: int, data: bytes, start: int, end: int) -> Message:
     return Message(topic, data[pend:end], qos, bool(cmd & 1), rt, cd, tuple(up), me, mid)
 
 
+def _str16(s: str) -> bytes:
+    b = s.encode(_UTF8)
+    if len(b) > 65535:
+        raise ValueError("string longer than 65535 bytes")
+    return len(b).to_bytes(2, "big") + b
+
+
+class PackedProperties:
+    """MQTT 5 PUBLISH properties already packed: what paho's publish() needs of a Properties object
+    (it calls ``pack()``, for the first send and for a resend after a reconnect)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    @classmethod
+    def publish(cls, response_topic: str | None, correlation_data: bytes | None,
+                user_properties: Iterable[tuple[str, str]] | None, message_expiry: int | None) -> PackedProperties:
+        parts = []
+        if message_expiry is not None:
+            parts.append(b"\x02" + int(message_expiry).to_bytes(4, "big"))
+        if response_topic is not None:
+            parts.append(b"\x08" + _str16(str(response_topic)))
+        if correlation_data is not None:
+            cd = bytes(correlation_data)
+            if len(cd) > 65535:
+                raise ValueError("correlation data longer than 65535 bytes")
+            parts.append(b"\x09" + len(cd).to_bytes(2, "big") + cd)
+        for k, v in user_properties or ():
+            parts.append(b"\x26" + _str16(k) + _str16(v))
+        body = b"".join(parts)
+        return cls(_encode_varint(len(body)) + body)
+
+    def pack(self) -> bytes:
+        return self.raw
+
+    def __repr__(self) -> str:
+        return f"PackedProperties({self.raw!r})"
+
+
+class _Reason:
+    """What paho's on_publish gets as the PUBACK reason code: ``.value``, ``.is_failure`` and a name."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    @property
+    def is_failure(self) -> bool:
+        return self.value >= 0x80
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == getattr(other, "value", other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __str__(self) -> str:
+        return f"reason code {self.value:#x}"
+
+
 class FastClient(paho.Client):
     """A paho client whose PUBLISH receive path calls ``on_fast_message(Message)`` directly.
 
@@ -195,6 +264,13 @@ class FastClient(paho.Client):
                     self._on_fast_message(msg)
                     if msg.qos == 1 and not self._manual_ack:
                         rc = self._send_puback(msg.mid)
+            elif cmd == _PUBACK and (rl <= 3 or (rl == 4 and data[i + 3] == 0)):
+                # A PUBACK for one of our QoS 1 publishes (no properties): paho's bookkeeping, without
+                # its generic decoder's ReasonCode and Properties objects per packet.
+                mid = (data[i] << 8) | data[i + 1]
+                with self._out_message_mutex:
+                    if mid in self._out_messages:
+                        rc = self._do_on_publish(mid, _Reason(data[i + 2] if rl >= 3 else 0), _NO_PROPS)
             else:
                 rc = self._paho_handle(cmd, rl, data[i:end])
             pos = end

@@ -176,3 +176,22 @@ def test_fast_and_plain_clients_receive_the_same_message(broker, topics, mqtt_fa
         str(topics.cmd("cam-1", "rebirth")), b"\x00body", 1, str(topics.reply("cam-1")), b"c1", (("a", "b"),))
     assert 0 < m.message_expiry <= 30
     assert sub.counters.get("mqtt.received") == 1
+
+
+def test_packed_properties_read_back_as_paho_packs_them():
+    packed = mqtt_fast.PackedProperties.publish("a/reply", b"\x00c", [("k", "v"), ("x", "y")], 12)
+    ours = publish_packet("t", b"p", props=packed)
+    p = Properties(PacketTypes.PUBLISH)
+    p.MessageExpiryInterval = 12
+    p.ResponseTopic = "a/reply"
+    p.CorrelationData = b"\x00c"
+    p.UserProperty = [("k", "v"), ("x", "y")]
+    theirs = publish_packet("t", b"p", props=p)
+
+    def read(pkt: bytes) -> Message:
+        _, start = mqtt_fast._varint(pkt, 1)
+        return mqtt_fast.parse_publish(pkt[0], pkt, start, len(pkt))
+
+    assert read(ours) == read(theirs) == Message("t", b"p", 1, False, "a/reply", b"\x00c", (("k", "v"), ("x", "y")),
+                                                 12, 7)
+    assert mqtt_fast.PackedProperties.publish(None, None, None, None).pack() == b"\x00"
