@@ -13,6 +13,7 @@ so agents keep each QoS 1 message until then and a broker crash loses nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import sys
@@ -47,8 +48,9 @@ log = logging.getLogger(__name__)
 
 HI, BULK = 0, 1
 _ROUTE_CACHE_MAX = 200_000
-_YIELD_EVERY_S = 0.001
 _ACK_EVERY_S = 0.002
+_POLL_EVERY_S = 0.01
+_GC_THRESHOLDS = (50_000, 20, 100)
 _TELEMETRY_KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
 
 
@@ -108,7 +110,8 @@ class HubBridge(Service):
             **creds,
             "client_id": f"{m.client_id or self.cfg.id}-{suffix}", "clean_start": not durable,
             "session_expiry": self.cfg.session_expiry, "manual_ack": True,
-            "receive_maximum": self.cfg.receive_maximum, "max_queued": max(m.max_queued, 65535)})
+            "receive_maximum": self.cfg.receive_maximum, "max_queued": max(m.max_queued, 65535),
+            "read_pause_s": self.cfg.bulk_read_pause_s if suffix == "bulk" else m.read_pause_s})
 
     def _filters(self) -> tuple[list[tuple[Filter, bool]], list[tuple[Filter, bool]]]:
         t = self.t
@@ -142,6 +145,12 @@ class HubBridge(Service):
             c.start()
         self._dispatcher = self.spawn(self._dispatch_loop, "dispatch")
         self.spawn(self._status_loop, "status")
+        if self.cfg.gc_freeze:
+            gc.collect()
+            gc.freeze()
+            # Fewer, not longer, young collections: at thousands of messages a second the default 700
+            # allocations ran one every few ms; and a full collection only every 100 of the middle ones.
+            gc.set_threshold(*_GC_THRESHOLDS)
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -288,7 +297,7 @@ class HubBridge(Service):
 
     # ---- dispatcher -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
-        next_sweep = last_yield = last_ack = 0.0
+        next_sweep = last_ack = next_poll = 0.0
         while not self.stopping.is_set():
             now = self.clock()
             if now - last_ack >= _ACK_EVERY_S or not len(self.sched):
@@ -296,21 +305,20 @@ class HubBridge(Service):
                 self.acker.flush()
                 last_ack = now
             due = self.fuser.next_due()
-            wait = 0.05 if due is None else min(0.05, max(0.0, due - now))
-            item = self.sched.pop(timeout=wait)
+            wait = 0.05 if due is None else min(0.05, max(due, next_poll) - now)
+            item = self.sched.pop(timeout=max(0.0, wait))
             now = self.clock()
             if item is not None:
+                # No yield needed for the alerts: the network threads serve them (take_now) and get the
+                # GIL within the switch interval (switch_interval_s) however busy this thread is.
                 self._process(item, now)
-                if item.cls >= LABEL and now - last_yield >= _YIELD_EVERY_S:
-                    # Hand the GIL to the network threads during bulk work: otherwise each of their
-                    # recv() calls waits out the 5 ms switch interval, and alerts queue in the socket
-                    # behind feature work (measured: escalation p50 of seconds at 2.8k msg/s).
-                    time.sleep(0)
-                    last_yield = now
             sweep = now >= next_sweep
-            if sweep or self._outbox or (due is not None and now >= due):
+            if sweep or self._outbox or (due is not None and now >= due and now >= next_poll):
+                # Fusion's timers (label_wait, batch_age) are served at most every _POLL_EVERY_S: a row
+                # due now leaves up to that much later, and this thread wakes once per interval, not per row.
                 self._flush_outbox()
                 self._publish_batches(self.fuser.poll(now))
+                next_poll = now + _POLL_EVERY_S
             if sweep:
                 self.sched.sweep()
                 next_sweep = now + 0.25
@@ -346,7 +354,7 @@ class HubBridge(Service):
             self._reject(cls, item.device, "internal_error")
             done = False
         if done:
-            self._delivered(cls, now - item.t_in)
+            self._delivered(cls, self.clock() - item.t_in)
         self.acker.release(tok)
 
     def _delivered(self, cls: int, latency: float) -> None:
@@ -399,7 +407,7 @@ class HubBridge(Service):
                 self.stopping.wait(0.05)  # the dispatcher backs off; a network thread never sleeps
             return None
         self.counters.inc("out.infer")
-        self._delivered(ESCALATION, now - item.t_in)
+        self._delivered(ESCALATION, self.clock() - item.t_in)
         self.acker.release(tok)
         return None
 

@@ -150,6 +150,13 @@ class BridgeConfig(BaseModel):
                                                          "(copies of older ones are processed again).")
     custody: CustodySettings = Field(default_factory=CustodySettings, description="Custody of device messages.")
     latency_samples: int = Field(4096, ge=16, description="Recent dispatch latencies kept per class for p50/p99.")
+    bulk_read_pause_s: float = Field(0.002, ge=0, le=0.1, description=(
+        "The bulk connection (features, telemetry) reads in bursts at most this often: at a few thousand "
+        "messages a second that halves the bridge's wake-ups; alerts use the other connection, unaffected."))
+    gc_freeze: bool = Field(True, description=(
+        "Once connected, collect and then freeze every object allocated so far (imported modules, config) "
+        "out of Python's cyclic collector: its full collections then scan only what the bridge holds, not "
+        "numpy, pydantic and paho (measured: full-collection pauses of 50-200 ms, which alerts waited out)."))
     switch_interval_s: float = Field(0.001, gt=0, le=0.1, description=(
         "Python's GIL switch interval, set for the whole process at start: the longest a network thread "
         "with an alert waits for the GIL behind fusion work (Python's default is 0.005)."))
