@@ -70,6 +70,13 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def box_busy() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the whole machine so far (/proc/stat), for how busy the box was."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
+
+
 def rss_mb() -> dict[str, float]:
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -331,6 +338,7 @@ def lossless_search(name: str, kind: str, port: int, qos: int, payload: str, sta
     try:
         while time.monotonic() - t_start < budget_s:
             before = [s.stats() for s in subs]
+            cpu0, box0, t0 = sum(s.cpu_s() for s in subs), box_busy(), time.monotonic()
             n, elapsed, _ = offer(port, rate, seconds, qos, payload, seq_base[0])
             seq_base[0] += n + 10
             offered = n / elapsed
@@ -362,7 +370,12 @@ def lossless_search(name: str, kind: str, port: int, qos: int, payload: str, sta
                         break
                     time.sleep(0.05)
                 ok = out == n * ROWS
-            trials.append({"rate": round(rate), "offered": round(offered), "n": n, "got": got, "lossless": ok})
+            box1, wall = box_busy(), time.monotonic() - t0
+            trials.append({"rate": round(rate), "offered": round(offered), "n": n, "got": got, "lossless": ok,
+                           # how busy the subject(s) and the whole box were, over the trial (incl. generator start)
+                           "subject_cpu_pct": round(100 * (sum(s.cpu_s() for s in subs) - cpu0) / wall),
+                           "box_busy_pct": round(100 * (box1[0] - box0[0]) / max(1, box1[1] - box0[1]) *
+                                                 (os.cpu_count() or 1))})
             if not ok:
                 _drain(subs, kind)
                 if not retried:  # one retry absorbs a scheduling hiccup on a shared 2-core box
@@ -646,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="Short trials, one round, one small fleet (~3 min).")
     ap.add_argument("--rounds", type=int, default=None, help="Rounds of (a), (b), (c) (default 2; quick 1).")
-    ap.add_argument("--fleet", default=None, help="Fleet sizes, comma-separated (default 1000,2000,5000).")
+    ap.add_argument("--fleet", default=None, help="Fleet sizes, comma-separated (default 1000,2000,3000,5000).")
     ap.add_argument("--broker-inflight", type=int, default=0, help="mosquitto max_inflight_messages for the "
                     "bench broker (0: the project's config, 100).")
     ap.add_argument("--skip", default="", help="Phases to skip: comma-separated of lossless,cpu,replicas,fleet.")
@@ -655,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     rounds = args.rounds or (1 if quick else 2)
-    sizes = [int(x) for x in (args.fleet or ("300" if quick else "1000,2000,5000")).split(",") if x]
+    sizes = [int(x) for x in (args.fleet or ("300" if quick else "1000,2000,3000,5000")).split(",") if x]
     skip = set(args.skip.split(",")) - {""}
     secs = 1.5 if quick else 3.0
     budget = 35.0 if quick else 75.0

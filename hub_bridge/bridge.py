@@ -3,8 +3,10 @@
 Threads: two MQTT network threads (``hi``: events, escalations, labels, statuses; ``bulk``:
 features, telemetry; one durable session each, so a feature backlog at the broker never
 queues in front of an alert), one dispatcher, one status publisher. The network threads
-only classify by topic (cached), check size and queue; all decoding happens in the
-dispatcher, which serves the scheduler by priority.
+classify by topic (cached), check size, and queue; an alert (event, escalation) with nothing
+of its class or above waiting is served on the hi network thread at once (take_now), so it
+never waits for the dispatcher. The dispatcher serves the rest of the scheduler by priority.
+Everything decodes through ``shared.wire.decode_parsed``.
 
 Custody (hub_bridge/custody.py): every device message that reaches its final fate here, or
 whose rows a worker holds durably, is reported back to its device on edge/{device}/custody,
