@@ -52,14 +52,41 @@ HI, BULK = 0, 1
 _ROUTE_CACHE_MAX = 200_000
 _ACK_EVERY_S = 0.002
 _POLL_EVERY_S = 0.01
-_GC_THRESHOLDS = (50_000, 20, 100)
+_GC_THRESHOLDS = (50_000, 20, 100)  # with gc_collect_every_s = 0: fewer young collections than 700
 _TELEMETRY_KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
 
 
-class Rejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class _GcPolicy:
+    """The cyclic collector is the interpreter's, not one bridge's: set while any bridge runs in this
+    process, restored when the last one stops (tests run several in one process)."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _saved: tuple[bool, tuple[int, int, int]] | None = None
+
+    @classmethod
+    def enter(cls, freeze: bool, manual: bool) -> None:
+        with cls._lock:
+            if cls._users == 0:
+                cls._saved = (gc.isenabled(), gc.get_threshold())
+            cls._users += 1
+            if freeze:
+                gc.collect()
+                gc.freeze()
+            if manual:
+                gc.disable()  # the dispatcher collects every gc_collect_every_s
+            else:
+                gc.set_threshold(*_GC_THRESHOLDS)
+
+    @classmethod
+    def leave(cls) -> None:
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0 and cls._saved is not None:
+                enabled, thresholds = cls._saved
+                gc.set_threshold(*thresholds)
+                if enabled:
+                    gc.enable()
 
 
 class HubBridge(Service):
@@ -93,6 +120,8 @@ class HubBridge(Service):
         self.delivered = [0] * 5
         self._delivered_lock = threading.Lock()  # the hi network thread delivers alerts too (take_now)
         self._dispatcher: threading.Thread | None = None
+        self._gc_entered = False
+        self._gc_pause_ms = 0.0
         self._lat = [deque(maxlen=cfg.latency_samples) for _ in range(5)]
         self._routes: dict[str, tuple[int, object]] = {}
         self._custody_topics: dict[str, object] = {}
@@ -147,12 +176,8 @@ class HubBridge(Service):
             c.start()
         self._dispatcher = self.spawn(self._dispatch_loop, "dispatch")
         self.spawn(self._status_loop, "status")
-        if self.cfg.gc_freeze:
-            gc.collect()
-            gc.freeze()
-            # Fewer, not longer, young collections: at thousands of messages a second the default 700
-            # allocations ran one every few ms; and a full collection only every 100 of the middle ones.
-            gc.set_threshold(*_GC_THRESHOLDS)
+        _GcPolicy.enter(self.cfg.gc_freeze, self.cfg.gc_collect_every_s > 0)
+        self._gc_entered = True
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -170,6 +195,9 @@ class HubBridge(Service):
             if not self._flush_outbox():
                 time.sleep(0.05)
         self.acker.flush()
+        if self._gc_entered:
+            _GcPolicy.leave()
+            self._gc_entered = False
         hi = self.clients[HI] if self.clients else None
         if hi is not None:
             hi.stop(death=(self.t.hub_status(), self._status_payload("offline")))
@@ -300,6 +328,7 @@ class HubBridge(Service):
     # ---- dispatcher -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
         next_sweep = last_ack = next_poll = 0.0
+        next_gc = self.clock() + self.cfg.gc_collect_every_s
         while not self.stopping.is_set():
             now = self.clock()
             if now - last_ack >= _ACK_EVERY_S or not len(self.sched):
@@ -328,6 +357,13 @@ class HubBridge(Service):
                     self._outbox.append((b.task, b.payload, [], b.seq))
                     self.counters.inc("out.batch_republished")
                 self._tell_custody(now)
+                if self.cfg.gc_collect_every_s and now >= next_gc:
+                    next_gc = now + self.cfg.gc_collect_every_s
+                    t0 = time.perf_counter()
+                    found = gc.collect()
+                    self.counters.inc("gc.collections")
+                    self.counters.inc("gc.unreachable", found)
+                    self._gc_pause_ms = round((time.perf_counter() - t0) * 1e3, 2)
 
     def _process(self, item: Item, now: float) -> None:
         msg, parsed, tok, _ = item.payload
@@ -345,9 +381,6 @@ class HubBridge(Service):
                 done = self._do_feature(msg, parsed, tok, now)
             else:
                 done = self._do_telemetry(msg, parsed)
-        except Rejected as exc:
-            self._reject(cls, item.device, exc.reason)
-            done = False
         except (wire.WireError, schemas.SchemaError, codec.CodecError) as exc:
             self._reject(cls, item.device, exc.reason)
             done = False
@@ -584,6 +617,7 @@ class HubBridge(Service):
             gauges.update(self.ledger.gauges())
             gauges["custody.unacked_batches"] = float(len(self.handoff))
             gauges["out.outbox"] = float(len(self._outbox))
+            gauges["gc.last_pause_ms"] = self._gc_pause_ms
             return counters, gauges
 
     def _status_payload(self, state: str) -> bytes:

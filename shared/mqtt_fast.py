@@ -264,7 +264,7 @@ class FastClient(paho.Client):
                     self._on_fast_message(msg)
                     if msg.qos == 1 and not self._manual_ack:
                         rc = self._send_puback(msg.mid)
-            elif cmd == _PUBACK and (rl <= 3 or (rl == 4 and data[i + 3] == 0)):
+            elif cmd == _PUBACK and (rl == 2 or rl == 3 or (rl == 4 and data[i + 3] == 0)):
                 # A PUBACK for one of our QoS 1 publishes (no properties): paho's bookkeeping, without
                 # its generic decoder's ReasonCode and Properties objects per packet.
                 mid = (data[i] << 8) | data[i + 1]
