@@ -93,7 +93,8 @@ def bench_ort_vs_torch(iters: int) -> list[dict]:
         x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
         buf = io.BytesIO()
         t0 = time.perf_counter()
-        # The legacy exporter: ~10 ms and one self-contained file (see shared/BASELINES.md).
+        # The legacy exporter (dynamo=False): one self-contained file, timed as export_s below
+        # (cloud_worker/export.py says why not the dynamo exporter).
         torch.onnx.export(model, (x,), buf, input_names=["x"], output_names=["feat", "probs"],
                           dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
         export_s = time.perf_counter() - t0
@@ -140,15 +141,15 @@ def child(args: argparse.Namespace) -> None:
     from edge_agent.config import AgentConfig
     from edge_agent.model import load_model
     from edge_agent.sources import Sample
+    from lepton_tasks import load_task
     from shared.mqtt import MqttClient, MqttSettings
     from shared.schemas import Manifest
-    from shared.tasks import get_task
     from shared.topics import Topics
 
     rel_dir = Path(args.releases)
     topics = Topics(args.root)
     rss_imports_kb = hwm_kb()  # agent code: ORT, cv2, numpy, pydantic
-    task = get_task("digits")
+    task = load_task("digits")
     frames = task.dataset().raw  # the replay source's data (sklearn); a camera agent has no such cost
     rss_dataset_kb = hwm_kb()
     out: dict = {"affinity": sorted(os.sched_getaffinity(0))}
@@ -189,10 +190,10 @@ def child(args: argparse.Namespace) -> None:
     agent.start()
     assert agent.wait_model(30), "initial model did not load"
     time.sleep(0.5)
-    f0, t0, c0 = agent.frames, time.perf_counter(), cpu_s()
+    f0, t0, c0 = agent.meter.frames, time.perf_counter(), cpu_s()
     u0 = agent.counters.snapshot()
     time.sleep(args.seconds)
-    f1, dt, dc = agent.frames, time.perf_counter() - t0, cpu_s() - c0
+    f1, dt, dc = agent.meter.frames, time.perf_counter() - t0, cpu_s() - c0
     u1 = agent.counters.snapshot()
     nf = f1 - f0
     up = {k.split(".", 1)[1]: (u1.get(k, 0) - u0.get(k, 0)) / nf for k in u1 if k.startswith("uplink_bytes.")}
@@ -200,10 +201,10 @@ def child(args: argparse.Namespace) -> None:
     out["agent"] = {"frames": nf, "fps": nf / dt, "cpu_us_per_frame": dc / nf * 1e6,
                     "escalation_ratio": tele.escalation_ratio, "dropped_frames": tele.dropped_frames,
                     "latency_ms_p50": tele.latency_ms_p50, "latency_ms_p99": tele.latency_ms_p99}
-    raw_jpeg = agent.raw_bytes / max(1, agent.frames)
+    raw_jpeg = agent.meter.raw_bytes / max(1, agent.meter.frames)
     c = agent.counters
     policy_ratio = (c.get("decision.uncertain") + c.get("decision.audit") + c.get("decision.rate_limited")) / max(
-        1, agent.inferred)
+        1, agent.meter.inferred)
     hard_msg = c.get("uplink_bytes.hard") / max(1, c.get("outbox.sent.hard"))
     base = sum(v for k, v in up.items() if k != "hard")
     by_ratio = {f"{r:.3f}": base + r * hard_msg for r in sorted({round(policy_ratio, 3), 0.05, 0.01, 0.0})}

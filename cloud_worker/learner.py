@@ -1,51 +1,44 @@
-"""Continual learning for one task: state, ingestion, candidates, gate, registry.
+"""Continual learning for one task: the state, what comes in, and the decisions.
 
-Runs on one thread (the worker's learner thread, or a CLI): no locks inside. The cloud
-model is swapped by reference, so the escalation thread can read ``learner.cloud`` at any
-time. Publishing is the caller's ``publish(entry)`` callback, so this module does no MQTT.
+Runs on one thread (the worker's learner thread, or a CLI): no locks inside. The parts it
+orchestrates live beside it: :mod:`.candidates` trains candidate edge models, :mod:`.cloud` the
+cloud models, :mod:`.release` exports, signs and registers versions (with typed records),
+:mod:`.buffer_io` keeps the buffer on disk and :mod:`.scoring` says what the edge-cloud split is
+worth on the holdout. The cloud model is swapped by reference, so the escalation thread can read
+``learner.cloud`` and ``learner.defer`` at any time. Publishing is the caller's ``publish(entry)``.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from torch import nn
 
+from lepton_tasks import Dataset, Task
 from shared.containers import FusedBatch
 from shared.counters import Counters
-from shared.schemas import Manifest
-from shared.tasks import Dataset, TaskDef
 from shared.topics import Topics
 
-from . import export as ex
-from . import nets, policy, train
+from . import buffer_io, nets, policy, scoring, train
 from .buffer import Audit, BalancedStore, Key, Pending, Row
+from .candidates import CandidateTrainer, head_set
+from .cloud import CloudModel, CloudTrainer
 from .config import WorkerConfig
 from .learned import LearnedSet
 from .registry import Entry, Registry, torch_bytes, torch_load
+from .release import Decision, Releaser
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class CloudModel:
-    """The escalation answerer; immutable once published to the inference thread."""
-
-    net: nets.CloudNet
-    name: str
-    accuracy: float
-    device: torch.device
-
-    @torch.no_grad()
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        logits = self.net.logits(torch.as_tensor(x, dtype=torch.float32, device=self.device))
-        return torch.softmax(logits, dim=1).cpu().numpy()
+FIELD_DEFER_MIN = 40  # labelled escalations before the field, not the holdout, decides whether to defer
+FIELD_WINDOW = 200  # the most recent labelled escalations that decide it
 
 
 @dataclass
@@ -55,7 +48,7 @@ class Signer:
 
 
 class Learner:
-    def __init__(self, task: TaskDef, cfg: WorkerConfig, registry: Registry, signer: Signer | None,
+    def __init__(self, task: Task, cfg: WorkerConfig, registry: Registry, signer: Signer | None,
                  topics: Topics, *, device: torch.device, counters: Counters | None = None,
                  publish: Callable[[Entry], None] | None = None, data: Dataset | None = None) -> None:
         self.task = task
@@ -79,8 +72,21 @@ class Learner:
         self.learned = LearnedSet(b.learned_keys)
         self.dirty = False  # ingested since the buffer was last saved
         self.audit = Audit()
+        # The most recent labelled field rows (features, label, edge version): under drift, what the
+        # gate judges candidates by besides the holdout, which shows only the world of the seed set.
+        self.recent: deque[tuple[np.ndarray, int, int]] = deque(maxlen=cfg.gate.field_rows)
+        # What the cloud answered for escalated samples, until their label comes; then whether edge and
+        # cloud were right, over the last FIELD_WINDOW: the field's word on whether the cloud is worth
+        # asking. The window outlives model versions on purpose: under drift a task may publish a version
+        # every 20 s, each too short-lived to gather FIELD_DEFER_MIN labelled escalations of its own, and
+        # a reset per version left a cloud that was wrong at night answering through every one of them.
+        self.asked: OrderedDict[Key, int] = OrderedDict()
+        self.field_escalations: deque[tuple[int, int]] = deque(maxlen=FIELD_WINDOW)
         self.edge: nets.EdgeNet | None = None
-        self.cloud: CloudModel | None = None
+        self.cloud_raw: CloudModel | None = None
+        self.cloud_features: CloudModel | None = None
+        self.cloud: CloudModel | None = None  # the better of the two where agents would ask: answers
+        self.worth: dict[str, float] = {}  # scoring.split_worth of the deployed edge and self.cloud
         self.deployed: Entry | None = None
         self.deployed_acc = 0.0
         self.backbones: dict[int, int] = {}  # version -> version whose backbone it carries
@@ -89,58 +95,53 @@ class Learner:
         self.raw_since_cloud = 0
         self.last_train = time.time()
         self.last_decision: dict | None = None
+        dec = task.spec.decision
+        self.policy = scoring.Policy(dec.policy, dec.threshold, dec.budget)
+        self.candidates = CandidateTrainer(cfg.training, device, self.seed_x, self.seed_y)
+        self.clouds = CloudTrainer(task, cfg.training, registry, device, self.hold_x, self.hold_y)
+        # Reference inputs travel in every manifest (base64): at most ~128 KiB of them for large inputs.
+        per = 4 * int(np.prod(task.input_shape))
+        n_ref = max(1, min(cfg.export.reference_samples, len(self.hold_x), (128 * 1024) // per))
+        self.releaser = Releaser(task, cfg, registry, signer, topics,
+                                 self.hold_x[np.linspace(0, len(self.hold_x) - 1, n_ref).astype(int)])
 
     # ---- state ----------------------------------------------------------------
     @property
     def version(self) -> int:
         return self.deployed.version if self.deployed else 0
 
+    @property
+    def defer(self) -> bool:
+        """The cloud is no better than the deployed edge model where agents ask it: on the escalations
+        that later got a label when there are enough of them (the field may have drifted away from the
+        holdout), else on the holdout samples agents would escalate."""
+        if len(self.field_escalations) >= FIELD_DEFER_MIN:
+            edge_ok = sum(e for e, _ in self.field_escalations)
+            cloud_ok = sum(c for _, c in self.field_escalations)
+            return cloud_ok <= edge_ok
+        return bool(self.worth.get("defer", 0.0))
+
     def load(self) -> bool:
-        """Load the newest registry version and the cloud model; False when there is none."""
+        """Load the newest registry version and the cloud models; False when there is none."""
         latest = self.registry.latest(self.task.name)
         if latest is None:
             return False
         self._adopt(latest)
         cloud = self.registry.load_cloud(self.task.name)
         if cloud is not None:
-            net = nets.build_cloud(self.task.kind, self.task.input_shape, self.n_classes)
+            net = nets.build_cloud(self.task)
             net.load_state_dict(torch_load(cloud[0]))
-            self.cloud = CloudModel(net.to(self.device).eval(), cloud[1]["name"], cloud[1]["accuracy"], self.device)
+            self.cloud_raw = CloudModel(net.to(self.device).eval(), cloud[1]["name"], cloud[1]["accuracy"], self.device)
         else:
-            self.cloud = self._train_cloud(self.seed_x, self.seed_y, None, generation=1)
-        self._load_buffer()
+            self.cloud_raw = self.clouds.raw(self.seed_x, self.seed_y, None, generation=1)
+        restored = buffer_io.load(self.registry, self.task.name, self.n_classes, self.features, self.raw, self.learned)
+        self.counters.inc("learn.buffer_restored", restored)
+        self._fit_cloud_features()
         return True
 
-    # ---- buffer persistence: a restarted worker keeps what it learned from ------------
     def save_buffer(self) -> None:
-        arrays: dict[str, np.ndarray] = {}
-        for name, store in (("f", self.features), ("r", self.raw)):
-            rows = store.rows()
-            arrays[f"{name}_device"] = np.array([r.key[0] for r in rows], dtype="<U48")
-            arrays[f"{name}_sample"] = np.array([r.key[1] for r in rows], np.int64)
-            arrays[f"{name}_label"] = np.array([r.label for r in rows], np.int64)
-            arrays[f"{name}_weight"] = np.array([r.weight for r in rows], np.float32)
-            arrays[f"{name}_pseudo"] = np.array([r.pseudo for r in rows], bool)
-            arrays[f"{name}_version"] = np.array([r.version for r in rows], np.int64)
-            arrays[f"{name}_data"] = (np.stack([r.data for r in rows]) if rows
-                                      else np.zeros((0, 0), np.float32))
-        arrays.update(self.learned.to_arrays())
-        self.registry.save_buffer(self.task.name, arrays)
+        buffer_io.save(self.registry, self.task.name, self.features, self.raw, self.learned)
         self.dirty = False
-
-    def _load_buffer(self) -> None:
-        arrays = self.registry.load_buffer(self.task.name)
-        if arrays is None:
-            return
-        self.learned.load_arrays(arrays)
-        for name, store in (("f", self.features), ("r", self.raw)):
-            for i in range(len(arrays[f"{name}_label"])):
-                label = int(arrays[f"{name}_label"][i])
-                if 0 <= label < self.n_classes:
-                    store.add(Row((str(arrays[f"{name}_device"][i]), int(arrays[f"{name}_sample"][i])), label,
-                                  float(arrays[f"{name}_weight"][i]), bool(arrays[f"{name}_pseudo"][i]),
-                                  np.array(arrays[f"{name}_data"][i], np.float32), int(arrays[f"{name}_version"][i])))
-        self.counters.inc("learn.buffer_restored", len(self.features) + len(self.raw))
 
     def sync(self) -> bool:
         """Adopt a newer version written by someone else (``models promote``); True if changed."""
@@ -154,13 +155,63 @@ class Learner:
         state = self.registry.state(self.task.name, entry.version)
         if state is None:
             raise RuntimeError(f"{self.task.name} v{entry.version} has no torch state (v{entry.version}.pt)")
-        edge = nets.build_edge(self.task.kind, self.task.input_shape, self.n_classes)
+        edge = nets.build_edge(self.task)
         edge.load_state_dict(torch_load(state))
         self.edge = edge.to(self.device).eval()
         self.deployed = entry
         self.deployed_acc = train.accuracy(self.edge, self.hold_x, self.hold_y, self.device)
         self.backbones = {v: self.registry.get(self.task.name, v).record.get("backbone", v)
                           for v in self.registry.versions(self.task.name)}
+        self._choose_cloud()
+
+    # ---- the cloud model: raw or on features, whichever is worth asking --------------------
+    def _probs(self, model: nn.Module) -> np.ndarray:
+        return torch.softmax(torch.as_tensor(train.predict_logits(model, self.hold_x, self.device)), 1).numpy()
+
+    def _choose_cloud(self) -> None:
+        """Answer with the cloud model that is right more often on the holdout samples agents escalate."""
+        if self.edge is None:
+            return
+        edge_p = self._probs(self.edge)
+        best = None
+        for m in (self.cloud_raw, self.cloud_features):
+            if m is None:
+                continue
+            w = scoring.split_worth(edge_p, m.predict(self.hold_x), self.hold_y, self.policy)
+            if best is None or w["escalated_cloud_acc"] > best[1]["escalated_cloud_acc"]:
+                best = (m, w)
+        if best is not None:
+            self.cloud, self.worth = best  # swapped by reference: the answering thread sees old or new, whole
+
+    def _fit_cloud_features(self) -> None:
+        """The cloud section on the deployed backbone's features, from every labelled row there is."""
+        if self.edge is None:
+            return
+        backbone = self.backbones.get(self.version, self.version)
+        hs = head_set(self.edge, self.seed_x, self.seed_y, self.raw.rows(), self.features.rows(), self.backbones,
+                      backbone, self.device)
+        self.cloud_features = self.clouds.features(self.edge, self.version, hs.feat, hs.y, hs.w)
+        self._choose_cloud()
+
+    def predict_features(self, feat: np.ndarray, versions: np.ndarray) -> np.ndarray | None:
+        """The cloud section on features an agent sent (escalations without input), or None when they
+        come from a backbone other than the one it was trained on (answering thread: read-only)."""
+        cf = self.cloud_features
+        if cf is None or len(feat) == 0:
+            return None
+        want = self.backbones.get(cf.backbone_version, cf.backbone_version)
+        if any(self.backbones.get(int(v), int(v)) != want for v in np.unique(versions)):
+            return None
+        with torch.no_grad():
+            logits = train.logits_of(cf.net, torch.as_tensor(feat, dtype=torch.float32, device=self.device))
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    def cloud_module(self) -> nn.Module | None:
+        """The answering cloud model as one module from model input to logits (a teacher)."""
+        c = self.cloud
+        if c is None:
+            return None
+        return nn.Sequential(c.backbone, c.net) if c.backbone is not None else c.net
 
     # ---- bootstrap ------------------------------------------------------------------
     def bootstrap(self) -> Entry:
@@ -169,35 +220,36 @@ class Learner:
             raise RuntimeError(f"{self.task.name} already has versions {self.registry.versions(self.task.name)}")
         t = self.cfg.training
         torch.manual_seed(t.seed)
-        edge = nets.build_edge(self.task.kind, self.task.input_shape, self.n_classes)
+        edge = nets.build_edge(self.task)
         stats = train.fit(edge, self.seed_x, self.seed_y, epochs=t.bootstrap_epochs, lr=t.lr, batch=t.batch,
                           device=self.device, seed=t.seed)
         acc = train.accuracy(edge, self.hold_x, self.hold_y, self.device)
-        self.cloud = self._train_cloud(self.seed_x, self.seed_y, None, generation=1)
-        decision = {"event": "bootstrap", "candidate": "whole", "trigger": "bootstrap", "candidate_acc": acc,
-                    "deployed_version": 0, "deployed_acc": 0.0, "published": True,
-                    "why": "first version: trained on the seed set", "train_s": stats.seconds,
-                    "train_samples_per_s": stats.samples_per_s}
-        entry = self._register(edge, parent=None, backbone=None, kind="bootstrap", acc=acc,
-                               data={"seed": len(self.seed_y), "features": 0, "raw": 0, "pseudo": 0},
-                               decision=decision)
-        self.registry.log_decision(self.task.name, {**decision, "version": entry.version})
+        self.cloud_raw = self.clouds.raw(self.seed_x, self.seed_y, None, generation=1)
+        decision = Decision("bootstrap", True, "first version: trained on the seed set", trigger="bootstrap",
+                            candidate="whole", candidate_acc=acc,
+                            details={"train_s": stats.seconds, "train_samples_per_s": stats.samples_per_s})
+        entry = self.releaser.register(edge, parent=None, backbone=None, kind="bootstrap",
+                                       metrics=self._metrics(edge, acc),
+                                       data={"seed": len(self.seed_y), "features": 0, "raw": 0, "pseudo": 0},
+                                       decision=decision)
+        decision.version = entry.version
+        self.registry.log_decision(self.task.name, decision.as_dict())
         self._adopt(entry)
         self.publish(entry)
         return entry
 
-    def _train_cloud(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, generation: int,
-                     init: nets.CloudNet | None = None) -> CloudModel:
-        t = self.cfg.training
-        net = copy.deepcopy(init) if init is not None else nets.build_cloud(self.task.kind, self.task.input_shape,
-                                                                              self.n_classes)
-        train.fit(net, x, y, weights=w, epochs=t.cloud_epochs if init is None else max(1, t.cloud_epochs // 3),
-                  lr=t.lr, batch=t.batch, device=self.device, seed=t.seed)
-        acc = train.accuracy(net, self.hold_x, self.hold_y, self.device)
-        model = CloudModel(net.eval(), f"{self.task.name}-cloud-{generation}", acc, self.device)
-        self.registry.save_cloud(self.task.name, torch_bytes(net.state_dict()),
-                                 {"name": model.name, "accuracy": acc, "generation": generation, "rows": len(y)})
-        return model
+    def _metrics(self, edge: nets.EdgeNet, acc: float) -> dict[str, float]:
+        """Holdout metrics in the manifest: the edge model's, and what asking the cloud adds to it."""
+        m = {"accuracy": acc, "holdout_n": float(len(self.hold_y))}
+        cloud = self.cloud or self.cloud_raw
+        if cloud is not None and len(self.hold_y):
+            w = scoring.split_worth(self._probs(edge), cloud.predict(self.hold_x), self.hold_y, self.policy)
+            m.update({"macro_f1": w["edge_macro_f1"], "cloud_acc": w["cloud_acc"],
+                      "cloud_macro_f1": w["cloud_macro_f1"], "joint_acc": w["joint_acc"],
+                      "joint_macro_f1": w["joint_macro_f1"], "escalated": w["escalated"],
+                      "escalated_edge_acc": w["escalated_edge_acc"], "escalated_cloud_acc": w["escalated_cloud_acc"],
+                      "defer": w["defer"]})
+        return m
 
     # ---- ingestion -----------------------------------------------------------------
     def ingest_fused(self, fb: FusedBatch) -> None:
@@ -228,7 +280,12 @@ class Learner:
             key: Key = (fb.devices[int(fb.device_idx[i])], int(fb.sample[i]))
             label, version = int(fb.label[i]), int(fb.model_version[i])
             if 0 <= label < self.n_classes:
-                self.features.add(Row(key, label, 1.0, False, np.array(fb.feat[i], np.float32), version))
+                cloud_label = self.asked.pop(key, None)
+                if cloud_label is not None:
+                    self.field_escalations.append((int(fb.edge_label[i] == label), int(cloud_label == label)))
+                f = np.array(fb.feat[i], np.float32)
+                self.features.add(Row(key, label, 1.0, False, f, version))
+                self.recent.append((f, label, version))
                 self.new_labels += 1
                 c.inc("learn.rows.labelled")
                 self._label_raw(key, label)
@@ -245,6 +302,8 @@ class Learner:
         hard = self.pending.pop(key)
         if hard is not None:
             x = hard[0]
+            if x is None:  # escalated with features only: no input to learn the whole model from
+                return
         else:
             row = self.raw.get(key)
             if row is not None and not row.pseudo and row.label == label:
@@ -263,7 +322,14 @@ class Learner:
     def ingest_hard(self, keys: list[Key], x: np.ndarray, labels: np.ndarray, conf: np.ndarray) -> None:
         """Escalated samples with the cloud's answers: raw inputs for whole-model training."""
         b = self.cfg.buffer
+        has_input = x.ndim > 1 and x.shape[1] != 0  # escalations of features only carry no input
         for i, key in enumerate(keys):
+            self.asked[key] = int(labels[i])
+            if len(self.asked) > 20_000:
+                self.asked.popitem(last=False)
+            if not has_input:
+                self.pending.put(key, None, int(labels[i]), float(conf[i]))  # a pseudo-label for its feature row
+                continue
             truth = self.labels_seen.pop(key, None)
             xi = np.array(x[i], np.float32)
             if truth is not None:
@@ -302,40 +368,48 @@ class Learner:
         self.new_labels = 0
         rng = np.random.default_rng(t.seed)
         raw_rows = self.raw.rows()
-        whole = self.raw_since_whole >= t.whole_min_raw
-        cand = copy.deepcopy(self.edge)
-        if whole:
-            x = np.concatenate([self.seed_x, *([np.stack([r.data for r in raw_rows])] if raw_rows else [])])
-            y = np.concatenate([self.seed_y, np.array([r.label for r in raw_rows], np.int64)])
-            w = np.concatenate([np.ones(len(self.seed_y), np.float32),
-                                np.array([r.weight for r in raw_rows], np.float32)])
-            if label_noise:
-                y = rng.permutation(y)
-            teacher = self.cloud.net if self.cloud and self.cloud.accuracy > self.deployed_acc else None
-            stats = train.fit(cand, x, y, weights=w, epochs=t.whole_epochs, lr=t.lr / 3, batch=t.batch,
-                              device=self.device, seed=t.seed, teacher=teacher, distill=0.5 if teacher else 0.0)
-            data = {"seed": len(self.seed_y), "raw": sum(not r.pseudo for r in raw_rows),
-                    "pseudo": sum(r.pseudo for r in raw_rows), "features": 0}
-        else:
-            f, y, w, data = self._head_set(cand, raw_rows)
-            if label_noise:
-                y = rng.permutation(y)
-            stats = train.fit_head(cand.head, f, y, weights=w, epochs=t.head_epochs, device=self.device, seed=t.seed)
-        acc = train.accuracy(cand, self.hold_x, self.hold_y, self.device)
         degraded = self.degraded()
-        g = policy.gate(self.cfg.gate, candidate_acc=acc, deployed_acc=self.deployed_acc, degraded=degraded)
+        backbone = self.backbones.get(self.version, self.version)
+        recent = [(f, y) for f, y, v in self.recent if self.backbones.get(v, v) == backbone]
+        # Under drift a head candidate can be judged on the recent field rows (same backbone), and
+        # learns from them twice over: the holdout alone shows only the world of the seed set.
+        field_judged = degraded and len(recent) >= self.cfg.gate.field_min_rows
+        whole = self.raw_since_whole >= t.whole_min_raw and not field_judged
+        if whole:
+            teacher = self.cloud_module() if self.cloud and self.cloud.accuracy > self.deployed_acc else None
+            cand = self.candidates.whole(self.edge, raw_rows, teacher, rng, label_noise)
+        else:
+            hs = head_set(self.edge, self.seed_x, self.seed_y, raw_rows, self.features.rows(), self.backbones,
+                          backbone, self.device)
+            if field_judged:
+                hs.feat = np.concatenate([hs.feat, np.stack([f for f, _ in recent])])
+                hs.y = np.concatenate([hs.y, np.array([y for _, y in recent], np.int64)])
+                hs.w = np.concatenate([hs.w, np.ones(len(recent), np.float32)])
+            cand = self.candidates.head(self.edge, hs, rng, label_noise)
+        acc = train.accuracy(cand.net, self.hold_x, self.hold_y, self.device)
+        field = None
+        if field_judged and not whole:
+            fx = np.stack([f for f, _ in recent])
+            fy = np.array([y for _, y in recent], np.int64)
+            field = (_head_acc(cand.net, fx, fy, self.device), _head_acc(self.edge, fx, fy, self.device), len(fy))
+        g = policy.gate(self.cfg.gate, candidate_acc=acc, deployed_acc=self.deployed_acc, degraded=degraded,
+                        field=field)
         audited, audited_n = self.audit.accuracy(self.version)
-        decision = {"event": "retrain", "trigger": trigger, "candidate": "whole" if whole else "head",
-                    "candidate_acc": acc, "deployed_version": self.version, "deployed_acc": self.deployed_acc,
-                    "audited_edge_acc": audited, "audited_rows": audited_n, "degraded": degraded,
-                    "published": g.publish, "why": g.why, "data": data, "label_noise": label_noise,
-                    "train_s": stats.seconds, "train_samples_per_s": stats.samples_per_s}
+        decision = Decision("retrain", g.publish, g.why, trigger=trigger, candidate=cand.kind, candidate_acc=acc,
+                            deployed_version=self.version, deployed_acc=self.deployed_acc,
+                            details={"audited_edge_acc": audited, "audited_rows": audited_n, "degraded": degraded,
+                                     "field": None if field is None else {"candidate_acc": field[0],
+                                                                          "deployed_acc": field[1], "rows": field[2]},
+                                     "data": cand.data, "label_noise": label_noise, "train_s": cand.stats.seconds,
+                                     "train_samples_per_s": cand.stats.samples_per_s})
         self.counters.inc("learn.candidates")
         if g.publish:
             parent = self.version
-            entry = self._register(cand, parent=parent, backbone=None if whole else self.backbones.get(parent, parent),
-                                   kind="whole" if whole else "head", acc=acc, data=data, decision=decision)
-            decision["version"] = entry.version
+            entry = self.releaser.register(cand.net, parent=parent,
+                                           backbone=None if whole else self.backbones.get(parent, parent),
+                                           kind=cand.kind, metrics=self._metrics(cand.net, acc), data=cand.data,
+                                           decision=decision)
+            decision.version = entry.version
             self._adopt(entry)
             if whole:
                 self.raw_since_whole = 0
@@ -346,119 +420,40 @@ class Learner:
         if self.raw_since_cloud >= t.cloud_refresh_raw:
             # After publishing (agents first): the escalation answerer learns from every labelled raw
             # row, whatever the edge gate said.
-            decision["cloud"] = self._refresh_cloud(raw_rows)
+            decision.details["cloud"] = self._refresh_cloud(raw_rows)
             self.raw_since_cloud = 0
-        self.registry.log_decision(self.task.name, decision)
-        self.last_decision = decision
-        log.info("%s: %s", self.task.name, decision["why"])
-        return decision
-
-    def _head_set(self, cand: nets.EdgeNet, raw_rows: list[Row]):
-        """Features for a head fine-tune: seed and raw rows through the current backbone, plus the
-        bridge's feature rows made by a version sharing that backbone (others would not match)."""
-        backbone = self.backbones.get(self.version, self.version)
-        xs = [self.seed_x] + ([np.stack([r.data for r in raw_rows])] if raw_rows else [])
-        feats = [train.features(cand, np.concatenate(xs), self.device)]
-        ys = [self.seed_y, np.array([r.label for r in raw_rows], np.int64)]
-        ws = [np.ones(len(self.seed_y), np.float32), np.array([r.weight for r in raw_rows], np.float32)]
-        raw_keys = {r.key for r in raw_rows}
-        frows, stale = [], 0
-        for r in self.features.rows():
-            if self.backbones.get(r.version, r.version) != backbone:
-                stale += 1
-            elif r.key not in raw_keys:  # a raw row already stands for this sample
-                frows.append(r)
-        if frows:
-            feats.append(np.stack([r.data for r in frows]))
-            ys.append(np.array([r.label for r in frows], np.int64))
-            ws.append(np.array([r.weight for r in frows], np.float32))
-        data = {"seed": len(self.seed_y), "raw": sum(not r.pseudo for r in raw_rows),
-                "pseudo": sum(r.pseudo for r in raw_rows) + sum(r.pseudo for r in frows),
-                "features": sum(not r.pseudo for r in frows), "features_other_backbone": stale}
-        return np.concatenate(feats), np.concatenate(ys), np.concatenate(ws), data
+        self._fit_cloud_features()
+        decision.details["cloud_answers_with"] = self.cloud.name if self.cloud else None
+        out = decision.as_dict()
+        self.registry.log_decision(self.task.name, out)
+        self.last_decision = out
+        log.info("%s: %s", self.task.name, decision.why)
+        return out
 
     def _refresh_cloud(self, raw_rows: list[Row]) -> dict:
-        if not raw_rows or self.cloud is None:
+        old = self.cloud_raw
+        if not raw_rows or old is None:
             return {"trained": False}
         x = np.concatenate([self.seed_x, np.stack([r.data for r in raw_rows])])
         y = np.concatenate([self.seed_y, np.array([r.label for r in raw_rows], np.int64)])
         w = np.concatenate([np.ones(len(self.seed_y), np.float32), np.array([r.weight for r in raw_rows], np.float32)])
-        gen = int(self.cloud.name.rsplit("-", 1)[-1]) + 1 if self.cloud.name[-1].isdigit() else 2
-        old = self.cloud
-        cand = self._train_cloud(x, y, w, gen, init=old.net)
+        gen = int(old.name.rsplit("-", 1)[-1]) + 1 if old.name[-1].isdigit() else 2
+        cand = self.clouds.raw(x, y, w, gen, init=old.net)
         kept = cand.accuracy >= old.accuracy
         if kept:
-            self.cloud = cand  # swapped by reference: the answering thread sees old or new, whole
+            self.cloud_raw = cand
         else:  # keep the better one on disk too
             self.registry.save_cloud(self.task.name, torch_bytes(old.net.state_dict()),
                                      {"name": old.name, "accuracy": old.accuracy, "generation": gen - 1})
         self.counters.inc("learn.cloud_refreshed" if kept else "learn.cloud_refresh_rejected")
         return {"trained": True, "rows": len(y), "candidate_acc": cand.accuracy, "previous_acc": old.accuracy,
-                "kept": kept, "model": self.cloud.name}
+                "kept": kept, "model": self.cloud_raw.name}
 
-    # ---- export, sign, register ----------------------------------------------------------
-    def _reference_x(self) -> np.ndarray:
-        n = min(self.cfg.export.reference_samples, len(self.hold_x))
-        return self.hold_x[np.linspace(0, len(self.hold_x) - 1, n).astype(int)]
-
-    def _register(self, edge: nets.EdgeNet, *, parent: int | None, backbone: int | None, kind: str, acc: float,
-                  data: dict, decision: dict) -> Entry:
-        if self.signer is None:
-            raise RuntimeError("no signing key: cannot publish")
-        e = self.cfg.export
-        exported = ex.export(edge, self.task, self._reference_x(), opset=e.opset, parity_tolerance=e.parity_tolerance)
-        version = self.registry.claim(self.task.name)
-        try:
-            metrics = {"accuracy": acc, "holdout_n": float(len(self.hold_y)), "parity": exported.parity,
-                       "train_rows": float(sum(v for k, v in data.items() if k != "features_other_backbone"))}
-            manifest = ex.build_manifest(self.task, self.topics, version, parent, exported, metrics,
-                                         tolerance=e.tolerance, ttl_s=e.ttl_s)
-            raw = ex.sign(manifest, self.signer.private, self.signer.public)
-            record = self._record(version, parent, backbone or version, kind, manifest, raw, data, decision)
-            return self.registry.write(self.task.name, version, exported.onnx, record,
-                                       torch_bytes(edge.to("cpu").state_dict()))
-        except BaseException:
-            self.registry.release(self.task.name, version)
-            raise
-
-    def _record(self, version: int, parent: int | None, backbone: int, kind: str, m: Manifest, raw: bytes,
-                data: dict, decision: dict, source: int | None = None) -> dict:
-        import json
-
-        signed = json.loads(raw)
-        return {"task": self.task.name, "version": version, "parent": parent, "backbone": backbone, "kind": kind,
-                "source_version": source, "metrics": dict(m.metrics), "data": data, "sha256": m.sha256,
-                "size": m.size, "key_id": signed["key_id"], "signature": signed["signature"],
-                "created": m.created, "expires": m.expires, "decision": decision, "manifest_raw": raw.decode(),
-                "published": None, "artifact_cleared": False}
-
+    # ---- operator actions ------------------------------------------------------------------
     def republish_as_new(self, source: int, kind: str) -> Entry:
-        """promote / rollback: version N+1 carrying version ``source``'s exact weights and artifact.
-        Agents only accept higher versions, so going back means going forward with old weights."""
-        if self.signer is None:
-            raise RuntimeError("no signing key: cannot publish")
-        src = self.registry.get(self.task.name, source)
-        state = self.registry.state(self.task.name, source)
-        onnx_bytes = src.onnx
-        old = Manifest.model_validate_json(src.manifest_raw)
-        e = self.cfg.export
-        version = self.registry.claim(self.task.name)
-        try:
-            now = time.time()
-            m = old.model_copy(update={"version": version, "parent": source, "key_id": "", "signature": "",
-                                       "artifact": str(self.topics.artifact(self.task.name, version)),
-                                       "created": now, "expires": now + e.ttl_s})
-            m = Manifest.model_validate(m.model_dump())
-            raw = ex.sign(m, self.signer.private, self.signer.public)
-            decision = {"event": kind, "source_version": source, "published": True,
-                        "why": f"operator {kind}: v{version} carries v{source}'s weights"}
-            record = self._record(version, source, src.record.get("backbone", source), kind, m, raw,
-                                  src.record.get("data", {}), decision, source=source)
-            entry = self.registry.write(self.task.name, version, onnx_bytes, record, state)
-        except BaseException:
-            self.registry.release(self.task.name, version)
-            raise
-        self.registry.log_decision(self.task.name, {**decision, "version": version})
+        """promote / rollback: version N+1 carrying version ``source``'s exact weights (see Releaser)."""
+        entry, decision = self.releaser.republish_as_new(source, kind)
+        self.registry.log_decision(self.task.name, decision.as_dict())
         self._adopt(entry)
         self.publish(entry)
         return entry
@@ -466,11 +461,26 @@ class Learner:
     def gauges(self) -> dict[str, float]:
         acc, n = self.audit.accuracy(self.version)
         p = f"{self.task.name}."
-        return {p + "version": float(self.version), p + "holdout_acc": self.deployed_acc,
-                p + "audited_edge_acc": acc, p + "audited_rows": float(n), p + "buffer_features": float(len(self.features)),
-                p + "buffer_raw": float(len(self.raw)), p + "pending_hard": float(len(self.pending)),
-                p + "new_labels": float(self.new_labels),
-                p + "cloud_acc": self.cloud.accuracy if self.cloud else 0.0}
+        g = {p + "version": float(self.version), p + "holdout_acc": self.deployed_acc,
+             p + "audited_edge_acc": acc, p + "audited_rows": float(n),
+             p + "buffer_features": float(len(self.features)), p + "buffer_raw": float(len(self.raw)),
+             p + "pending_hard": float(len(self.pending)), p + "new_labels": float(self.new_labels),
+             p + "cloud_acc": self.cloud.accuracy if self.cloud else 0.0}
+        g.update({p + "holdout." + k: float(v) for k, v in self.worth.items()})
+        if self.field_escalations:
+            n = len(self.field_escalations)
+            g[p + "field.escalated_edge_acc"] = sum(e for e, _ in self.field_escalations) / n
+            g[p + "field.escalated_cloud_acc"] = sum(c for _, c in self.field_escalations) / n
+            g[p + "field.escalated_rows"] = float(n)
+        g[p + "defer"] = float(self.defer)
+        return g
+
+
+def _head_acc(edge: nets.EdgeNet, feat: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+    """Accuracy of ``edge``'s head on stored features."""
+    with torch.no_grad():
+        logits = edge.head(torch.as_tensor(feat, dtype=torch.float32, device=device))
+    return float((logits.argmax(1).cpu().numpy() == y).mean()) if len(y) else 0.0
 
 
 def _rows(fb: FusedBatch, keep: np.ndarray) -> FusedBatch:

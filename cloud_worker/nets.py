@@ -1,4 +1,4 @@
-"""The networks, chosen per task kind: a small edge model and a bigger cloud model.
+"""The networks: a small edge model and a bigger cloud model per task (a spec's factories, or these defaults).
 
 Edge model = backbone (input -> D features) + linear head; ``forward`` returns the
 contract's two outputs (``feat``, ``probs``) so the whole module exports to one ONNX graph.
@@ -12,7 +12,6 @@ answers escalations and acts as the teacher for pseudo-labels.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -51,67 +50,124 @@ class CloudNet(nn.Module):
         return self.forward(x)
 
 
-def _image_backbone(in_ch: int, feat_dim: int) -> nn.Module:
-    # 8x8 input: two 3x3 convs, one pool, then a global pool -> feat_dim (ReLU-sparse features).
-    return nn.Sequential(
-        nn.Conv2d(in_ch, 16, 3, padding=1), nn.ReLU(),
+def _downsample(in_ch: int, h: int, w: int, widths: tuple[int, ...]) -> tuple[list[nn.Module], int, int, int]:
+    """Strided 3x3 convs that bring a large frame down to about 8x8, cheaply, before the common trunk.
+    Returns the layers, the channels and the spatial size they leave (sizes are exact, so the graph
+    needs no adaptive pooling, which ONNX exports only for sizes that divide evenly)."""
+    layers: list[nn.Module] = []
+    ch, k = in_ch, 0
+    while min(h, w) > 8:
+        out = widths[min(k, len(widths) - 1)]
+        layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.ReLU()]
+        ch, h, w, k = out, (h + 1) // 2, (w + 1) // 2, k + 1
+    return layers, ch, h, w
+
+
+def image_edge(input_shape: tuple[int, ...], n_classes: int, feat_dim: int = FEAT_DIM) -> EdgeNet:
+    """Default edge model of an image task: (C, H, W) -> feat_dim ReLU-sparse features -> MLP head.
+    At 8x8 it is two 3x3 convs and a pool; larger frames get strided convs in front."""
+    c, h, w = input_shape
+    front, ch, h, w = _downsample(c, h, w, (16, 24, 32))
+    backbone = nn.Sequential(
+        *front,
+        nn.Conv2d(ch, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, feat_dim), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * max(1, h // 2) * max(1, w // 2), feat_dim), nn.ReLU(),
     )
+    return EdgeNet(backbone, feat_dim, n_classes)
 
 
-def _image_cloud(in_ch: int) -> tuple[nn.Module, int]:
+def image_cloud(input_shape: tuple[int, ...], n_classes: int) -> CloudNet:
+    """Default cloud model of an image task: wider, deeper, batch-normalised, globally pooled."""
+    c, h, w = input_shape
+    front, ch, _, _ = _downsample(c, h, w, (32, 48, 64))
     body = nn.Sequential(
-        nn.Conv2d(in_ch, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        *front,
+        nn.Conv2d(ch, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(96 * 2 * 2, 128), nn.ReLU(),
+        nn.Conv2d(64, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(96, 128), nn.ReLU(),
     )
-    return body, 128
+    return CloudNet(body, 128, n_classes)
 
 
-def _sensor_backbone(in_ch: int, feat_dim: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv1d(in_ch, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-        nn.Flatten(), nn.Linear(32, feat_dim), nn.ReLU(),
+def window_edge(input_shape: tuple[int, ...], n_classes: int, feat_dim: int = FEAT_DIM, bins: int = 1) -> EdgeNet:
+    """Default edge model of a window task: (C, T) -> two 1-D convs -> pooled features -> MLP head.
+
+    ``bins`` is how many stretches of the window the pooling keeps apart. 1 (the default) pools the
+    whole window, right where a pattern may appear anywhere (engine noise); more keep *when* it
+    happens, which a day of hourly counts needs (a morning peak is a weekday). The number used is the
+    largest divisor of the pooled length up to ``bins``, so the model exports to ONNX.
+    """
+    c, t = input_shape
+    stride = 2 if t > 128 else 1  # long windows: halve the time axis at once (Pi-sized compute)
+    length = ((t - 1) // stride + 1) // 2  # after the strided conv (padding keeps it) and the max-pool
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, not {bins}")
+    bins = max(b for b in range(1, min(bins, length) + 1) if length % b == 0)
+    backbone = nn.Sequential(
+        nn.Conv1d(c, 16, 5, padding=2, stride=stride), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(bins),
+        nn.Flatten(), nn.Linear(32 * bins, feat_dim), nn.ReLU(),
     )
+    return EdgeNet(backbone, feat_dim, n_classes)
 
 
-def _sensor_cloud(in_ch: int) -> tuple[nn.Module, int]:
+def window_cloud(input_shape: tuple[int, ...], n_classes: int) -> CloudNet:
+    c, _ = input_shape
     body = nn.Sequential(
-        nn.Conv1d(in_ch, 32, 7, padding=3), nn.BatchNorm1d(32), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(c, 32, 7, padding=3), nn.BatchNorm1d(32), nn.ReLU(), nn.MaxPool1d(2),
         nn.Conv1d(32, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(), nn.MaxPool1d(2),
         nn.Conv1d(64, 64, 3, padding=1), nn.BatchNorm1d(64), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
         nn.Flatten(),
     )
-    return body, 64
+    return CloudNet(body, 64, n_classes)
 
 
-@dataclass(frozen=True)
-class Builders:
-    backbone: Callable[[int, int], nn.Module]  # (input channels, feat_dim)
-    cloud: Callable[[int], tuple[nn.Module, int]]  # input channels -> (body, width)
-
-
-# Keyed by TaskDef.kind: a new task of an existing kind needs no code here.
-BUILDERS: dict[str, Builders] = {
-    "image": Builders(_image_backbone, _image_cloud),
-    "sensor": Builders(_sensor_backbone, _sensor_cloud),
+# A task spec names its models as `module:callable` factories (input_shape, n_classes) -> module;
+# these are the defaults per kind, so a spec may leave them out.
+DEFAULTS: dict[str, tuple[str, str]] = {
+    "image": ("cloud_worker.nets:image_edge", "cloud_worker.nets:image_cloud"),
+    "window": ("cloud_worker.nets:window_edge", "cloud_worker.nets:window_cloud"),
 }
 
 
-def _builders(kind: str) -> Builders:
+class FactoryError(ValueError):
+    """A model factory that cannot be used; the message names it and why."""
+
+
+def _factory(ref: str) -> Callable[..., nn.Module]:
+    from lepton_tasks.datasets import resolve
+    from lepton_tasks.spec import TaskSpecError
+
     try:
-        return BUILDERS[kind]
-    except KeyError:
-        raise KeyError(f"no model builders for task kind {kind!r}; known: {sorted(BUILDERS)}") from None
+        return resolve(ref)
+    except TaskSpecError as exc:
+        raise FactoryError(str(exc)) from None
 
 
-def build_edge(kind: str, input_shape: tuple[int, ...], n_classes: int, feat_dim: int = FEAT_DIM) -> EdgeNet:
-    return EdgeNet(_builders(kind).backbone(input_shape[0], feat_dim), feat_dim, n_classes)
+def _call(ref: str, key: str, kwargs: dict, task) -> nn.Module:
+    factory = _factory(ref)
+    try:
+        return factory(tuple(task.input_shape), len(task.classes), **kwargs)
+    except (TypeError, ValueError) as exc:  # an argument the factory does not take, or refuses
+        raise FactoryError(f"{key}: {ref} refused {kwargs}: {exc}") from None
 
 
-def build_cloud(kind: str, input_shape: tuple[int, ...], n_classes: int) -> CloudNet:
-    body, width = _builders(kind).cloud(input_shape[0])
-    return CloudNet(body, width, n_classes)
+def build_edge(task) -> EdgeNet:
+    """The task's edge model: its spec's factory, or the default of its kind. Checked against the contract."""
+    ref = task.spec.models.edge or DEFAULTS[task.kind][0]
+    net = _call(ref, "models.edge_args", task.spec.models.edge_args, task)
+    if not isinstance(net, EdgeNet):
+        raise FactoryError(f"models.edge: {ref} returned {type(net).__name__}, not a cloud_worker.nets.EdgeNet "
+                           "(backbone -> features, head -> classes)")
+    return net
+
+
+def build_cloud(task) -> nn.Module:
+    """The task's cloud model (any module returning logits): its spec's factory, or the default of its kind."""
+    ref = task.spec.models.cloud or DEFAULTS[task.kind][1]
+    net = _call(ref, "models.cloud_args", task.spec.models.cloud_args, task)
+    if not isinstance(net, nn.Module):
+        raise FactoryError(f"models.cloud: {ref} returned {type(net).__name__}, not a torch module")
+    return net

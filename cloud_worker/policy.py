@@ -28,12 +28,22 @@ class GateDecision:
     why: str
 
 
-def gate(cfg: GateSettings, *, candidate_acc: float, deployed_acc: float, degraded: bool) -> GateDecision:
+def gate(cfg: GateSettings, *, candidate_acc: float, deployed_acc: float, degraded: bool,
+         field: tuple[float, float, int] | None = None) -> GateDecision:
+    """Publish a candidate that beats the deployed model on the holdout. When the deployed model has
+    degraded in the field (drift), the holdout no longer tells the whole story: a candidate that is
+    better on the recent labelled field rows (``field`` = candidate, deployed, rows) may lose up to
+    ``max_holdout_loss`` on the holdout."""
     if candidate_acc >= deployed_acc + cfg.margin:
         return GateDecision(True, f"candidate {candidate_acc:.4f} beats deployed {deployed_acc:.4f} "
                                   f"by >= {cfg.margin:g}")
     if degraded and cfg.degraded_accept and candidate_acc >= deployed_acc:
         return GateDecision(True, f"deployed model degraded in the field; candidate {candidate_acc:.4f} "
                                   f">= deployed {deployed_acc:.4f} on the holdout")
+    if (degraded and cfg.degraded_accept and field is not None and field[2] >= cfg.field_min_rows
+            and field[0] >= field[1] + cfg.margin and candidate_acc >= deployed_acc - cfg.max_holdout_loss):
+        return GateDecision(True, f"deployed model degraded in the field; candidate {field[0]:.4f} beats deployed "
+                                  f"{field[1]:.4f} on {field[2]} recent labelled rows, holdout {candidate_acc:.4f} "
+                                  f"vs {deployed_acc:.4f} (within {cfg.max_holdout_loss:g})")
     return GateDecision(False, f"candidate {candidate_acc:.4f} does not beat deployed {deployed_acc:.4f} "
                                f"by {cfg.margin:g}")

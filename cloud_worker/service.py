@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from lepton_tasks import load_task
 from shared.bounded import DropOldestQueue
 from shared.codec import CodecError
 from shared.containers import FusedBatch
@@ -25,7 +26,6 @@ from shared.mqtt import Message, MqttClient, MqttError, Will
 from shared.schemas import MAX_RANGES, BatchAck, ServiceStatus, dumps
 from shared.service import Service
 from shared.signing import load_private, load_public
-from shared.tasks import get_task
 from shared.topics import Kind, Topic, TopicError, Topics
 
 from . import answer as ans
@@ -53,7 +53,8 @@ class WorkerService(Service):
         self.cfg = cfg
         self.counters = counters or Counters()
         self.topics = Topics(cfg.root)
-        self.tasks = {t: get_task(t) for t in cfg.tasks}
+        # By the spec's name: a task given by its spec's path is still `name` on every topic.
+        self.tasks = {task.name: task for task in map(load_task, cfg.tasks)}
         self.registry = Registry(cfg.registry)
         self.learners: dict[str, Learner] = {}
         self.infer_q: DropOldestQueue[Message] = DropOldestQueue(cfg.infer.queue)
@@ -164,8 +165,8 @@ class WorkerService(Service):
             if first is None:
                 continue
             batch = [first, *self.infer_q.drain()]
-            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict) for n, lr in self.learners.items()
-                      if lr.cloud is not None}
+            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict, lr.defer, lr.predict_features)
+                      for n, lr in self.learners.items() if lr.cloud is not None}
             try:
                 out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
                                  max_batch=self.cfg.infer.max_batch)

@@ -58,6 +58,12 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class logits: EdgeNet and CloudNet have ``logits``; a task's own cloud module returns them from forward."""
+    f = getattr(model, "logits", None)
+    return f(x) if f is not None else model(x)
+
+
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None, epochs: int,
         lr: float = 3e-3, batch: int = 64, device: torch.device, seed: int = 0, jitter: bool = True,
         params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None,
@@ -82,11 +88,11 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray |
             idx = order[i:i + batch]
             xb = augment(xt[idx], gen) if jitter else xt[idx]
             xb, yb, wb = xb.to(device), yt[idx].to(device), wt[idx].to(device)
-            logits = model.logits(xb)
+            logits = logits_of(model, xb)
             loss = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum()
             if teacher is not None and distill > 0:
                 with torch.no_grad():
-                    soft = torch.softmax(teacher.logits(xb), dim=1)
+                    soft = torch.softmax(logits_of(teacher, xb), dim=1)
                 loss = loss + distill * F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -119,7 +125,7 @@ def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, batch:
     model.to(device).eval()
     out = []
     for i in range(0, len(x), batch):
-        out.append(model.logits(torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu())
+        out.append(logits_of(model, torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 

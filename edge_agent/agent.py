@@ -20,8 +20,6 @@ import platform
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -29,38 +27,29 @@ from edge_agent import sources
 from edge_agent.batching import FeatureBatcher, Rows
 from edge_agent.capture import EOF_MARK, FrameQueue
 from edge_agent.config import AgentConfig
-from edge_agent.decide import Decider, TokenBucket, make_policy
+from edge_agent.escalations import Escalations, Pending
 from edge_agent.lifecycle import ModelLifecycle
+from edge_agent.meter import Meter
 from edge_agent.model import LoadedModel
 from edge_agent.outbox import Outbox, Row
-from edge_agent.pending import PendingTable
 from edge_agent.sender import OutboxSender
+from edge_agent.settings import DecisionControl
 from edge_agent.store import ModelStore
 from shared import schemas
 from shared.containers import FeatureBatch, HardSample
 from shared.counters import Counters
 from shared.model_contract import sample_id
 from shared.mqtt import Message, MqttClient, MqttError, Will
-from shared.schemas import Command, Custody, ModelState, Prediction, Reply, Status, Telemetry
+from shared.schemas import Command, Custody, ModelState, Prediction, Status, Telemetry
 from shared.sdnotify import SdNotifier
 from shared.service import Service
 from shared.signing import load_public
-from shared.tasks import get_task
 from shared.topics import Topics
 from shared.wire import Decoded, Receiver
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class _Pending:
-    sample: int
-    label: int
-    confidence: float
-    model_version: int
-    ref: str
-    ts: float
-    escalated: bool
+CAPTURE_JOIN_S = 1.0  # how long stop() waits for a capture thread that may be stuck inside OpenCV
 
 
 def _versions() -> dict[str, str]:
@@ -78,16 +67,13 @@ class Agent(Service):
         super().__init__()
         self.cfg = cfg
         self.topics = Topics(cfg.root)
-        self.task = get_task(cfg.task)
         self.counters = counters or Counters()
         self.notifier = SdNotifier.from_env()
         d = cfg.decision
-        self.decider = Decider(make_policy(d.policy), audit_rate=d.audit_rate,
-                               bucket=TokenBucket(d.rate_limit, d.burst), seed=d.seed)
-        self.pending: PendingTable[_Pending] = PendingTable(d.max_pending)
+        self.decisions = DecisionControl(d)
+        self.escalations = Escalations(d, cfg.task, self.counters, self._finalize, self._classes)
+        self.meter = Meter(cfg.telemetry)
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
-        names = cfg.events.alert_classes if cfg.events.alert_classes is not None else self.task.alert_classes
-        self.alert_idx = {self.task.classes.index(n) for n in names if n in self.task.classes}
         self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
                                      on_swap=self._on_swap, report=self._publish_model_state)
         self.outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox.max_bytes, ttl_s=dict(cfg.outbox.ttl_s),
@@ -99,25 +85,15 @@ class Agent(Service):
         self.source_done = threading.Event()
         self._lock = threading.Lock()
         self._seq = 0
-        self._n = 0
-        self.frames = 0
-        self.inferred = 0
-        self.escalated = 0
-        self.uplink_bytes = 0
-        self.raw_bytes = 0
-        self._jpeg_mean = 0.0
-        self._jpeg_n = 0
-        self.latencies: deque[float] = deque(maxlen=4096)
         self._last_raw: np.ndarray | None = None
         self._model_state: bytes | None = None
         self._stale_reported: int | None = None
-        self._tele_frames = 0
-        self._tele_t = time.monotonic()
 
     # ---- lifecycle --------------------------------------------------------------
     def _start(self) -> None:
         cfg = self.cfg
         public_key = load_public(cfg.model.public_key) if cfg.model.public_key is not None else None
+        sources.check_source(cfg.source)  # a missing folder or file: one line and a non-zero exit
         self.models.store.open()  # fail before opening anything else
         self.boot = self.models.store.next_boot(int(time.time()))
         self.outbox.open()
@@ -133,7 +109,7 @@ class Agent(Service):
         self.client.on_disconnect_hooks.append(self.sender.connection_changed)
         self.models.open(self.client, public_key)
         self.client.subscribe(t.manifest(cfg.task), 1, self.models.offer)
-        self.client.subscribe(t.reply(cfg.device), 1, Receiver(t, self._on_reply, self.counters))
+        self.client.subscribe(t.reply(cfg.device), 1, Receiver(t, self.escalations.on_reply, self.counters))
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
         self.client.subscribe(t.custody(cfg.device), 0, Receiver(t, self._on_custody, self.counters))
         self.client.start()
@@ -146,8 +122,15 @@ class Agent(Service):
 
     def _stop(self) -> None:
         self.notifier.stopping()
-        for th in self._threads:
-            if th.name.endswith(("capture", "infer", "models", "telemetry")):
+        for th in list(self._threads):
+            if th.name.endswith("capture"):
+                # OpenCV may be blocked in open/read (a silent stream, up to its timeouts): the
+                # thread holds nothing to flush, so stop without it (a daemon, it ends with us).
+                th.join(CAPTURE_JOIN_S)
+                if th.is_alive():
+                    log.warning("capture is blocked in the source; stopping without it")
+                    self._threads.remove(th)
+            elif th.name.endswith(("infer", "models", "telemetry")):
                 th.join(10)
         if self.sender is None or self.client is None:  # start() failed before connecting
             self.outbox.close()
@@ -171,9 +154,15 @@ class Agent(Service):
                 if self.stopping.is_set():
                     return
         try:
-            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping):
+            for s in sources.open_source(self.cfg.source, self.cfg.task, self.stopping, self.counters):
                 if not self.frames_q.put(s):
                     return
+        except sources.SourceUnavailable as exc:  # can never work: stop the agent, exit non-zero
+            self.counters.inc("capture.unavailable")
+            log.error("source unavailable: %s", exc)
+            self.errors.append(exc)
+            self.stopping.set()
+            return
         except Exception:  # a broken camera or file must not take the agent (and its outbox) down
             self.counters.inc("capture.errors")
             log.exception("source failed")
@@ -187,7 +176,7 @@ class Agent(Service):
             # (not a lost broker, which the outbox rides out) gets the agent restarted.
             self.notifier.ping()
             timeout = 0.1
-            nd = self.pending.next_deadline()
+            nd = self.escalations.next_deadline()
             if nd is not None:
                 timeout = max(0.0, min(timeout, nd - time.time()))
             item = self.frames_q.get(timeout)
@@ -196,32 +185,23 @@ class Agent(Service):
                 self.source_done.set()
                 if self.cfg.capture.exit_on_eof:
                     # Let pending escalations run to their deadline first.
-                    while len(self.pending) and not self.stopping.wait(0.05):
-                        self._expire(time.time())
+                    while len(self.escalations) and not self.stopping.wait(0.05):
+                        self.escalations.expire(time.time())
                     self.stopping.set()
             elif item is not None:
                 self.process(item)  # type: ignore[arg-type]
             now = time.time()
-            self._expire(now)
+            self.escalations.expire(now)
             rows = self.batcher.due(now)
             if rows is not None:
                 self._send_features(rows)
         self._flush_features()
-        for p in self.pending.drain():
-            # Stopping before the reply came: decided locally, and counted, so that every escalation
-            # ends in exactly one of reply.used, reply.rejected.*, escalation.deadline/evicted/at_stop.
-            self.counters.inc("escalation.at_stop")
-            self._finalize(p, "edge", p.label, p.confidence)
+        self.escalations.at_stop()
 
     def process(self, s: sources.Sample) -> None:
         """One sample through the pipeline (the infer thread's body; public for benchmarks)."""
         model = self.active  # read once: a swap lands between two samples
-        with self._lock:
-            n = self._n
-            self._n += 1
-            self.frames += 1
-        sid = sample_id(self.boot, n)
-        self._account_raw(s.raw)
+        sid = sample_id(self.boot, self.meter.sample(s.raw))
         self._last_raw = s.raw
         if model is None:
             self.counters.inc("frames.no_model")
@@ -239,36 +219,19 @@ class Agent(Service):
             self.counters.inc("frames.inference_error")
             log.warning("inference failed on %s: %s", s.ref, str(exc)[:200])
             return
-        self.latencies.append(time.perf_counter() - t0)
+        self.meter.inference(time.perf_counter() - t0)
         p = np.asarray(probs[0], dtype=np.float32)
         f = np.asarray(feat[0], dtype=np.float32)
-        with self._lock:
-            self.inferred += 1
-        dec = self.decider.decide(p)
+        dec = self.decisions.decider.decide(p)
         self.counters.inc(f"decision.{dec.reason}")
         if self.cfg.features.enabled:
             for rows in self.batcher.add(sid, f, p, s.ts, model.version, time.time()):
                 self._send_features(rows)
-        info = _Pending(sid, dec.label, dec.confidence, model.version, s.ref[:256], s.ts, dec.escalate)
+        info = Pending(sid, dec.label, dec.confidence, model.version, s.ref[:256], s.ts, dec.escalate)
         if dec.escalate and self._escalate(info, x, f, p):
             return
         info.escalated = False
         self._finalize(info, "edge", dec.label, dec.confidence)
-
-    def _account_raw(self, raw: np.ndarray) -> None:
-        if raw.ndim == 3 and raw.dtype == np.uint8:
-            if self._jpeg_n == 0 or self.frames % self.cfg.telemetry.jpeg_every == 1:
-                import cv2
-
-                ok, buf = cv2.imencode(".jpg", raw, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.telemetry.jpeg_quality])
-                if ok:
-                    self._jpeg_n += 1
-                    self._jpeg_mean += (len(buf) - self._jpeg_mean) / self._jpeg_n
-            size = int(round(self._jpeg_mean))
-        else:
-            size = int(raw.nbytes)
-        with self._lock:
-            self.raw_bytes += size
 
     @property
     def seq_issued(self) -> int:
@@ -282,32 +245,30 @@ class Agent(Service):
             self._seq += 1
             return s
 
-    def _escalate(self, info: _Pending, x: np.ndarray, feat: np.ndarray, probs: np.ndarray) -> bool:
+    def _escalate(self, info: Pending, x: np.ndarray, feat: np.ndarray, probs: np.ndarray) -> bool:
         cfg = self.cfg
         seq = self._next_seq()
+        # The model input is the heavy part (a frame is tens of KB): only one escalation in raw_every
+        # carries it, for the cloud to learn from; the cloud answers the others from the features.
+        if not self.decisions.carries_input():
+            x = np.zeros((1, 0), np.float16)
+            self.counters.inc("escalation.features_only")
+        elif cfg.features.float16:
+            x = x.astype(np.float16)  # half the bytes, as for features (the worker computes in float32)
         hs = HardSample(cfg.device, cfg.stream, cfg.task, self.boot, seq, info.model_version,
                         np.array([info.sample], np.int64), x, feat[None], probs[None], np.array([info.ts]))
-        # Registered before it can be sent, so even an instant reply finds its entry.
-        for old in self.pending.add(info.sample, info, time.time() + cfg.decision.reply_deadline_s):
-            self.counters.inc("escalation.evicted")
-            self._finalize(old, "edge", old.label, old.confidence)
+        self.escalations.register(info)
         ok = self.outbox.put("hard", str(self.topics.hard(cfg.device, cfg.stream)), hs.encode(), qos=1,
                              boot=self.boot, seq=seq, response_topic=str(self.topics.reply(cfg.device)),
                              correlation=str(info.sample).encode())
         if not ok:
-            self.pending.pop(info.sample)
+            self.escalations.cancel(info.sample)
             return False
-        with self._lock:
-            self.escalated += 1
+        self.meter.escalation()
         self.sender.notify()  # type: ignore[union-attr]
         return True
 
-    def _expire(self, now: float) -> None:
-        for p in self.pending.expired(now):
-            self.counters.inc("escalation.deadline")
-            self._finalize(p, "edge", p.label, p.confidence)
-
-    def _finalize(self, info: _Pending, source: str, label: int, confidence: float) -> None:
+    def _finalize(self, info: Pending, source: str, label: int, confidence: float) -> None:
         """Publish the one prediction of a sample, and its event if it is an alert."""
         cfg = self.cfg
         conf = min(1.0, max(0.0, float(confidence)))
@@ -315,10 +276,14 @@ class Agent(Service):
                           confidence=conf, source=source, escalated=info.escalated,  # type: ignore[arg-type]
                           model_version=info.model_version, ref=info.ref, ts=info.ts)
         self._publish_direct(self.topics.pred(cfg.device, cfg.stream), schemas.dumps(pred), "pred")
-        if label in self.alert_idx and conf >= cfg.events.min_confidence:
+        model = self.active
+        classes = model.classes if model is not None else ()
+        alerts = cfg.events.alert_classes if cfg.events.alert_classes is not None else (
+            model.alert_classes if model is not None else ())
+        if label < len(classes) and classes[label] in alerts and conf >= cfg.events.min_confidence:
             seq = self._next_seq()
             ev = schemas.Event(device=cfg.device, stream=cfg.stream, task=cfg.task, sample=info.sample, label=label,
-                               name=self.task.classes[label], confidence=conf, boot=self.boot, seq=seq, ts=info.ts)
+                               name=classes[label], confidence=conf, boot=self.boot, seq=seq, ts=info.ts)
             if self.outbox.put("event", str(self.topics.event(cfg.device, cfg.stream)), schemas.dumps(ev), qos=1,
                                boot=self.boot, seq=seq):
                 self.sender.notify()  # type: ignore[union-attr]
@@ -329,15 +294,13 @@ class Agent(Service):
         except MqttError as exc:
             self.counters.inc(f"{what}.not_sent.{exc.reason}")
             return False
-        with self._lock:
-            self.uplink_bytes += len(payload)
+        self.meter.uplink(len(payload))
         self.counters.inc(f"{what}.sent")
         self.counters.inc(f"uplink_bytes.{what}", len(payload))
         return True
 
     def _on_sent(self, row: Row) -> None:
-        with self._lock:
-            self.uplink_bytes += len(row.payload)
+        self.meter.uplink(len(row.payload))
         self.counters.inc(f"uplink_bytes.{row.cls}", len(row.payload))
 
     def _send_features(self, rows: Rows) -> None:
@@ -354,33 +317,7 @@ class Agent(Service):
         if rows is not None:
             self._send_features(rows)
 
-    # ---- replies and commands (network thread: keep short) --------------------------
-    def _on_reply(self, d: Decoded, msg: Message) -> None:
-        reply: Reply = d.value
-        if not isinstance(reply, Reply):
-            self.counters.inc("reply.rejected.wrong_kind")
-            return
-        key = reply.sample
-        if msg.correlation_data:
-            try:
-                key = int(msg.correlation_data.decode())
-            except (UnicodeDecodeError, ValueError):
-                self.counters.inc("reply.rejected.bad_correlation")
-                return
-        if reply.task != self.cfg.task or key != reply.sample:
-            self.counters.inc("reply.rejected.mismatch")
-            return
-        info = self.pending.pop(key)
-        if info is None:
-            self.counters.inc("reply.late")
-            return
-        if reply.label >= len(self.task.classes):
-            self.counters.inc("reply.rejected.bad_label")
-            self._finalize(info, "edge", info.label, info.confidence)
-            return
-        self.counters.inc("reply.used")
-        self._finalize(info, "cloud", reply.label, reply.confidence)
-
+    # ---- custody and commands (network thread: keep short) --------------------------
     def _on_custody(self, d: Decoded, msg: Message) -> None:
         c: Custody = d.value
         if not isinstance(c, Custody):
@@ -401,30 +338,10 @@ class Agent(Service):
             self.models.request_rollback()
         elif cmd.name == "thresholds":
             try:
-                self._apply_thresholds(cmd.args)
+                self.decisions.command(cmd.args)
             except (ValueError, TypeError) as exc:
                 self.counters.inc("cmd.rejected.bad_args")
                 log.warning("thresholds command refused: %s", exc)
-
-    def _apply_thresholds(self, args: dict[str, Any]) -> None:
-        known = {"threshold", "audit_rate", "rate_limit"}
-        unknown = set(args) - known
-        if unknown or not args:
-            raise ValueError(f"unknown or missing arguments {sorted(unknown)}; known: {sorted(known)}")
-        vals = {k: float(v) for k, v in args.items()}  # str values raise ValueError here, before any change
-        if "threshold" in vals and not 0 <= vals["threshold"] <= 1:
-            raise ValueError("threshold must be within [0, 1]")
-        if "audit_rate" in vals and not 0 <= vals["audit_rate"] <= 1:
-            raise ValueError("audit_rate must be within [0, 1]")
-        if "rate_limit" in vals and not vals["rate_limit"] >= 0:
-            raise ValueError("rate_limit must be >= 0")
-        if "threshold" in vals:
-            self.decider.set_threshold(vals["threshold"])
-        if "audit_rate" in vals:
-            self.decider.set_audit_rate(vals["audit_rate"])
-        if "rate_limit" in vals and self.decider.bucket is not None:
-            self.decider.bucket.rate = vals["rate_limit"]
-        log.info("decision settings now %s", vals)
 
     # ---- status ----------------------------------------------------------------------
     def _status_payload(self, state: str) -> bytes:
@@ -450,6 +367,7 @@ class Agent(Service):
                                  retain=True)
 
     def _on_swap(self, model: LoadedModel) -> None:
+        self.decisions.from_manifest(model.manifest.decision)
         # The retained status names the model in use; keep it true.
         self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
                              retain=True)
@@ -464,19 +382,11 @@ class Agent(Service):
 
     # ---- telemetry ----------------------------------------------------------------------
     def telemetry(self) -> Telemetry:
-        now = time.monotonic()
-        lat = np.fromiter(self.latencies, dtype=np.float64) * 1000.0
-        with self._lock:
-            frames, inferred, esc = self.frames, self.inferred, self.escalated
-            up, raw = self.uplink_bytes, self.raw_bytes
-        dt = max(1e-6, now - self._tele_t)
-        fps = (frames - self._tele_frames) / dt
-        self._tele_frames, self._tele_t = frames, now
-        return Telemetry(device=self.cfg.device, boot=self.boot, ts=time.time(), fps=fps,
-                         latency_ms_p50=float(np.percentile(lat, 50)) if lat.size else 0.0,
-                         latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else 0.0,
-                         uplink_bytes=up, raw_bytes=raw, outbox_depth=self.outbox.depth(),
-                         escalation_ratio=min(1.0, esc / inferred) if inferred else 0.0, frames=frames,
+        r = self.meter.read()
+        return Telemetry(device=self.cfg.device, boot=self.boot, ts=time.time(), fps=r.fps,
+                         latency_ms_p50=r.latency_ms_p50, latency_ms_p99=r.latency_ms_p99,
+                         uplink_bytes=r.uplink_bytes, raw_bytes=r.raw_bytes, outbox_depth=self.outbox.depth(),
+                         escalation_ratio=r.escalation_ratio, frames=r.frames,
                          dropped_frames=self.frames_q.dropped, counters=self.counters.snapshot())
 
     def _telemetry_loop(self) -> None:
@@ -498,6 +408,14 @@ class Agent(Service):
             self._publish_model_state("stale", reason="serving model's manifest has expired")
 
     # ---- helpers for CLIs and tests -------------------------------------------------------
+    def _classes(self) -> tuple[str, ...]:
+        m = self.active
+        return m.classes if m is not None else ()
+
+    @property
+    def decider(self):
+        return self.decisions.decider
+
     @property
     def active(self) -> LoadedModel | None:
         return self.models.active

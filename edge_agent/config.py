@@ -7,7 +7,7 @@ config names what it wants and pydantic rejects fields that do not belong to tha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,7 +26,9 @@ class CameraSource(_Cfg):
     width: int | None = Field(None, ge=1, description="Requested frame width; None keeps the camera's.")
     height: int | None = Field(None, ge=1, description="Requested frame height; None keeps the camera's.")
     fps: float | None = Field(None, gt=0, description="Pace capture to this rate; None reads as fast as the camera.")
-    reconnect_s: float = Field(2.0, gt=0, description="Wait before reopening a camera that stopped delivering.")
+    reconnect_s: float = Field(2.0, gt=0, description="First wait before reopening a camera that is unavailable; "
+                                                       "doubles on each failed attempt ...")
+    reconnect_max_s: float = Field(60.0, gt=0, description="... up to this wait (retries never stop).")
 
 
 class VideoSource(_Cfg):
@@ -40,7 +42,13 @@ class StreamSource(_Cfg):
     type: Literal["stream"] = Field(description="An RTSP or HTTP(S) stream through cv2.VideoCapture(url).")
     url: str = Field(min_length=1, description="Stream URL, e.g. rtsp://cam.local/stream1.")
     fps: float | None = Field(None, gt=0, description="Pace capture to this rate; None reads as fast as it comes.")
-    reconnect_s: float = Field(2.0, gt=0, description="Wait before reconnecting a stream that dropped.")
+    reconnect_s: float = Field(2.0, gt=0, description="First wait before reconnecting a stream that is down; "
+                                                       "doubles on each failed attempt ...")
+    reconnect_max_s: float = Field(60.0, gt=0, description="... up to this wait (retries never stop).")
+    open_timeout_s: float = Field(10.0, gt=0, le=600, description="Give up opening the stream after this long "
+                                                                  "(OpenCV CAP_PROP_OPEN_TIMEOUT_MSEC), then retry.")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="A stream that sends no frame for this long is "
+                                                                  "closed and reconnected (CAP_PROP_READ_TIMEOUT_MSEC).")
 
 
 class FolderSource(_Cfg):
@@ -52,13 +60,18 @@ class FolderSource(_Cfg):
 
 
 class ReplaySource(_Cfg):
-    type: Literal["replay"] = Field(description="Replay a packaged dataset split (shared.tasks); pred.ref = task:index.")
-    task: str | None = Field(None, description="Task whose dataset to replay; None means the agent's task.")
+    type: Literal["replay"] = Field(description="Replay a task's dataset split (a simulated device; needs "
+                                                "the task pack installed); pred.ref = task:index.")
+    task: str | None = Field(None, description="Task (name or spec path) whose dataset to replay; None: the "
+                                               "agent's task.")
     split: Literal["stream", "holdout", "seed", "all"] = Field("stream", description="Which split to replay.")
     loop: bool = Field(True, description="Start again after the last sample.")
     fps: float | None = Field(None, gt=0, description="Replay rate (samples/s, realtime); None is as fast as possible.")
     limit: int | None = Field(None, ge=1, description="Stop after this many samples (per pass).")
     shuffle_seed: int | None = Field(None, description="Shuffle the split with this seed; None keeps split order.")
+    part: int = Field(0, ge=0, description="Replay every `parts`-th sample starting at this one (several simulated "
+                                           "devices share a stream, in order).")
+    parts: int = Field(1, ge=1, description="How many devices share the split.")
 
 
 class CsvSensorSource(_Cfg):
@@ -105,9 +118,15 @@ PolicyConfig = Annotated[MaxProbPolicy | MarginPolicy | EntropyPolicy, Field(dis
 
 
 class DecisionSettings(_Cfg):
-    policy: PolicyConfig = Field(default_factory=lambda: MaxProbPolicy(type="max_prob"),
-                                 description="Confidence policy that separates local from escalated samples.")
+    policy: PolicyConfig | None = Field(None, description="Confidence policy that separates local from escalated "
+                                        "samples. None: the task's default, from the model's signed manifest "
+                                        "(max_prob 0.8 when it names none).")
     audit_rate: float = Field(0.02, ge=0, le=1, description="Fraction of confident samples escalated anyway (drift audit).")
+    budget: float | None = Field(None, gt=0, le=1, description="Escalate at most this fraction of samples as uncertain: "
+                                 "only the most uncertain of the last 500. None: the manifest's (no cap when it "
+                                 "names none).")
+    raw_every: int | None = Field(None, ge=0, description="One escalation in this many carries the model input; the "
+                                  "others carry features only. None: the manifest's (every one when it names none).")
     rate_limit: float = Field(5.0, ge=0, description="Escalations per second allowed on average (token bucket).")
     burst: int = Field(20, ge=1, description="Token bucket size: escalations allowed in a burst.")
     reply_deadline_s: float = Field(2.0, gt=0, description="How long an escalated sample waits for the cloud's reply.")
@@ -123,7 +142,8 @@ class FeatureSettings(_Cfg):
 
 
 class EventSettings(_Cfg):
-    alert_classes: list[str] | None = Field(None, description="Class names that raise an event; None: the task's.")
+    alert_classes: list[str] | None = Field(None, description="Class names that raise an event; None: those the "
+                                                              "model's manifest names.")
     min_confidence: float = Field(0.0, ge=0, le=1, description="Minimum final confidence for an event.")
 
 
@@ -170,10 +190,14 @@ class TelemetrySettings(_Cfg):
 
 
 class AgentConfig(_Cfg):
+    ENV_ROLE: ClassVar[str] = "agent"  # LEPTON_AGENT__* env vars (shared.config)
+
     device: str = Field(pattern=DEVICE_RE.pattern, description="Device id ([a-z0-9-]); also the MQTT client id.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
-    task: str = Field(pattern=SEGMENT_RE.pattern, description="Task this agent serves (shared.tasks), e.g. digits.")
+    task: str = Field(pattern=SEGMENT_RE.pattern, description="Name of the task this agent serves (its topics); "
+                                                              "classes, inputs and preprocessing come with the "
+                                                              "signed model manifest, so no task table lives here.")
     stream: str = Field("cam", pattern=SEGMENT_RE.pattern, description="Stream name in pred/feat/hard/event topics.")
     source: SourceConfig = Field(description="Where samples come from; `type` picks the kind.")
     capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Capture queue behaviour.")
@@ -186,13 +210,8 @@ class AgentConfig(_Cfg):
     state_dir: Path = Field(Path("var/edge"), description="Directory for boot state, outbox and models.")
 
     @model_validator(mode="after")
-    def _known_task(self) -> AgentConfig:
+    def _root(self) -> AgentConfig:
         check_root(self.root)
-        from shared.tasks import TASKS
-
-        for name in (self.task, getattr(self.source, "task", None)):
-            if name is not None and name not in TASKS:
-                raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
         return self
 
     @property

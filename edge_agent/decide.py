@@ -1,8 +1,11 @@
 """The per-sample decision, pure: act locally on confident samples, escalate uncertain ones.
 
 A policy says whether a probability vector is *uncertain*; the decider adds a small audit
-rate (confident samples escalated anyway, so drift shows up in the cloud's answers) and a
-token bucket so a burst of hard samples cannot flood the uplink.
+rate (confident samples escalated anyway, so drift shows up in the cloud's answers), an
+optional escalation *budget* (escalate only the most uncertain fraction of recent samples, so
+the uplink and the cloud see a bounded share whatever the model's calibration), and a token
+bucket so a burst of hard samples cannot flood the uplink. The cloud worker applies the same
+rule (``budget_threshold``) to score the joint decision on its holdout.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -24,6 +28,10 @@ class Policy(Protocol):
 
     def uncertain(self, probs: np.ndarray) -> bool: ...
 
+    def score(self, probs: np.ndarray) -> float:
+        """How uncertain, higher is more; what a budget ranks samples by."""
+        ...
+
 
 @dataclass
 class MaxProb:
@@ -32,6 +40,9 @@ class MaxProb:
 
     def uncertain(self, probs: np.ndarray) -> bool:
         return float(np.max(probs)) < self.threshold
+
+    def score(self, probs: np.ndarray) -> float:
+        return 1.0 - float(np.max(probs))
 
 
 @dataclass
@@ -44,6 +55,12 @@ class Margin:
             return False
         top2 = np.partition(probs, -2)[-2:]
         return float(top2[1] - top2[0]) < self.threshold
+
+    def score(self, probs: np.ndarray) -> float:
+        if probs.shape[-1] < 2:
+            return 0.0
+        top2 = np.partition(probs, -2)[-2:]
+        return 1.0 - float(top2[1] - top2[0])
 
 
 def normalised_entropy(probs: np.ndarray) -> float:
@@ -62,11 +79,42 @@ class Entropy:
     def uncertain(self, probs: np.ndarray) -> bool:
         return normalised_entropy(probs) > self.threshold
 
+    def score(self, probs: np.ndarray) -> float:
+        return normalised_entropy(probs)
+
+
+def budget_threshold(scores: np.ndarray, budget: float) -> float:
+    """The uncertainty score above which the most uncertain ``budget`` fraction of ``scores`` lies."""
+    if len(scores) == 0 or budget >= 1.0:
+        return -math.inf
+    return float(np.quantile(scores, 1.0 - budget))
+
+
+class Budget:
+    """Rolling window of uncertainty scores: a sample escalates only among the top ``fraction``."""
+
+    def __init__(self, fraction: float, window: int = 500, warmup: int = 50) -> None:
+        self.fraction = float(fraction)
+        self._scores: deque[float] = deque(maxlen=window)
+        self._warmup = warmup
+
+    def admits(self, score: float) -> bool:
+        self._scores.append(score)
+        if len(self._scores) < self._warmup:
+            return True  # too few samples to rank yet
+        return score >= budget_threshold(np.fromiter(self._scores, np.float64), self.fraction)
+
+
+POLICIES = {"max_prob": MaxProb, "margin": Margin, "entropy": Entropy}
+
+
+def policy_of(name: str, threshold: float) -> Policy:
+    return POLICIES[name](threshold=float(threshold))
+
 
 def make_policy(cfg) -> Policy:
     """From a config policy (MaxProbPolicy / MarginPolicy / EntropyPolicy)."""
-    kinds = {"max_prob": MaxProb, "margin": Margin, "entropy": Entropy}
-    return kinds[cfg.type](threshold=float(cfg.threshold))
+    return policy_of(cfg.type, cfg.threshold)
 
 
 class TokenBucket:
@@ -104,17 +152,19 @@ class Decision:
 
 class Decider:
     def __init__(self, policy: Policy, *, audit_rate: float = 0.0, bucket: TokenBucket | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, budget: Budget | None = None) -> None:
         self.policy = policy
         self.audit_rate = float(audit_rate)
         self.bucket = bucket
+        self.budget = budget
         self._rng = random.Random(seed)
 
     def decide(self, probs: np.ndarray) -> Decision:
         probs = np.asarray(probs).reshape(-1)
         label = int(np.argmax(probs))
         conf = float(probs[label])
-        if self.policy.uncertain(probs):
+        ranked = self.budget is None or self.budget.admits(self.policy.score(probs))
+        if self.policy.uncertain(probs) and ranked:
             reason: Reason = "uncertain"
         elif self.audit_rate > 0 and self._rng.random() < self.audit_rate:
             reason = "audit"

@@ -37,6 +37,7 @@ class LoadedModel:
         self.session = session
         self.pipeline = pipeline
         self.classes = tuple(manifest.input.classes)
+        self.alert_classes = tuple(manifest.input.alert_classes)
         self._outputs = [model_contract.OUTPUT_FEAT, model_contract.OUTPUT_PROBS]
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

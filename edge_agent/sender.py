@@ -7,6 +7,11 @@ of its class (the broker or paho may deliver some twice; (device, boot, seq) ded
 With custody (the default) a PUBACK only marks a QoS 1 row sent; the bridge's custody message
 deletes it, and a sent row left without custody is sent again after ``custody_timeout_s``,
 doubling per attempt up to ``custody_timeout_max_s``. Without custody a PUBACK deletes it.
+
+Resends go out only while the hub shows it is alive (a custody message came within
+``custody_timeout_s``): while the bridge is down the broker still holds what was sent, and
+resending would only pile copies into its queue. After ``custody_timeout_max_s`` without any
+custody the due rows go out anyway, in case the hub lost them and this device sends nothing new.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class OutboxSender:
         self._acked: list[int] = []
         self._sent: list[int] = []
         self._released: list[tuple[int, list[tuple[int, int]]]] = []
+        self._last_custody = time.monotonic()
         self._retry: list[int] = []
         self._inflight: dict[int, Row] = {}
         self._after: dict[str, int] = dict.fromkeys(CLASSES, 0)
@@ -69,6 +75,7 @@ class OutboxSender:
         """Custody arrived (network thread): the sender thread deletes those rows."""
         with self._cv:
             self._released.append((boot, ranges))
+            self._last_custody = time.monotonic()
             self._cv.notify()
 
     def stop(self) -> None:
@@ -133,7 +140,8 @@ class OutboxSender:
         with self._cv:
             room = self.window - len(self._inflight)
             skip = set(self._inflight)
-        if room <= 0:
+            quiet = time.monotonic() - self._last_custody
+        if room <= 0 or self.custody_timeout_s <= quiet < self.custody_timeout_max_s:
             return
         rows = self.outbox.due_resends(time.time(), self.custody_timeout_s, self.custody_timeout_max_s, room, skip)
         for row in rows:

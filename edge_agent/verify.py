@@ -44,7 +44,7 @@ def parse_manifest(raw: bytes, *, task: str, highest: int, public_key: Ed25519Pu
     """
     if not raw:
         raise Rejection("empty", "empty retained manifest (topic cleared)")
-    if len(raw) > schemas.MAX_JSON_BYTES * 8:
+    if len(raw) > schemas.MAX_MANIFEST_BYTES:
         raise Rejection("oversized", f"manifest of {len(raw)} B")
     try:
         obj = strictjson.loads(raw)

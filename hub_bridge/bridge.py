@@ -320,10 +320,17 @@ class HubBridge(Service):
             return None
         return (device, boot, seq)
 
-    def _reject(self, cls: int, device: str | None, reason: str) -> None:
+    def _reject(self, cls: int, device: str | None, reason: str, msg: Message | None = None,
+                now: float = 0.0) -> None:
         name = CLASS_NAMES[cls]
         self.counters.inc(f"rejected.{name}.{reason}")
         self.dev_counters.inc(f"rejected.{name}.{device}")
+        if msg is not None and device is not None and cls in (EVENT, ESCALATION, FEATURE):
+            # Rejected (counted) is a final fate: when the message names itself, its device may forget it
+            # instead of sending it again and again.
+            key = self._peek_key(cls, msg, device)
+            if key is not None:
+                self.ledger.settle(key, now)
 
     # ---- dispatcher -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -382,11 +389,11 @@ class HubBridge(Service):
             else:
                 done = self._do_telemetry(msg, parsed)
         except (wire.WireError, schemas.SchemaError, codec.CodecError) as exc:
-            self._reject(cls, item.device, exc.reason)
+            self._reject(cls, item.device, exc.reason, msg, now)
             done = False
         except Exception:  # a bug on one message must not stop the bridge
             log.exception("bridge: failed on %s", msg.topic)
-            self._reject(cls, item.device, "internal_error")
+            self._reject(cls, item.device, "internal_error", msg, now)
             done = False
         if done:
             self._delivered(cls, self.clock() - item.t_in)

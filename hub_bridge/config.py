@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -125,6 +125,7 @@ class BridgeConfig(BaseModel):
     """The hub bridge: priority routing, shedding, dedup, fusion."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    ENV_ROLE: ClassVar[str] = "bridge"  # LEPTON_BRIDGE__* env vars (shared.config)
 
     root: str = Field(DEFAULT_ROOT, description="Topic root every topic lives under.")
     id: str = Field("bridge-1", pattern=SEGMENT_RE.pattern,

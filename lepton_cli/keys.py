@@ -5,6 +5,9 @@
 
 The signing private key stays with whoever publishes models (the cloud worker's host);
 only the public key goes into device bundles. Nothing here ever overwrites a key.
+Keys go to a per-user state directory by default ($XDG_STATE_HOME/lepton, i.e.
+~/.local/state/lepton; the cloud worker looks there too), private keys 0600 in directories
+0700; a directory inside a git work tree that git does not ignore gets a warning.
 """
 
 from __future__ import annotations
@@ -16,10 +19,20 @@ from pathlib import Path
 from lepton_cli.pki import DEFAULT_SERVER_NAMES, BrokerPki, PkiError
 from lepton_cli.secure_broker import DYNSEC_FILE, write_dynsec
 from shared.signing import generate_keypair, key_id, load_public
+from shared.statedir import exposure_warning, private_dir, state_dir
 
-# The cloud worker's defaults (cloud_worker/config.py signing_key = var/keys/signing.key).
-DEFAULT_KEY_DIR = Path("var/keys")
 PRIVATE_NAME, PUBLIC_NAME = "signing.key", "signing.pub"
+
+
+def default_key_dir() -> Path:
+    """Where `keys init` puts the pair; the cloud worker's default signing_key is there too."""
+    return state_dir() / "keys"
+
+
+def warn_exposure(path: Path, what: str) -> None:
+    warning = exposure_warning(path, what)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def signing_paths(directory: Path) -> tuple[Path, Path]:
@@ -27,12 +40,15 @@ def signing_paths(directory: Path) -> tuple[Path, Path]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    args.dir = args.dir or default_key_dir()
     private, public = signing_paths(args.dir)
     existing = [str(p) for p in (private, public) if p.exists()]
     if existing:
         print(f"error: refusing to overwrite {', '.join(existing)}; a new signing key means every device "
               f"needs the new public key (see docs/SECURITY.md, rotation)", file=sys.stderr)
         return 1
+    warn_exposure(Path(args.dir), "the model-signing private key")
+    private_dir(Path(args.dir))
     kid = generate_keypair(private, public)
     print(f"model-signing key {kid}\n  private (keep on the publishing host, mode 0600): {private}\n"
           f"  public (goes into every device bundle): {public}")
@@ -40,6 +56,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    args.dir = args.dir or default_key_dir()
     _, public = signing_paths(args.dir)
     if not public.exists():
         print(f"error: no public key at {public}: run `lepton keys init --dir {args.dir}`", file=sys.stderr)
@@ -51,7 +68,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_tls(args: argparse.Namespace) -> int:
     pki = BrokerPki(Path(args.broker_dir))
     names = tuple(args.name) or DEFAULT_SERVER_NAMES
+    warn_exposure(pki.dir, "the broker's CA and server keys")
     try:
+        if not pki.exists():
+            private_dir(pki.dir)
         if pki.ensure(names):
             print(f"created server CA, device CA, broker certificate for {', '.join(names)} and CRL in {pki.dir}")
             if not (pki.dir / DYNSEC_FILE).exists():
@@ -73,10 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     i = sub.add_parser("init", help="create the Ed25519 model-signing key pair (never overwrites)")
-    i.add_argument("--dir", type=Path, default=DEFAULT_KEY_DIR, help=f"key directory (default {DEFAULT_KEY_DIR})")
+    i.add_argument("--dir", type=Path, help=f"key directory (default {default_key_dir()})")
     i.set_defaults(func=cmd_init)
     s = sub.add_parser("show", help="print the key id of the model-signing public key")
-    s.add_argument("--dir", type=Path, default=DEFAULT_KEY_DIR, help=f"key directory (default {DEFAULT_KEY_DIR})")
+    s.add_argument("--dir", type=Path, help=f"key directory (default {default_key_dir()})")
     s.set_defaults(func=cmd_show)
     t = sub.add_parser("tls", help="create the broker's CAs, certificate and CRL (idempotent)")
     t.add_argument("--broker-dir", type=Path, required=True, help="broker directory (secure.conf's files)")

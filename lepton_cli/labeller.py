@@ -14,11 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from lepton_tasks import TaskSpecError, load_task
 from shared import schemas
 from shared.counters import Counters
 from shared.mqtt import Message, MqttClient, MqttSettings
 from shared.service import Service
-from shared.tasks import get_task
 from shared.topics import Kind, Topics
 
 
@@ -56,7 +56,13 @@ class LabelPlan:
         if parsed is None or self._rng.random() >= self.fraction:
             return False
         task, idx = parsed
-        truth = int(get_task(task).dataset().y[idx])
+        try:
+            y = load_task(task).dataset().y
+        except TaskSpecError:  # a task this labeller cannot load: no ground truth to give
+            return False
+        if not 0 <= idx < len(y):
+            return False
+        truth = int(y[idx])
         heapq.heappush(self._heap, _Due(now + self.delay, pred.device, pred.stream, task, pred.sample, truth))
         return True
 

@@ -7,13 +7,18 @@ import importlib
 import logging
 import sys
 
+from shared.service import parse_args
+
 # name -> module; each module defines register(subparsers) adding its parser with set_defaults(func=...)
 SUBCOMMANDS = {
     "up": "lepton_cli.up",
     "monitor": "lepton_cli.monitor",
     "keys": "lepton_cli.keys",
     "provision": "lepton_cli.provision",
+    "report": "lepton_cli.report",
+    "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
+    "tasks": "lepton_tasks.cli",
 }
 
 
@@ -34,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     func = getattr(args, "func", None)

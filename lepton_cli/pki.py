@@ -37,15 +37,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """Write a PEM private key readable by its owner only (created 0600, never widened)."""
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """Write secret bytes readable by their owner only (created 0600, never widened)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+        f.write(data)
     os.chmod(path, 0o600)
+
+
+def write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """Write a PEM private key readable by its owner only (created 0600, never widened)."""
+    write_private_bytes(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:

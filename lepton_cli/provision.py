@@ -1,6 +1,7 @@
 """`lepton provision`: credentials for one device (or service) and the bundle that carries them.
 
     lepton keys init                                   # once: the model-signing key pair
+    lepton provision cam-1 --host broker.example       # bundle in ~/.local/state/lepton/devices/cam-1
     lepton provision cam-1 --broker-dir /etc/mosquitto/lepton --host broker.example
     lepton provision worker_1 --broker-dir ...         # a service identity (<role>_<name>)
     lepton provision cam-1 --broker-dir ... --revoke   # password removed, certificate on the CRL
@@ -14,6 +15,10 @@ certificate and key and the model-signing PUBLIC key. Restart mosquitto after ad
 identity: the plugin reads dynsec.json only at start. After --revoke a reload (SIGHUP)
 refuses new connections and drops live password sessions, but a live TLS session of a
 revoked certificate lasts until mosquitto restarts.
+
+Defaults keep the broker files and bundles in the per-user state directory
+($XDG_STATE_HOME/lepton, else ~/.local/state/lepton), keys and passwords 0600; a target
+inside a git work tree that git does not ignore gets a warning.
 """
 
 from __future__ import annotations
@@ -21,14 +26,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import secrets
 import shutil
 import sys
 from pathlib import Path
 
-from lepton_cli.keys import DEFAULT_KEY_DIR, PUBLIC_NAME
-from lepton_cli.pki import BrokerPki, PkiError
+from lepton_cli.keys import PUBLIC_NAME, default_key_dir, warn_exposure
+from lepton_cli.pki import BrokerPki, PkiError, write_private_bytes
 from lepton_cli.secure_broker import (
     MTLS_PORT,
     TLS_PASSWORD_PORT,
@@ -40,10 +44,19 @@ from lepton_cli.secure_broker import (
 )
 from shared.acl import IdentityError, Role, role_of
 from shared.signing import SignatureError, key_id, load_public
+from shared.statedir import private_dir, state_dir
 from shared.topics import DEFAULT_ROOT, TopicError, check_root, check_segment
 
-DEFAULT_BROKER_DIR = Path("lepton-broker")
 LISTENERS = {"mtls": MTLS_PORT, "tls": TLS_PASSWORD_PORT, "loopback": 1883}
+
+
+# Per-user state (shared/statedir.py): CA keys, passwords and bundles never land in a work tree by default.
+def default_broker_dir() -> Path:
+    return state_dir() / "broker"
+
+
+def default_bundles() -> Path:
+    return state_dir() / "devices"
 
 
 def _toml_str(value: str) -> str:
@@ -64,7 +77,7 @@ def bundle_toml(identity: str, role: Role, *, root: str, host: str, port: int, l
     elif task:
         head = f"task = {_toml_str(task)}\n"
     else:
-        head = "# task = \"digits\"   # required by the agent: the task this device serves (shared.tasks)\n"
+        head = "# task = \"digits\"   # required by the agent: the task this device serves (topics; the model manifest brings the rest)\n"
     return (
         f"# Lepton {role.value} bundle for {identity!r}, made by `lepton provision` on "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.\n"
@@ -83,13 +96,6 @@ def bundle_toml(identity: str, role: Role, *, root: str, host: str, port: int, l
         f"# Manifests must be signed by this key, id {public_key_id} (pinned: never taken from the broker).\n"
         f"public_key = {_toml_str(str(files / PUBLIC_NAME))}\n"
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
 
 
 def _fail(msg: str) -> int:
@@ -123,24 +129,28 @@ def run(args: argparse.Namespace) -> int:
             check_segment(args.task, "task")
     except (IdentityError, TopicError) as exc:
         return _fail(str(exc))
-    broker_dir = Path(args.broker_dir)
+    broker_dir = Path(args.broker_dir) if args.broker_dir else default_broker_dir()
     try:
         if args.revoke:
             return revoke(identity, broker_dir, root)
         listener = args.listener or ("mtls" if role is Role.DEVICE else "loopback")
         port = args.port or LISTENERS[listener]
-        pub_path = Path(args.signing_pub) if args.signing_pub else DEFAULT_KEY_DIR / PUBLIC_NAME
+        pub_path = Path(args.signing_pub) if args.signing_pub else default_key_dir() / PUBLIC_NAME
         if not pub_path.exists():
             return _fail(f"no model-signing public key at {pub_path}: run `lepton keys init` "
                          "(or pass --signing-pub PATH)")
         public = load_public(pub_path)
-        out = Path(args.out) if args.out else Path("lepton-devices") / identity
+        out = Path(args.out) if args.out else default_bundles() / identity
         passwd = PasswordFile(broker_dir / "passwd")
         if not args.force:
             if out.exists() and any(out.iterdir()):
                 return _fail(f"{out} exists; --force re-provisions (the old password and certificate stop working)")
             if identity in passwd.users():
                 return _fail(f"{identity} is already provisioned in {broker_dir}; --force re-provisions it")
+        warn_exposure(broker_dir, "the broker's CA keys and password file")
+        warn_exposure(out, f"{identity}'s client key and password")
+        if not broker_dir.is_dir():
+            private_dir(broker_dir)
         pki = BrokerPki(broker_dir)
         if pki.ensure(tuple(args.name) or (args.host, "localhost", "127.0.0.1")):
             print(f"created the broker PKI in {broker_dir}")
@@ -150,14 +160,14 @@ def run(args: argparse.Namespace) -> int:
         acl = write_acl(broker_dir, root)
         dynsec = write_dynsec(broker_dir, root)
         conf = write_secure_config(broker_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        private_dir(out)
         files = Path(args.install_dir) if args.install_dir else out.resolve()
         shutil.copyfile(pki.server_ca, out / "ca.crt")
         (out / "client.crt").write_bytes(cert)
-        _write_private(out / "client.key", key)
+        write_private_bytes(out / "client.key", key)
         shutil.copyfile(pub_path, out / PUBLIC_NAME)
         name = "device.toml" if role is Role.DEVICE else "service.toml"
-        _write_private(out / name, bundle_toml(identity, role, root=root, host=args.host, port=port,
+        write_private_bytes(out / name, bundle_toml(identity, role, root=root, host=args.host, port=port,
                                                listener=listener, password=password, files=files,
                                                public_key_id=key_id(public), task=args.task).encode())
     except (PkiError, CredentialError, SignatureError, OSError, ValueError) as exc:
@@ -174,10 +184,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("identity", metavar="DEVICE",
                    help="device id ([a-z0-9][a-z0-9-]{0,47}) or service identity <role>_<name>")
-    p.add_argument("--out", help="bundle directory (default lepton-devices/DEVICE)")
-    p.add_argument("--broker-dir", default=str(DEFAULT_BROKER_DIR),
-                   help=f"broker files: passwd, ACL, CAs, CRL (default {DEFAULT_BROKER_DIR})")
-    p.add_argument("--signing-pub", help=f"model-signing public key (default {DEFAULT_KEY_DIR}/{PUBLIC_NAME})")
+    p.add_argument("--out", help=f"bundle directory (default {default_bundles()}/DEVICE)")
+    p.add_argument("--broker-dir", help=f"broker files: passwd, ACL, CAs, CRL (default {default_broker_dir()})")
+    p.add_argument("--signing-pub", help=f"model-signing public key (default {default_key_dir()}/{PUBLIC_NAME})")
     p.add_argument("--host", default="localhost", help="broker host name the bundle connects to")
     p.add_argument("--name", action="append", default=[],
                    help="broker certificate names when the PKI is created (default --host, localhost, 127.0.0.1)")

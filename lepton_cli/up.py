@@ -5,6 +5,11 @@ Starts mosquitto (system binary, mosquitto/mosquitto.conf, chosen or free port),
 through the real agent pipeline, and a labeller that corrects a fraction of predictions after a
 delay. Services run as real processes with generated TOML configs under the run directory; the
 fleet view and labeller run in this process. Ctrl-C, SIGTERM or --duration end it cleanly.
+
+With `--secure` the broker runs mosquitto/secure.conf instead: a CA made on the fly, an
+identity for every service and device, TLS and the dynamic-security ACLs (lepton_cli/secure_stack.py).
+The fleet view is sampled every `--sample-every` seconds into the summary's `timeline`, which
+`--report FILE.html` (or `lepton report SUMMARY.json`) turns into plots (lepton_cli/report.py).
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from typing import Any
 
 from lepton_cli import tomlgen
 from lepton_cli.labeller import Labeller
-from lepton_cli.monitor import Watcher, table
+from lepton_cli.monitor import HelpFormatter, Watcher, status_line, table
+from lepton_cli.pki import PkiError, write_private_bytes
+from lepton_cli.secure_broker import CredentialError
+from lepton_cli.secure_stack import SecureAccess
+from lepton_tasks import TaskSpecError, load_task
 from shared import signing
 from shared.broker import REPO_MOSQUITTO, Broker, BrokerUnavailable
 from shared.mqtt import MqttSettings
-from shared.tasks import TASKS
 from shared.topics import DEFAULT_ROOT, Topics
 
 log = logging.getLogger("lepton.up")
@@ -75,33 +83,60 @@ class Proc:
             return ""
 
 
-def _configs(args: argparse.Namespace, run: Path, port: int, keys: Path) -> dict[str, dict[str, Any]]:
-    mqtt = {"host": "127.0.0.1", "port": port}
-    tasks = [args.task] if args.task != "both" else sorted(TASKS)
+class PlainAccess:
+    """The dev broker (mosquitto/mosquitto.conf): anonymous, loopback only."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def service(self, name: str) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.port}
+
+    def device(self, device: str) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.port}
+
+    def bridge_extra(self) -> dict[str, Any]:
+        return {}
+
+
+def _devices(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(task reference, device id, its place among its task's agents) of every simulated agent."""
+    tasks = {ref: load_task(ref) for ref in args.task}  # a name or a spec path each
+    out = []
+    for ref, task in tasks.items():
+        prefix = ("cam" if task.kind == "image" else "sensor") if len(tasks) == 1 else task.name
+        out += [(ref, f"{prefix}-{i}", i - 1) for i in range(1, args.agents + 1)]
+    return out
+
+
+def _configs(args: argparse.Namespace, run: Path, access: PlainAccess | SecureAccess,
+             keys: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {
         "worker": {
-            "mqtt": dict(mqtt), "root": args.root, "worker_id": "worker-1", "tasks": tasks,
+            "mqtt": access.service("worker"), "root": args.root, "worker_id": "worker-1", "tasks": list(args.task),
             "registry": str(run / "registry"), "signing_key": str(keys / "signing.key"),
             "public_key": str(keys / "signing.pub"), "status_interval_s": 2.0,
             "triggers": {"min_new_labels": args.retrain_labels, "interval_s": 30.0, "cooldown_s": 5.0},
         },
-        "bridge": {"mqtt": dict(mqtt), "root": args.root, "id": "bridge-1", "status_interval": 2.0},
+        "bridge": {"mqtt": access.service("bridge"), "root": args.root, "id": "bridge-1", "status_interval": 2.0,
+                   **access.bridge_extra()},
     }
-    n = 0
-    for task in tasks:
-        for i in range(1, args.agents + 1):
-            n += 1
-            device = f"{'cam' if TASKS[task].kind == 'image' else 'sensor'}-{i}"
-            out[f"agent-{device}"] = {
-                "device": device, "root": args.root, "mqtt": dict(mqtt), "task": task,
-                "stream": "cam" if TASKS[task].kind == "image" else "imu",
-                "source": {"type": "replay", "fps": args.fps, "loop": True, "shuffle_seed": n},
-                "capture": {"start_after_model": True},
-                "model": {"public_key": str(keys / "signing.pub")},
-                "decision": {"reply_deadline_s": 1.0, "rate_limit": max(2.0, args.fps / 2)},
-                "telemetry": {"interval_s": 2.0},
-                "state_dir": str(run / "agents" / device),
-            }
+    for ref, device, part in _devices(args):
+        task = load_task(ref)
+        d = task.spec.decision
+        out[f"agent-{device}"] = {
+            "device": device, "root": args.root, "mqtt": access.device(device), "task": task.name,
+            "stream": "cam" if task.kind == "image" else "win",
+            # Each agent replays its share of the stream in order, so a drift phase comes to all at once.
+            "source": {"type": "replay", "task": ref, "fps": args.fps, "loop": True, "part": part,
+                       "parts": args.agents},
+            "capture": {"start_after_model": True},
+            "model": {"public_key": str(keys / "signing.pub")},
+            "decision": {"reply_deadline_s": 1.0, "rate_limit": max(2.0, args.fps / 2), "budget": d.budget,
+                         "policy": {"type": d.policy, "threshold": d.threshold}},
+            "telemetry": {"interval_s": 2.0},
+            "state_dir": str(run / "agents" / device),
+        }
     return out
 
 
@@ -120,10 +155,23 @@ class Stack:
         self.args = args
         self.run_dir = Path(args.workdir or Path("var") / "up" / time.strftime("%Y%m%d-%H%M%S")).resolve()
         self.broker: Broker | None = None
+        self.secure: SecureAccess | None = None
         self.procs: list[Proc] = []
         self.labeller: Labeller | None = None
         self.watcher: Watcher | None = None
         self.topics = Topics(args.root)
+
+    def _start_broker(self) -> PlainAccess | SecureAccess:
+        a = self.args
+        if a.secure:
+            self.secure = SecureAccess(self.run_dir / "secure", a.root, [d for _, d, _ in _devices(a)])
+            self.secure.prepare()
+            self.broker = self.secure.start_broker(self.run_dir / "broker", a.port)
+            return self.secure
+        self.broker = Broker(self.run_dir / "broker", port=a.port, config=REPO_MOSQUITTO / "mosquitto.conf")
+        self.broker.start()
+        assert self.broker.port is not None
+        return PlainAccess(self.broker.port)
 
     def start(self) -> None:
         a = self.args
@@ -131,19 +179,16 @@ class Stack:
         keys = self.run_dir / "keys"
         if not (keys / "signing.key").exists():
             signing.generate_keypair(keys / "signing.key", keys / "signing.pub")
-        self.broker = Broker(self.run_dir / "broker", port=a.port, config=REPO_MOSQUITTO / "mosquitto.conf")
-        self.broker.start()
-        port = self.broker.port
-        assert port is not None
-        mqtt = MqttSettings(port=port)
-        self.watcher = Watcher(mqtt, self.topics).start()
-        for name, cfg in _configs(a, self.run_dir, port, keys).items():
+        access = self._start_broker()
+        self.watcher = Watcher(MqttSettings(**access.service("watcher")), self.topics).start()
+        for name, cfg in _configs(a, self.run_dir, access, keys).items():
             conf = self.run_dir / f"{name}.toml"
-            conf.write_text(tomlgen.dumps(cfg))
+            write_private_bytes(conf, tomlgen.dumps(cfg).encode())  # secure runs put passwords in it
             self.procs.append(Proc(name, _command(name.split("-")[0], conf), self.run_dir / f"{name}.log"))
         for p in self.procs:
             p.start()
-        self.labeller = Labeller(mqtt, self.topics, fraction=a.label_fraction, delay=a.label_delay)
+        self.labeller = Labeller(MqttSettings(**access.service("labeller")), self.topics,
+                                 fraction=a.label_fraction, delay=a.label_delay)
         self.labeller.start()
 
     def check(self) -> None:
@@ -165,8 +210,25 @@ class Stack:
             self.broker.stop()
         return codes
 
+    def watch_hint(self) -> str:
+        port = self.broker.port if self.broker else None
+        if self.secure is None:
+            return (f"  watch: mosquitto_sub -v -p {port} -t '{self.args.root}/#'   or   lepton monitor --port {port}")
+        f = self.secure.user_password_file
+        b = self.secure.broker
+        return (f"  secure: mosquitto/secure.conf, identities and PKI in {self.secure.dir}; devices on mutual TLS "
+                f"port {b.mtls_port if b else '?'}\n"
+                f"  watch: lepton monitor --port {port} --username monitor_2 --password-file {f}\n"
+                f"     or: mosquitto_sub -v -p {port} -u monitor_2 -P \"$(cat {f})\" -t '{self.args.root}/#'")
+
 
 def _validate(args: argparse.Namespace) -> str | None:
+    args.task = args.task or ["digits"]
+    for ref in args.task:
+        try:
+            load_task(ref)
+        except TaskSpecError as exc:
+            return str(exc)
     if args.agents < 1:
         return "--agents must be at least 1"
     if args.fps <= 0:
@@ -175,6 +237,10 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--label-fraction must be within 0..1"
     if args.port is not None and not 0 < args.port < 65536:
         return "--port must be within 1..65535"
+    if args.duration is not None and args.duration < 0:
+        return "--duration must be 0 (run until stopped) or positive"
+    if args.sample_every <= 0:
+        return "--sample-every must be positive"
     return None
 
 
@@ -191,37 +257,43 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     rc = 0
+    timeline: list[dict[str, Any]] = []
+    t0 = time.time()
     try:
         try:
             stack.start()
         except BrokerUnavailable as exc:
             print(f"lepton up: {exc}", file=sys.stderr)
             return 69
+        except (PkiError, CredentialError, FileNotFoundError, RuntimeError) as exc:  # --secure's setup
+            print(f"lepton up: secure broker: {exc}", file=sys.stderr)
+            return 69
         port = stack.broker.port if stack.broker else None
-        print(f"lepton up: broker on 127.0.0.1:{port}, run dir {stack.run_dir}\n"
-              f"  watch: mosquitto_sub -v -p {port} -t '{args.root}/#'   or   lepton monitor --port {port}",
-              flush=True)
+        print(f"lepton up: broker on 127.0.0.1:{port}{' (secure.conf)' if args.secure else ''}, "
+              f"run dir {stack.run_dir}\n{stack.watch_hint()}", flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
+        w = stack.watcher
+        assert w is not None
         live = None
         if sys.stdout.isatty() and not args.no_tui:
             from rich.live import Live
 
-            live = Live(table(stack.watcher.stats), refresh_per_second=2)
+            live = Live(table(w.stats, w.state), refresh_per_second=2)
             live.start()
-        last_print = 0.0
+        last_print = last_sample = 0.0
         try:
             while not stopping["flag"] and (deadline is None or time.monotonic() < deadline):
-                time.sleep(0.5)
+                time.sleep(0.25)
                 stack.check()
+                now = time.monotonic()
+                if now - last_sample >= args.sample_every:
+                    last_sample = now
+                    timeline.append(w.stats.point())
                 if live is not None:
-                    live.update(table(stack.watcher.stats))
-                elif time.monotonic() - last_print >= args.print_every:
-                    last_print = time.monotonic()
-                    s = stack.watcher.stats.summary()
-                    print(f"[{time.strftime('%H:%M:%S')}] models={ {t: m['version'] for t, m in s['models'].items()} } "
-                          f"preds={s['predictions']} joint_acc={s['accuracy_joint']} "
-                          f"edge_acc={s['accuracy_edge_only']} escalation={s['escalation_ratio']} "
-                          f"uplink/raw={s['uplink_vs_raw']}", flush=True)
+                    live.update(table(w.stats, w.state))
+                elif now - last_print >= args.print_every:
+                    last_print = now
+                    print(status_line(w.stats, w.state), flush=True)
         finally:
             if live is not None:
                 live.stop()
@@ -230,41 +302,105 @@ def run(args: argparse.Namespace) -> int:
         rc = 1
     finally:
         summary = stack.watcher.stats.summary() if stack.watcher else {}
+        if stack.watcher:
+            timeline.append(stack.watcher.stats.point())
+            summary["events"] = stack.watcher.stats.events()
         labeller = stack.labeller.counters.snapshot() if stack.labeller else {}
+        secure = stack.secure.describe() if stack.secure else None
         codes = stack.stop()
         for s, h in old.items():
             signal.signal(s, h)
     summary["labeller"] = labeller
     summary["exit_codes"] = codes
     summary["run_dir"] = str(stack.run_dir)
+    summary["broker"] = {"config": "mosquitto/secure.conf" if args.secure else "mosquitto/mosquitto.conf",
+                         **({"secure": secure} if secure else {})}
+    summary["timeline"] = {"t0": t0, "sample_every_s": args.sample_every, "points": timeline}
     if any(c not in (0, None) for c in codes.values()) and rc == 0:
         rc = 1
-    print(json.dumps(_short(summary), indent=2))
+    print(printed_summary(summary))
+    if summary.get("scoreboard"):
+        from lepton_cli.scoreboard import markdown
+
+        print("\nscoreboard (docs/TASKS.md explains each figure):\n" + markdown(summary["scoreboard"]))
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.summary}")
+    if args.report:
+        from lepton_cli.report import write_report
+
+        write_report(summary, Path(args.report))
+        print(f"report written to {args.report}")
     return rc
 
 
-def _short(s: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy_per_version_joint", "accuracy_per_version_edge_only", "accuracy_joint", "accuracy_edge_only",
-            "escalation_ratio", "cloud_answers", "uplink_bytes", "raw_frame_bytes", "uplink_vs_raw", "hot_swaps",
-            "models_rejected", "frames_dropped", "qos1_seq_gaps", "qos1_duplicates", "models", "exit_codes")
-    return {k: s.get(k) for k in keys}
+# What the end-of-run printout leaves to the file: the time series and raw counters of every device.
+_FILE_ONLY = ("timeline", "events", "messages_seen", "bytes_seen", "scoreboard")
+
+
+def compact_hub(hub: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The hub's counters and gauges, grouped per priority class (one line each when printed)."""
+    if not hub:
+        return None
+    from lepton_cli.fleetview import HUB_CLASSES
+
+    c, g = dict(hub["counters"]), dict(hub["gauges"])
+    classes: dict[str, dict[str, Any]] = {}
+    for cls in HUB_CLASSES:
+        row = {what: c.pop(f"{what}.{cls}") for what in ("in", "delivered", "dropped", "expired", "duplicate")
+               if f"{what}.{cls}" in c}
+        row.update({what: g.pop(f"{what}.{cls}") for what in ("queue", "lag_s", "latency_ms_p50", "latency_ms_p99",
+                                                               "rate_in") if f"{what}.{cls}" in g})
+        if row:
+            classes[cls] = row
+    return {"classes": classes, "counters": c, "gauges": g}
+
+
+def printed_summary(summary: dict[str, Any]) -> str:
+    """The run's summary for a person: everything the file has except the time series, with the
+    hub grouped per class, the devices without their raw counters, and short dicts on one line."""
+    out = {k: v for k, v in summary.items() if k not in _FILE_ONLY}
+    out["hub"] = compact_hub(summary.get("hub"))
+    out["devices"] = {d: {k: v for k, v in row.items() if k != "counters"}
+                      for d, row in (summary.get("devices") or {}).items()}
+    return _dumps(out)
+
+
+def _dumps(obj: Any, indent: int = 0) -> str:
+    """JSON where a dict or list that fits in ~150 characters stays on one line."""
+    flat = json.dumps(obj)
+    if len(flat) + indent <= 150 or not isinstance(obj, (dict, list)) or not obj:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(obj, dict):
+        body = ",\n".join(f"{pad}{json.dumps(k)}: {_dumps(v, indent + 2)}" for k, v in obj.items())
+        return "{\n" + body + "\n" + " " * indent + "}"
+    body = ",\n".join(f"{pad}{_dumps(v, indent + 2)}" for v in obj)
+    return "[\n" + body + "\n" + " " * indent + "]"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="run broker, bridge, worker, simulated agents and a labeller on this machine")
+    p = sub.add_parser("up", help="run broker, bridge, worker, simulated agents and a labeller on this machine",
+                       description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
-    p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
-    p.add_argument("--task", default="digits", choices=[*sorted(TASKS), "both"], help="task(s) to run")
-    p.add_argument("--agents", type=int, default=2, help="simulated agents per task (default 2)")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="topic root")
+    p.add_argument("--task", action="append", metavar="NAME|PATH",
+                   help="task to run: a name (`lepton tasks list`) or a task spec file; repeat for several "
+                        "(default: digits)")
+    p.add_argument("--agents", type=int, default=2, help="simulated agents per task")
     p.add_argument("--fps", type=float, default=10.0, help="frames (or windows) per second per agent")
     p.add_argument("--label-fraction", type=float, default=0.3, help="fraction of samples the labeller corrects")
     p.add_argument("--label-delay", type=float, default=2.0, help="seconds before a label is published")
     p.add_argument("--retrain-labels", type=int, default=100, help="new labels that trigger a retrain")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--summary", default=None, help="write the final summary as JSON to this file")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds; 0 or unset runs until Ctrl-C or SIGTERM")
+    p.add_argument("--secure", action="store_true",
+                   help="run on mosquitto/secure.conf: a CA made on the fly, an identity per service and device, "
+                        "TLS and the dynamic-security ACLs, on free ports")
+    p.add_argument("--summary", default=None, help="write the final summary (with its time series) as JSON here")
+    p.add_argument("--report", default=None, metavar="FILE.html",
+                   help="write a self-contained HTML report with plots here (see also `lepton report`)")
+    p.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples of the time series")
     p.add_argument("--workdir", default=None, help="run directory (configs, logs, registry); default var/up/<time>")
     p.add_argument("--no-tui", action="store_true", help="print a status line instead of the live table")
     p.add_argument("--print-every", type=float, default=10.0, help="seconds between status lines without the TUI")

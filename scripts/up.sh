@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure.sh
+# The home camera scenario unless a task is named (`lepton up` alone runs digits, the fast test task).
+case " $* " in
+  *" --task "*|*" --task="*) ;;
+  *) set -- --task camera "$@" ;;
+esac
 exec .venv/bin/lepton up "$@"

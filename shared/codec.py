@@ -11,8 +11,9 @@ buffer, and the total length must match exactly (truncation and trailing bytes a
 both rejected). Decoding is zero-copy (read-only views into the payload).
 
 Why not npy or pickle: npy holds one array and its loader is a pickle footgun; JSON lists
-cost ~100x the encode time (see shared/BASELINES.md). This is safetensors' idea with
-metadata and limits suited to MQTT payloads.
+cost ~9x the encode+decode time and ~5x the bytes (1x256 float32: 201 us and 5.3 kB as a JSON
+list, 23 us and 1.1 kB here; timeit on the 2 vCPU CI machine, 2026-12-01). This is safetensors'
+idea with metadata and limits suited to MQTT payloads.
 """
 
 from __future__ import annotations

@@ -274,7 +274,8 @@ LAYOUT: dict[str, dict[str, list[tuple[str, str, str, str]]]] = {
                  ("task", "str", "", "task name"), ("boot", "int", "", "boot epoch"),
                  ("seq", "int", "", "per-boot sequence number"), ("model_version", "int", "", "edge model version")],
         "tensors": [("sample", "int64", "(N,)", "sample ids"),
-                    ("x", "float16|float32", "(N, ...)", "preprocessed model input, per the manifest's input spec"),
+                    ("x", "float16|float32", "(N, ...)", "preprocessed model input, per the manifest's input spec; "
+                     "(N, 0) when the escalation carries features only (the manifest's `decision.raw_every`)"),
                     ("feat", "float16|float32", "(N, D)", "edge features"),
                     ("scores", "float16|float32", "(N, C)", "edge class probabilities"),
                     ("ts", "float64", "(N,)", "capture times")],

@@ -95,6 +95,14 @@ def _resample(x: np.ndarray, length: int) -> np.ndarray:
     return np.stack([np.interp(dst, src, c) for c in x]).astype(np.float32)
 
 
+def _log1p(x: np.ndarray) -> np.ndarray:
+    """log(1 + x) of counts (x >= 0): counts span orders of magnitude; their logs train better."""
+    x = np.asarray(x, dtype=np.float32)
+    if (x < 0).any():
+        raise PreprocessError("log1p: negative values (expected counts)")
+    return np.log1p(x)
+
+
 def _batch(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)[None]
 
@@ -108,6 +116,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "chw": _chw,
     "znorm": _znorm,
     "resample": _resample,
+    "log1p": _log1p,
     "batch": _batch,
 }
 

@@ -128,7 +128,8 @@ def render(root: str = DEFAULT_ROOT) -> str:
     lines += ["## JSON payloads", "",
               f"All JSON payloads are objects with `\"schema\": {schemas.SCHEMA_VERSION}` and a `kind` discriminator."
               " Unknown fields, unknown schema versions and wrong kinds are rejected with a typed error"
-              f" (`shared.schemas.SchemaError`). Largest accepted JSON payload: {schemas.MAX_JSON_BYTES} bytes."
+              f" (`shared.schemas.SchemaError`). Largest accepted JSON payload: {schemas.MAX_JSON_BYTES} bytes"
+              f" ({schemas.MAX_MANIFEST_BYTES} for a `Manifest`, which carries reference inputs)."
               " Parsing is strict (`shared/strictjson.py`, also for container headers and manifests): integers"
               " within int64, finite numbers only (no `NaN`/`Infinity`), nesting at most"
               f" {strictjson.MAX_DEPTH} levels, no lone UTF-16 surrogates; anything else is `not_json`, counted"

@@ -18,6 +18,8 @@ from shared.topics import DEVICE_RE, SEGMENT_RE
 
 SCHEMA_VERSION = 1
 MAX_JSON_BYTES = 256 * 1024
+# A manifest carries reference inputs (base64) for the agent's parity check: it may be larger.
+MAX_MANIFEST_BYTES = 2 * 1024 * 1024
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_RE.pattern, description="Device id, [a-z0-9-], max 48 chars.")]
 Segment = Annotated[str, Field(pattern=SEGMENT_RE.pattern, description="Topic-safe name, [a-z0-9_-].")]
@@ -127,6 +129,8 @@ class Reply(Msg):
     confidence: Prob = Field(description="Cloud model's score for that class.")
     model: str = Field(max_length=64, description="Cloud model name/version that answered.")
     worker: str = Field(max_length=64, description="Worker id that answered.")
+    defer: bool = Field(False, description="The cloud model is no better than the device's where devices escalate "
+                                           "(measured on the holdout): keep your own decision.")
     ts: Finite = Field(description="Unix time of the answer.")
 
 
@@ -237,6 +241,19 @@ class InputSpec(BaseModel):
     layout: str = Field(max_length=16, description="NCHW for images, NCT for sensor windows.")
     preprocess: dict[str, Any] = Field(description="Named preprocessing steps and parameters, in order.")
     classes: list[str] = Field(min_length=2, description="Class names by index.")
+    alert_classes: list[str] = Field(default_factory=list, description="Classes that raise an event on the agent.")
+
+
+class DecisionDefaults(BaseModel):
+    """How agents of the task decide, unless their own config says otherwise (the task spec's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: Literal["max_prob", "margin", "entropy"] = Field("max_prob", description="Escalation policy.")
+    threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
+    budget: float | None = Field(None, gt=0, le=1, description="At most this fraction escalated as uncertain.")
+    raw_every: int = Field(1, ge=0, le=1_000_000, description="One escalation in this many carries the model input "
+                           "(for the cloud to learn from); the others carry features only. 0: none does.")
 
 
 class Manifest(Msg):
@@ -252,6 +269,7 @@ class Manifest(Msg):
     input: InputSpec
     outputs: list[TensorSpec] = Field(description="ONNX outputs: features then scores.")
     metrics: dict[str, Finite] = Field(default_factory=dict, description="Holdout metrics at publish time.")
+    decision: DecisionDefaults | None = Field(None, description="Decision defaults for agents of the task.")
     reference: str = Field(max_length=2_000_000, description="Base64 tensor container: inputs x and expected outputs.")
     tolerance: Finite = Field(1e-3, gt=0, description="Max |expected - actual| on the reference outputs.")
     created: Finite = Field(description="Unix time the version was made.")
@@ -286,9 +304,9 @@ def dumps(msg: Msg) -> bytes:
     return msg.model_dump_json(by_alias=True).encode()
 
 
-def _load_obj(payload: bytes | bytearray | memoryview | str) -> dict[str, Any]:
-    if len(payload) > MAX_JSON_BYTES:
-        raise PayloadTooLarge(f"JSON payload of {len(payload)} B > {MAX_JSON_BYTES}")
+def _load_obj(payload: bytes | bytearray | memoryview | str, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    if len(payload) > limit:
+        raise PayloadTooLarge(f"JSON payload of {len(payload)} B > {limit}")
     if len(payload) == 0:
         raise NotJson("empty payload")
     try:
@@ -312,9 +330,14 @@ def _validate(adapter_or_model: Any, obj: dict[str, Any]) -> Any:
         raise InvalidPayload(f"{exc.error_count()} error(s); first at {loc or '<root>'}: {first['msg']}") from None
 
 
+def max_bytes(expected: type[Msg]) -> int:
+    """Largest payload accepted for ``expected`` (a manifest carries reference inputs)."""
+    return MAX_MANIFEST_BYTES if expected is Manifest else MAX_JSON_BYTES
+
+
 def loads(payload: bytes | bytearray | memoryview | str, expected: type[M]) -> M:
     """Parse and validate a payload that must be of type ``expected``."""
-    obj = _load_obj(payload)
+    obj = _load_obj(payload, max_bytes(expected))
     kind = obj.get("kind")
     want = expected.model_fields["kind"].default
     if kind != want:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Mapping
 
@@ -21,6 +22,8 @@ class SdNotifier:
         # Ping at half the interval systemd allows, as sd_watchdog_enabled(3) advises.
         self.interval = watchdog_usec / 2e6 if watchdog_usec else None
         self._last = 0.0
+        self._stopping = False
+        self._lock = threading.Lock()  # a ping racing STOPPING either goes first or not at all
         self.sent = 0
 
     @classmethod
@@ -52,14 +55,18 @@ class SdNotifier:
         return self.send("READY=1")
 
     def stopping(self) -> bool:
-        return self.send("STOPPING=1")
+        # After STOPPING no more WATCHDOG: a loop still finishing its last turn must not ping after it.
+        with self._lock:
+            self._stopping = True
+            return self.send("STOPPING=1")
 
     def ping(self, now: float | None = None) -> bool:
         """WATCHDOG=1, at most once per half watchdog interval; call it from the loop that proves liveness."""
         if self.interval is None:
             return False
         now = time.monotonic() if now is None else now
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        return self.send("WATCHDOG=1")
+        with self._lock:
+            if self._stopping or now - self._last < self.interval:
+                return False
+            self._last = now
+            return self.send("WATCHDOG=1")

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from shared.config import ConfigError, load_config, redacted
+from shared.config import ConfigError, ignored_env, load_config, redacted
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,38 @@ def run_until_signal(service: Service, *, duration: float | None = None) -> int:
 C = TypeVar("C", bound=BaseModel)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """parse_args, except that an unknown option is reported with the usage of the (sub)command it was
+    given to (``lepton up --bogus`` shows `lepton up`'s usage, not the top-level one)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        p = parser
+        while True:
+            sub = next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None)
+            name = getattr(args, sub.dest, None) if sub is not None else None
+            if sub is None or name not in sub.choices:
+                break
+            p = sub.choices[name]
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def add_service_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options every long-running Lepton service takes."""
-    p.add_argument("--config", type=Path, help="TOML config file (LEPTON_CONFIG also works; LEPTON_* env vars override).")
+    p.add_argument("--config", type=Path, help="TOML config file (LEPTON_<ROLE>__CONFIG or LEPTON_CONFIG also work); "
+                                               "LEPTON_<ROLE>__* and LEPTON_* env vars override it (docs/DEPLOY.md).")
     p.add_argument("--validate-config", action="store_true",
                    help="Check the config, print it as JSON (secrets masked), exit.")
     p.add_argument("--duration", type=float, default=None, help="Run for this many seconds, then stop cleanly.")
     p.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
     return p
+
+
+def log_ignored_env(prog: str, model: type[BaseModel]) -> None:
+    """One line naming the shared LEPTON_* variables this role does not read (they are meant for another)."""
+    ignored = ignored_env(model)
+    if ignored:
+        log.info("%s: ignoring %s (no such key in %s)", prog, ", ".join(ignored), model.__name__)
 
 
 def run_service_cli(args: argparse.Namespace, prog: str, model: type[C], make: Callable[[C], Service]) -> int:
@@ -137,6 +161,7 @@ def run_service_cli(args: argparse.Namespace, prog: str, model: type[C], make: C
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    log_ignored_env(prog, model)
     if args.validate_config:
         print(json.dumps(redacted(cfg), indent=2))
         return EXIT_OK

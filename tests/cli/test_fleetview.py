@@ -2,14 +2,14 @@ import numpy as np
 
 from lepton_cli.fleetview import FleetStats, truth_for
 from lepton_cli.labeller import LabelPlan, parse_ref
+from lepton_tasks import load_task
 from shared import schemas
 from shared.containers import FeatureBatch
-from shared.tasks import get_task
 from shared.topics import Topics
 from shared.wire import decode
 
 T = Topics()
-Y = get_task("digits").dataset().y
+Y = load_task("digits").dataset().y
 
 
 def pred(sample, label, idx, version=1, source="edge", escalated=False):

@@ -15,8 +15,8 @@ from cloud_worker.keys import init_keys
 from cloud_worker.learner import Learner
 from cloud_worker.registry import Registry
 from cloud_worker.service import load_signer
+from lepton_tasks import load_task
 from shared.broker import Broker
-from shared.tasks import get_task
 from shared.topics import Topics
 
 # Tiny models: one torch thread is as fast as two here, and does not fight the broker and
@@ -53,7 +53,7 @@ def template_registry(tmp_path_factory: pytest.TempPathFactory, keydir: Path) ->
     """digits v1 (bootstrap) registered offline, under the default topic root."""
     tmp = tmp_path_factory.mktemp("template")
     cfg = make_config(tmp, keydir)
-    lr = Learner(get_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
+    lr = Learner(load_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
                  device=torch.device("cpu"))
     lr.bootstrap()
     return Path(cfg.registry)

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
+from lepton_tasks import load_task
 from shared.containers import FusedBatch, HardSample
 from shared.mqtt import Message
 from shared.schemas import Manifest, loads
-from shared.tasks import get_task
 
 
 def ort_run(onnx_bytes: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,7 +23,7 @@ def ort_run(onnx_bytes: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stream_inputs(task: str, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = get_task(task)
+    t = load_task(task)
     d = t.dataset()
     return t.preprocess_all(d.raw[idx]), d.y[idx]
 
@@ -45,7 +45,7 @@ def hard_sample(task: str, idx: np.ndarray, *, device: str = "cam-1", seq: int =
                 x: np.ndarray | None = None) -> HardSample:
     xs, _ = stream_inputs(task, idx) if x is None else (x, None)
     n = len(xs)
-    c = len(get_task(task).classes)
+    c = len(load_task(task).classes)
     return HardSample(device=device, stream="main", task=task, boot=1, seq=seq, model_version=1,
                       sample=np.asarray(idx, np.int64), x=xs.astype(np.float32), feat=np.zeros((n, 64), np.float32),
                       scores=np.full((n, c), 1.0 / c, np.float32), ts=np.full(n, time.time()))

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from cloud_worker.answer import Model, answer
+from lepton_tasks import load_task
 from shared.mqtt import Message
 from shared.schemas import Reply, loads
-from shared.tasks import get_task
 from shared.topics import Topics
 
 from .helpers import hard_sample
 
 T = Topics("lepton/v1/tunit")
-TASKS = {"digits": get_task("digits")}
+TASKS = {"digits": load_task("digits")}
 CALLS: list[int] = []
 
 
@@ -47,7 +47,7 @@ GOOD = hard_sample("digits", np.array([7, 8])).encode()
     (msg(GOOD, rt="edge/cam-2/reply"), "device_mismatch"),
     (msg(b"LPT\x01"), "codec.truncated"),
     (msg(b"nonsense"), "codec.bad_magic"),
-    (msg(hard_sample("motions", np.array([1])).encode()), "task_mismatch"),
+    (msg(hard_sample("health", np.array([1])).encode()), "task_mismatch"),
     (msg(hard_sample("digits", np.array([1]), x=np.zeros((1, 1, 4, 4), np.float32)).encode()), "bad_shape"),
 ])
 def test_each_bad_request_is_rejected_with_its_reason(m, reason):

@@ -9,8 +9,8 @@ import pytest
 
 from cloud_worker.learned import LearnedSet
 from cloud_worker.service import WorkerService
+from lepton_tasks import load_task
 from shared import schemas
-from shared.tasks import get_task
 
 from .conftest import make_config
 from .helpers import Collector, fused_batch
@@ -55,7 +55,7 @@ def test_copies_are_learned_once_and_acks_follow_the_saved_buffer(tmp_path, keyd
         acks(m)
 
     hub.subscribe_and_wait(topics.hub_ack("hub-1"), 1, ack_seen)
-    stream = get_task("digits").dataset().stream
+    stream = load_task("digits").dataset().stream
     onnx = w.learners["digits"].deployed.onnx
     first = fused_batch("digits", onnx, 1, stream[:40], seq=1)
     unlabelled = fused_batch("digits", onnx, 1, stream[40:60], seq=2, labels=np.full(20, -1))

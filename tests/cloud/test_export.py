@@ -13,9 +13,9 @@ import torch
 from cloud_worker import export as ex
 from cloud_worker import nets
 from cloud_worker.registry import Registry, torch_load
+from lepton_tasks import load_task
 from shared import model_contract as mc
 from shared.signing import SignatureError, load_public, verify_manifest_obj
-from shared.tasks import get_task
 
 from .helpers import ort_run, stream_inputs
 
@@ -26,14 +26,14 @@ def v1(template_registry):
 
 
 def edge_v1(template_registry) -> nets.EdgeNet:
-    t = get_task("digits")
-    e = nets.build_edge(t.kind, t.input_shape, len(t.classes))
+    t = load_task("digits")
+    e = nets.build_edge(t)
     e.load_state_dict(torch_load(Registry(template_registry).state("digits", 1)))
     return e.eval()
 
 
 def test_export_is_one_self_contained_graph_matching_the_contract(template_registry):
-    t = get_task("digits")
+    t = load_task("digits")
     x, _ = stream_inputs("digits", np.arange(5))
 
     out = ex.export(edge_v1(template_registry), t, x, opset=17, parity_tolerance=1e-4)
@@ -47,14 +47,14 @@ def test_export_is_one_self_contained_graph_matching_the_contract(template_regis
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
-def test_sensor_task_exports_too():
-    t = get_task("motions")
-    e = nets.build_edge(t.kind, t.input_shape, len(t.classes)).eval()
-    x, _ = stream_inputs("motions", np.arange(3))
+def test_window_task_exports_too():
+    t = load_task("health")
+    e = nets.build_edge(t).eval()
+    x, _ = stream_inputs("health", np.arange(3))
 
     out = ex.export(e, t, x, opset=17, parity_tolerance=1e-4)
 
-    assert ort_run(out.onnx, x)[1].shape == (3, 4)
+    assert ort_run(out.onnx, x)[1].shape == (3, len(t.classes))
 
 
 def test_parity_check_fails_loudly_when_the_graph_was_tampered_with(template_registry):

@@ -9,8 +9,8 @@ import torch
 from cloud_worker.learner import Learner
 from cloud_worker.registry import Registry
 from cloud_worker.service import load_signer
+from lepton_tasks import load_task
 from shared.schemas import Manifest
-from shared.tasks import get_task
 from shared.topics import Topics
 
 from .conftest import make_config
@@ -21,7 +21,7 @@ def learner(tmp_path, keydir, registry_copy, **over) -> tuple[Learner, list]:
     registry_copy()
     cfg = make_config(tmp_path, keydir, **over)
     published: list = []
-    lr = Learner(get_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
+    lr = Learner(load_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
                  device=torch.device("cpu"), publish=published.append)
     assert lr.load()
     return lr, published
@@ -29,7 +29,7 @@ def learner(tmp_path, keydir, registry_copy, **over) -> tuple[Learner, list]:
 
 def test_labelled_stream_batches_raise_holdout_accuracy_across_versions(tmp_path, keydir, registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy)
-    stream = get_task("digits").dataset().stream
+    stream = load_task("digits").dataset().stream
     v1_acc = lr.deployed_acc
     accs = [v1_acc]
 
@@ -51,7 +51,7 @@ def test_labelled_stream_batches_raise_holdout_accuracy_across_versions(tmp_path
 
 def test_worse_candidate_is_not_published_and_the_decision_is_logged(tmp_path, keydir, registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy)
-    stream = get_task("digits").dataset().stream
+    stream = load_task("digits").dataset().stream
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream[:400]))
 
     d = lr.retrain("labels", label_noise=True)
@@ -64,7 +64,7 @@ def test_worse_candidate_is_not_published_and_the_decision_is_logged(tmp_path, k
 
 def test_features_from_another_backbone_are_not_mixed_in(tmp_path, keydir, registry_copy):
     lr, _ = learner(tmp_path, keydir, registry_copy)
-    stream = get_task("digits").dataset().stream
+    stream = load_task("digits").dataset().stream
     fb = fused_batch("digits", lr.deployed.onnx, 1, stream[:200])
     lr.backbones[7] = 7  # as if rows came from a version with its own backbone
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 7, stream[200:300]))
@@ -77,7 +77,7 @@ def test_features_from_another_backbone_are_not_mixed_in(tmp_path, keydir, regis
 
 def test_hard_samples_with_labels_train_the_whole_model(tmp_path, keydir, registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy, training={"whole_min_raw": 150})
-    stream = get_task("digits").dataset().stream[:250]
+    stream = load_task("digits").dataset().stream[:250]
     x, _ = stream_inputs("digits", stream)
     hs = hard_sample("digits", stream)
     probs = lr.cloud.predict(x)
@@ -97,7 +97,7 @@ def test_hard_samples_with_labels_train_the_whole_model(tmp_path, keydir, regist
 
 def test_confident_cloud_answers_become_low_weight_pseudo_labels(tmp_path, keydir, registry_copy):
     lr, _ = learner(tmp_path, keydir, registry_copy, buffer={"pseudo_confidence": 0.5, "pseudo_weight": 0.25})
-    stream = get_task("digits").dataset().stream[:50]
+    stream = load_task("digits").dataset().stream[:50]
     x, _ = stream_inputs("digits", stream)
     keys = [("cam-1", int(s)) for s in stream]
     lr.ingest_hard(keys, x, np.zeros(50, np.int64), np.r_[np.full(30, 0.9), np.full(20, 0.1)])
@@ -114,7 +114,7 @@ def test_confident_cloud_answers_become_low_weight_pseudo_labels(tmp_path, keydi
 
 def test_promote_makes_a_new_version_with_the_old_weights(tmp_path, keydir, registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy)
-    stream = get_task("digits").dataset().stream
+    stream = load_task("digits").dataset().stream
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream[:400]))
     assert lr.retrain("labels")["published"]
 
@@ -133,7 +133,7 @@ def test_audited_edge_accuracy_drop_fires_drift_and_lets_an_equal_candidate_thro
                                                                                     registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy, gate={"margin": 0.5},
                             triggers={"min_new_labels": 10_000, "drift_min_rows": 50, "cooldown_s": 0})
-    stream = get_task("digits").dataset().stream[:80]
+    stream = load_task("digits").dataset().stream[:80]
     fb = fused_batch("digits", lr.deployed.onnx, 1, stream)
     wrong = fb.label.copy()
     fb = type(fb)(**{**{f: getattr(fb, f) for f in fb.__dataclass_fields__}, "edge_label": (wrong + 1) % 10})
@@ -149,7 +149,7 @@ def test_audited_edge_accuracy_drop_fires_drift_and_lets_an_equal_candidate_thro
 
 def test_rows_with_features_of_another_width_are_counted_not_stored(tmp_path, keydir, registry_copy):
     lr, _ = learner(tmp_path, keydir, registry_copy)
-    fb = fused_batch("digits", lr.deployed.onnx, 1, get_task("digits").dataset().stream[:5])
+    fb = fused_batch("digits", lr.deployed.onnx, 1, load_task("digits").dataset().stream[:5])
     fb = type(fb)(**{**{f: getattr(fb, f) for f in fb.__dataclass_fields__}, "feat": np.zeros((5, 7), np.float32)})
 
     lr.ingest_fused(fb)
@@ -159,7 +159,7 @@ def test_rows_with_features_of_another_width_are_counted_not_stored(tmp_path, ke
 
 def test_replay_buffer_survives_a_restart(tmp_path, keydir, registry_copy):
     lr, _ = learner(tmp_path, keydir, registry_copy)
-    stream = get_task("digits").dataset().stream[:40]
+    stream = load_task("digits").dataset().stream[:40]
     x, _ = stream_inputs("digits", stream[:10])
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream))
     lr.ingest_hard([("cam-1", int(s)) for s in stream[:10]], x, np.zeros(10, np.int64), np.full(10, 0.99))
@@ -189,7 +189,7 @@ def test_damaged_buffer_file_is_ignored(tmp_path, keydir, registry_copy, damage)
 def test_enough_labelled_raw_rows_refresh_the_cloud_model_and_only_keep_it_if_not_worse(tmp_path, keydir,
                                                                                         registry_copy):
     lr, _ = learner(tmp_path, keydir, registry_copy, training={"cloud_refresh_raw": 60})
-    stream = get_task("digits").dataset().stream[:80]
+    stream = load_task("digits").dataset().stream[:80]
     x, _ = stream_inputs("digits", stream)
     before = lr.cloud
     lr.ingest_hard([("cam-1", int(s)) for s in stream], x, np.zeros(80, np.int64), np.zeros(80))

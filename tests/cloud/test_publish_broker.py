@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 
 from cloud_worker.cli import main
+from lepton_tasks import load_task
 from shared import model_contract as mc
 from shared import preprocess
 from shared.schemas import Manifest
 from shared.signing import load_public, verify_manifest_obj
-from shared.tasks import get_task
 
 from .helpers import Collector
 
@@ -58,7 +58,7 @@ def test_bootstrap_publishes_a_signed_v1_that_plain_onnxruntime_runs(tmp_path, k
     ref = mc.decode_reference(m.reference)
     feat, probs = sess.run(["feat", "probs"], {m.input.tensor.name: np.array(ref["x"])})
     assert np.abs(feat - ref["feat"]).max() <= m.tolerance and np.abs(probs - ref["probs"]).max() <= m.tolerance
-    t = get_task("digits")
+    t = load_task("digits")
     d = t.dataset()
     run = preprocess.build(m.input.preprocess["steps"])
     x = np.concatenate([run(r) for r in d.raw[d.holdout[:50]]])

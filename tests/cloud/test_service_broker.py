@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cloud_worker.service import WorkerService
+from lepton_tasks import load_task
 from shared.schemas import Manifest, Reply, ServiceStatus, loads
-from shared.tasks import get_task
 
 from .conftest import make_config
 from .helpers import Collector, fused_batch, hard_sample
@@ -56,8 +56,8 @@ def test_two_workers_answer_each_escalation_exactly_once(tmp_path, keydir, broke
     replies = Collector()
     for d in ("cam-1", "cam-2"):
         dev.subscribe_and_wait(_flt(topics, d), 1, replies)
-    stream = get_task("digits").dataset().stream[:60]
-    y = get_task("digits").dataset().y
+    stream = load_task("digits").dataset().stream[:60]
+    y = load_task("digits").dataset().y
 
     for i, s in enumerate(stream):
         d = ("cam-1", "cam-2")[i % 2]
@@ -126,7 +126,7 @@ def test_fused_batches_through_the_broker_produce_a_better_published_model(
     v1 = Manifest.model_validate_json(manifests.items[-1].payload)
     hub = mqtt_factory()
     lr = w.learners["digits"]
-    stream = get_task("digits").dataset().stream
+    stream = load_task("digits").dataset().stream
 
     for seq, i in enumerate(range(0, 400, 100)):
         fb = fused_batch("digits", lr.registry.get("digits", 1).onnx, 1, stream[i:i + 100], seq=seq)
@@ -179,7 +179,7 @@ def test_answered_escalations_wait_for_their_labels_and_become_raw_training_rows
     dev = mqtt_factory()
     replies = Collector()
     dev.subscribe_and_wait(_flt(topics, "cam-1"), 1, replies)
-    stream = get_task("digits").dataset().stream[:5]
+    stream = load_task("digits").dataset().stream[:5]
     lr = w.learners["digits"]
 
     for i, s in enumerate(stream):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,3 +49,33 @@ def require_tool(name: str, install: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed ({install})")
     return path
+
+
+# ---- container tests (podman; RUN_CONTAINER_TESTS=1, see tests/deploy/podman.py) --------------
+
+@pytest.fixture(scope="session")
+def podman_ready() -> None:
+    from . import podman
+
+    reason = podman.why_not()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lepton_images(podman_ready: None) -> dict[str, str]:
+    """The three images and the broker image, built by scripts/images.sh when missing."""
+    from . import podman
+
+    podman.build_images()
+    return {**podman.IMAGES, "mosquitto": podman.BROKER_IMAGE}
+
+
+@pytest.fixture(scope="session")
+def podman_api(podman_ready: None) -> Iterator[str]:
+    """DOCKER_HOST for docker-compose and testcontainers: podman's docker-compatible socket."""
+    from . import podman
+
+    svc = podman.ApiService()
+    yield svc.url
+    svc.stop()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from lepton_tasks import load_task
 from shared import schemas
 from shared.broker import free_port
 from shared.signing import generate_keypair, load_private, sign_manifest
-from shared.tasks import get_task
 from shared.topics import Topics
 
 from .conftest import load_script
@@ -31,7 +31,7 @@ def bridge_status(state: str = "online", service: str = "bridge") -> bytes:
 
 def manifest(t: Topics, task: str = "digits") -> schemas.Manifest:
     return schemas.Manifest(task=task, version=1, sha256="a" * 64, size=10, artifact=str(t.artifact(task, 1)),
-                            input=get_task("digits").input_spec(),
+                            input=load_task("digits").input_spec(),
                             outputs=[schemas.TensorSpec(name="probs", dtype="float32", shape=["batch", 10])],
                             reference="TFBU", created=NOW, expires=NOW + 3600)
 

@@ -30,11 +30,14 @@ def _installer_python() -> str | None:
 INSTALLER_PYTHON = _installer_python()
 
 
-def run_install(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_install(*args: str, check: bool = True, systemd_running: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """systemd_running: a directory standing in for /run/systemd/system (systemd is init);
+    by default a path that does not exist (a container or chroot, as CI is)."""
     if INSTALLER_PYTHON is None:
         pytest.skip("install-pi.sh needs python3 >= 3.11 with venv support (Debian: apt-get install -y python3-venv)")
+    run_dir = str(systemd_running) if systemd_running else "/nonexistent/run/systemd/system"
     res = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHON": INSTALLER_PYTHON})
+                         env={**os.environ, "PYTHON": INSTALLER_PYTHON, "SYSTEMD_RUN_DIR": run_dir})
     if check:
         assert res.returncode == 0, res.stdout + res.stderr
     return res
@@ -240,16 +243,39 @@ def test_bad_input_is_refused_with_a_reason(bundle: Path, root: Path, damage: st
     assert list(root.iterdir()) == []  # refused before changing anything
 
 
-def test_live_dry_run_plans_user_and_systemctl_and_changes_nothing(bundle: Path) -> None:
+def test_live_dry_run_plans_user_and_systemctl_and_changes_nothing(bundle: Path, tmp_path: Path) -> None:
     etc_before = sorted(os.listdir("/etc"))
 
-    res = run_install("--bundle", str(bundle), "--dry-run")
+    res = run_install("--bundle", str(bundle), "--dry-run", systemd_running=tmp_path)
 
     assert "would run: systemctl enable lepton-agent.service" in res.stdout
     assert "would run: systemctl restart lepton-agent.service" in res.stdout
     assert "useradd --system" in res.stdout or "user lepton exists" in res.stdout
     assert "would write /etc/lepton/agent.toml" in res.stdout or "unchanged /etc/lepton/agent.toml" in res.stdout
     assert sorted(os.listdir("/etc")) == etc_before
+
+
+def test_live_dry_run_without_systemd_only_enables_the_unit(bundle: Path) -> None:
+    res = run_install("--bundle", str(bundle), "--dry-run")
+
+    assert "would run: systemctl enable lepton-agent.service" in res.stdout
+    assert "daemon-reload" not in res.stdout and "systemctl restart" not in res.stdout
+    assert "systemd is not running here" in res.stdout
+
+
+def test_bundle_wheels_are_what_pip_installs(bundle: Path, root: Path) -> None:
+    wheels = bundle / "wheels"
+    wheels.mkdir()
+    wheel = wheels / "lepton_edge-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    (wheels / "constraints.txt").write_text("numpy==2.4.6\n")
+
+    res = run_install("--bundle", str(bundle), "--root", str(root), "--dry-run")
+
+    pip = f"{root}/opt/lepton/bin/python -m pip install --disable-pip-version-check"
+    assert f"{pip} --no-index --no-deps \\<the\\ bundle\\'s\\ wheels" in res.stdout
+    assert f"{pip} --find-links {wheels} --constraint {wheels}/constraints.txt {wheel}\\[edge\\]" in res.stdout
+    assert f"{pip} --no-deps --force-reinstall {wheel}" in res.stdout
 
 
 def fake_installed_agent(root: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,8 @@ class NativeService:
         self.proc: subprocess.Popen | None = None
 
     def translate(self, s: str) -> str:
+        # Compose's own ${VAR:-default} interpolation, from the host environment, as compose does it.
+        s = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1)) or m.group(2), s)
         for cpath in sorted(self.paths, key=len, reverse=True):
             s = s.replace(cpath, str(self.paths[cpath]))
         return s

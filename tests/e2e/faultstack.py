@@ -81,7 +81,13 @@ class Observed:
     labelled: set[tuple[str, int, int]] = field(default_factory=set)  # (device, sample, label) on hub/batch
     hub_status: dict[str, Any] = field(default_factory=dict)
     worker_status: dict[str, Any] = field(default_factory=dict)
-    worker_deaths: list[dict[str, int]] = field(default_factory=list)  # final counters of each worker process
+    # Final counters of each worker process, by the death message's time: a retained copy restored
+    # by a restarted broker is the same death, not another process.
+    worker_death: dict[float, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def worker_deaths(self) -> list[dict[str, int]]:
+        return list(self.worker_death.values())
     telemetry: dict[str, Any] = field(default_factory=dict)  # device -> last Telemetry
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,7 +125,7 @@ class Observed:
             elif p.kind is Kind.CLOUD_STATUS and m.payload:
                 self.worker_status = schemas.loads(m.payload, schemas.ServiceStatus).model_dump()
                 if self.worker_status["state"] == "offline" and self.worker_status["counters"]:
-                    self.worker_deaths.append(self.worker_status["counters"])
+                    self.worker_death[self.worker_status["ts"]] = self.worker_status["counters"]
             elif p.kind is Kind.TELEMETRY:
                 t = schemas.loads(m.payload, schemas.Telemetry)
                 self.telemetry[t.device] = t

@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker]
 def test_broker_crash_with_bridge_and_worker_down_loses_nothing_and_learns_once(tmp_path):
     # Prepare: short custody and republish timeouts so that recovery fits the test
     stack = FaultStack(tmp_path, agents=2, fps=20.0, autosave_s=10,
-                       agent={"outbox": {"custody_timeout_s": 4.0}, "telemetry": {"interval_s": 0.5}},
+                       agent={"outbox": {"custody_timeout_s": 4.0, "custody_timeout_max_s": 8.0},
+                              "telemetry": {"interval_s": 0.5}},
                        bridge={"custody": {"republish_s": 4.0}, "fusion": {"label_wait": 0.5, "batch_age": 0.5}},
                        worker={"ack_interval_s": 0.5, "status_interval_s": 0.5})
     try:
@@ -42,14 +43,17 @@ def test_broker_crash_with_bridge_and_worker_down_loses_nothing_and_learns_once(
         # ... crash 2 with only the bridge down
         second = stack.crash_broker_with_backlog(backlog_s=6.0)
         cut = time.time()
-        # Recovery: past the agents' resend timeout (4 s, then 8 s) and the bridge's republish
+        # Recovery: until every message from before the cut is in custody (the agents resend after
+        # 4 s, then 8 s; the bridge republishes after 4 s), within a minute
+        outboxes = [tmp_path / "agents" / f"cam-{i}" / "outbox.sqlite" for i in (1, 2)]
+
+        def held_before_cut() -> list:
+            return [r for db in outboxes for r in outbox_rows(db) if r[3] < cut - 1.0]
+
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            rep = stack.observed.report()
-            if rep["lost"] == {"hard": 0, "feat": 0}:
-                break
+        while held_before_cut() and time.monotonic() < deadline:
             time.sleep(1.0)
-        time.sleep(6.0)  # custody for what was in flight at the cut
+        time.sleep(2.0)  # the last custody words and acks
         codes = stack.shutdown()
     except BaseException:
         stack.kill_all()

@@ -13,14 +13,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
 
 @pytest.fixture(scope="module")
-def summary(tmp_path_factory) -> dict:
+def run(tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess, Path]:
     run = tmp_path_factory.mktemp("up")
     out = run / "summary.json"
     proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--duration", "75", "--no-tui",
-                           "--agents", "2", "--fps", "10", "--workdir", str(run / "stack"), "--summary", str(out)],
+                           "--agents", "2", "--fps", "10", "--workdir", str(run / "stack"), "--summary", str(out),
+                           "--report", str(run / "run.html"), "--print-every", "5"],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"lepton up failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(out.read_text())
+    return json.loads(out.read_text()), proc, run / "run.html"
+
+
+@pytest.fixture(scope="module")
+def summary(run) -> dict:
+    return run[0]
 
 
 def test_a_newer_model_is_published_and_every_agent_runs_it(summary):
@@ -45,7 +51,7 @@ def test_no_qos1_message_lost_and_no_frame_dropped(summary):
     gaps = summary["qos1_seq_gaps"]
     assert gaps and all(v == 0 for v in gaps.values()), gaps
     assert summary["frames_dropped"] == 0
-    assert summary["models_rejected"] == 0
+    assert summary["agent_model_rejections"] == 0 and summary["capture_errors"] == 0
     for dev, d in summary["devices"].items():
         errors = {k: v for k, v in d["counters"].items() if "error" in k or "failed" in k}
         assert not any(errors.values()), (dev, errors)
@@ -55,6 +61,33 @@ def test_joint_inference_answers_escalations(summary):
     assert 0 < summary["escalation_ratio"] < 0.6
     assert summary["cloud_answers"] > 0
     assert summary["uplink_bytes"] > 0 and summary["raw_frame_bytes"] > 0
+
+
+def test_the_output_shows_the_run_as_it_is(run):
+    summary, proc, _ = run
+    out = proc.stdout
+    # status lines off a terminal, then the printed summary with the hub and workers sections
+    assert out.count("] broker=connected devices=2 ") >= 10
+    printed = out[out.index("\n{") + 1:out.index("\nsummary written to")]
+    assert '"hub": {' in printed and '"classes": {' in printed and '"workers": {' in printed
+    assert '"gate_refusals": ' in printed and '"agent_model_rejections": 0' in printed
+    assert '"holdout_n": 360' in printed and "360.0" not in printed
+    assert summary["gate_refusals"] == sum(w["counters"].get("learn.rejected", 0) for w in summary["workers"].values())
+
+
+def test_the_summary_records_a_time_series_and_the_report_shows_it(run, tmp_path):
+    from tests.cli.chromium import open_page
+    from tests.cli.test_report import PLOTS, plots_in
+
+    summary, _, html = run
+    points = summary["timeline"]["points"]
+    assert len(points) >= 30  # every 2 s for 75 s
+    assert points[-1]["preds"] == summary["predictions"] and points[-1]["joint"]
+    assert {e["device"] for e in summary["events"]["swaps"]} == {"cam-1", "cam-2"}
+    assert html.exists()
+    page = open_page(html, tmp_path / "run.png")
+    assert page.console == [] and list(plots_in(page.dom)) == list(PLOTS)
+    assert all(n > 0 for n in plots_in(page.dom).values())
 
 
 def test_processes_exit_cleanly(summary):

@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lepton_tasks import load_task
 from shared import schemas
 from shared.model_contract import encode_reference
 from shared.signing import sign_manifest
-from shared.tasks import get_task
 from shared.topics import Topics
 
 
@@ -33,7 +33,7 @@ class Weights:
 
 def fit(task_name: str, *, hidden: int = 64, seed: int = 0, ridge: float = 1e-1, temperature: float = 8.0,
         split: str = "seed") -> Weights:
-    task = get_task(task_name)
+    task = load_task(task_name)
     ds = task.dataset()
     idx = getattr(ds, split)
     x = task.preprocess_all(ds.raw[idx]).reshape(len(idx), -1).astype(np.float64)
@@ -50,7 +50,7 @@ def fit(task_name: str, *, hidden: int = 64, seed: int = 0, ridge: float = 1e-1,
 
 
 def onnx_bytes(task_name: str, w: Weights) -> bytes:
-    task = get_task(task_name)
+    task = load_task(task_name)
     c = len(task.classes)
     hidden = w.w1.shape[1]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *task.input_shape])
@@ -93,7 +93,7 @@ def release(topics: Topics, task_name: str, version: int, *, seed: int | None = 
             size: int | None = None, sha256: str | None = None, reference_shift: float = 0.0,
             tolerance: float = 1e-4, task_field: str | None = None, hidden: int = 64) -> Release:
     """A model version with its manifest; keyword knobs produce each kind of bad release."""
-    task = get_task(task_name)
+    task = load_task(task_name)
     w = fit(task_name, seed=version if seed is None else seed, hidden=hidden)
     blob = onnx_blob if onnx_blob is not None else onnx_bytes(task_name, w)
     ds = task.dataset()
@@ -113,7 +113,7 @@ def release(topics: Topics, task_name: str, version: int, *, seed: int | None = 
 
 
 def accuracy(task_name: str, w: Weights, split: str = "holdout") -> float:
-    task = get_task(task_name)
+    task = load_task(task_name)
     ds = task.dataset()
     idx = getattr(ds, split)
     _, probs = forward(task_name, w, task.preprocess_all(ds.raw[idx]))

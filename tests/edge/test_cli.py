@@ -41,10 +41,17 @@ def test_every_config_field_has_a_description():
 
 @pytest.mark.slow
 def test_agent_process_runs_for_duration_and_says_goodbye(broker, collect, topics, tmp_path):
+    import cv2
+    import numpy as np
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):  # a folder source starts at once (a dataset replay first loads the dataset)
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((32, 32, 3), 40 * i, np.uint8))
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'device = "cli-dev"\ntask = "digits"\nroot = "{topics.root}"\nstate_dir = "{tmp_path / "st"}"\n'
-                   f'[mqtt]\nport = {broker.port}\n[source]\ntype = "replay"\nfps = 50.0\n'
-                   f'[telemetry]\ninterval_s = 0.5\n')
+                   f'[mqtt]\nport = {broker.port}\n[source]\ntype = "folder"\npath = "{frames}"\nloop = true\n'
+                   f'fps = 50.0\n[telemetry]\ninterval_s = 0.5\n')
     col = collect(topics, "cli-dev")
     r = subprocess.run([sys.executable, "-m", "edge_agent", "--config", str(cfg), "--duration", "3"],
                        capture_output=True, text=True, timeout=60, cwd=EXAMPLE.parents[2])

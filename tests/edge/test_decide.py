@@ -80,3 +80,14 @@ def test_threshold_changes_apply_and_bad_values_are_refused():
     with pytest.raises(ValueError):
         d.set_audit_rate(-0.1)
     assert d.policy.threshold == 0.4
+
+
+def test_budget_escalates_only_the_most_uncertain_share():
+    from edge_agent.decide import Budget
+
+    rng = np.random.default_rng(1)
+    d = Decider(MaxProb(0.99), budget=Budget(0.1, window=200, warmup=20))
+    decisions = [d.decide(rng.dirichlet([1, 1, 1])) for _ in range(2000)]
+    share = np.mean([x.escalate for x in decisions[200:]])
+    assert 0.07 <= share <= 0.13, share  # without the budget nearly all would go (threshold 0.99)
+    assert all(x.reason in ("confident", "uncertain") for x in decisions)

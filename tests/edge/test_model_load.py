@@ -7,12 +7,12 @@ import onnx
 import pytest
 
 from edge_agent.model import ModelRejected, load_model
-from shared.tasks import get_task
+from lepton_tasks import load_task
 from shared.topics import Topics
 from tests.edge.models import release
 
 T = Topics("lepton/v1/unit")
-SHAPE = get_task("digits").input_shape
+SHAPE = load_task("digits").input_shape
 
 
 def reason(blob, manifest, raw=b"{}", **kw) -> str:
@@ -23,7 +23,7 @@ def reason(blob, manifest, raw=b"{}", **kw) -> str:
 
 def test_good_model_loads_and_runs():
     rel = release(T, "digits", 1)
-    m = load_model(rel.onnx, rel.manifest, rel.wire, expect_shape=SHAPE, probe=get_task("digits").dataset().raw[0])
+    m = load_model(rel.onnx, rel.manifest, rel.wire, expect_shape=SHAPE, probe=load_task("digits").dataset().raw[0])
     feat, probs = m.run(np.zeros((1, *SHAPE), np.float32))
     assert feat.shape == (1, 64) and probs.shape == (1, 10) and abs(float(probs.sum()) - 1) < 1e-5
 
@@ -37,9 +37,9 @@ def test_renamed_output_breaks_the_contract():
 
 
 def test_model_for_another_input_shape_is_refused():
-    motions = release(T, "motions", 1)
+    health = release(T, "health", 1)
     digits = release(T, "digits", 1)
-    assert reason(motions.onnx, digits.manifest) == "contract"
+    assert reason(health.onnx, digits.manifest) == "contract"
 
 
 def test_unknown_preprocessing_step_is_refused():

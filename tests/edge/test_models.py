@@ -40,8 +40,8 @@ def serving(make_agent, collect, mqtt_factory, topics, keys, tmp_path):
 
 
 def _alive(agent, col) -> None:
-    frames, preds = agent.frames, col.count(Kind.PRED)
-    wait_until(lambda: agent.frames > frames + 20 and col.count(Kind.PRED) > preds + 20, what="frames still flowing")
+    frames, preds = agent.meter.frames, col.count(Kind.PRED)
+    wait_until(lambda: agent.meter.frames > frames + 20 and col.count(Kind.PRED) > preds + 20, what="frames still flowing")
 
 
 def _last_state(col) -> schemas.ModelState:
@@ -85,7 +85,7 @@ def test_each_bad_offer_is_counted_reported_and_v2_keeps_serving(serving, keys, 
         bigger = rel.onnx + b"\0" * 64
         publish_release(pub, topics, release(topics, "digits", v, key=key, onnx_blob=rel.onnx), artifact=bigger)
     elif case == "other_task":
-        publish_release(pub, topics, release(topics, "digits", v, key=key, task_field="motions"))
+        publish_release(pub, topics, release(topics, "digits", v, key=key, task_field="health"))
     elif case == "not_newer":
         publish_release(pub, topics, release(topics, "digits", 1, key=key))
     elif case == "empty":

@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lepton_tasks import load_task
+from lepton_tasks.packs.digits import render_digit
 from shared import schemas
 from shared.containers import HardSample
-from shared.tasks import get_task, render_digit
 from shared.topics import Kind
 from tests.edge.conftest import preds_by_sample, publish_release, wait_until
 from tests.edge.models import release, write_files
@@ -15,7 +16,7 @@ from tests.edge.models import release, write_files
 
 def test_video_file_round_trip_is_classified_well_above_chance(make_agent, collect, topics, tmp_path):
     # Prepare: real digits rendered as camera frames, written as MJPG and read back through cv2
-    task = get_task("digits")
+    task = load_task("digits")
     ds = task.dataset()
     idx = ds.stream[:150]
     path = tmp_path / "front.avi"
@@ -65,7 +66,7 @@ def test_hot_reload_under_load_every_frame_one_prediction_one_switch(make_agent,
     # (On a fast machine the 500 predictions above take less than the 0.3 s deadline.)
     wait_until(lambda: agent.counters.get("escalation.deadline") > 0, timeout=30, what="an escalation deadline")
     agent.stop()  # pending escalations are resolved (locally) and published before the agent disconnects
-    n = agent.frames
+    n = agent.meter.frames
     wait_until(lambda: col.count(Kind.PRED) >= n, timeout=30, what="a prediction for every frame")
     # Assert
     by_sample = preds_by_sample(col)
@@ -80,8 +81,8 @@ def test_hot_reload_under_load_every_frame_one_prediction_one_switch(make_agent,
     # Every escalation ended in exactly one way (none answered: deadline, evicted or at the stop).
     c = agent.counters
     assert c.get("escalation.deadline") > 0
-    assert agent.escalated == c.get("escalation.deadline") + c.get("escalation.evicted") + c.get("escalation.at_stop")
-    assert sum(p.escalated for v in by_sample.values() for p in v) == agent.escalated
+    assert agent.meter.escalated == c.get("escalation.deadline") + c.get("escalation.evicted") + c.get("escalation.at_stop")
+    assert sum(p.escalated for v in by_sample.values() for p in v) == agent.meter.escalated
 
 
 def test_joint_inference_uses_cloud_reply_within_deadline_else_local(make_agent, collect, mqtt_factory, topics,
@@ -144,3 +145,31 @@ def test_telemetry_status_and_feature_batches(make_agent, collect, topics, tmp_p
     assert all(e.name == "0" for e in events)
     agent.stop()
     wait_until(lambda: col.of(Kind.STATUS)[-1].state == "offline", what="death message")
+
+
+def test_a_cloud_that_defers_leaves_the_edge_decision_standing(make_agent, collect, mqtt_factory, topics, tmp_path):
+    # Prepare: every sample escalates; the cloud answers, but says it is no better here (defer)
+    n = 20
+    agent = make_agent(start=False, source={"type": "replay", "split": "stream", "loop": False, "limit": n},
+                       capture={"start_after_model": True},
+                       decision={"policy": {"type": "max_prob", "threshold": 1.0}, "reply_deadline_s": 2.0,
+                                 "rate_limit": 1000.0, "burst": 1000, "audit_rate": 0.0},
+                       model=write_files(release(topics, "digits", 1), tmp_path / "init"))
+    cloud = mqtt_factory()
+
+    def answer(msg):
+        hs = HardSample.decode(msg.payload)
+        reply = schemas.Reply(task="digits", sample=int(hs.sample[0]), label=7, confidence=0.99, model="weak",
+                              worker="w1", defer=True, ts=0.0)
+        cloud.publish(topics.reply(agent.cfg.device), schemas.dumps(reply), qos=1,
+                      correlation_data=msg.correlation_data)
+
+    cloud.subscribe_and_wait(topics.edge_kind(Kind.HARD, agent.cfg.device), 1, answer)
+    col = collect(topics, agent.cfg.device)
+    # Execute
+    agent.start()
+    wait_until(lambda: col.count(Kind.PRED) >= n, what="all predictions")
+    # Assert: answered in time, yet the edge's own label stands
+    preds = preds_by_sample(col)
+    assert all(p.escalated and p.source == "edge" for (p,) in preds.values())
+    assert agent.counters.get("reply.deferred") == n and agent.counters.get("reply.used") == 0

@@ -96,7 +96,7 @@ def test_manifest_checks_each_reason(tmp_path):
     assert reason(b"") == "empty"
     assert reason(b"\xff\x00garbage") == "not_json"
     assert reason(b"[1,2]") == "not_json"
-    assert reason(release(T, "digits", 3, task_field="motions").wire) == "other_task"
+    assert reason(release(T, "digits", 3, task_field="health").wire) == "other_task"
     assert reason(good.wire, highest=3) == "not_newer"
     assert reason(release(T, "digits", 3, key=other).wire, key=pub) == "bad_signature"
     assert reason(release(T, "digits", 3).wire, key=pub) == "bad_signature"  # unsigned
@@ -141,3 +141,61 @@ def test_signed_model_with_external_data_is_rejected_before_onnxruntime(tmp_path
     with pytest.raises(Rejection) as ei:
         check_artifact(data, manifest)
     assert ei.value.reason == "onnx_external_data"
+
+
+def test_every_escalation_ends_once_whatever_races_it():
+    from edge_agent.config import DecisionSettings
+    from edge_agent.escalations import Escalations, Pending
+    from shared.counters import Counters
+    from shared.mqtt import Message
+    from shared.schemas import Reply
+    from shared.wire import Decoded
+
+    ended: list[tuple[int, str, int]] = []
+    c = Counters()
+    esc = Escalations(DecisionSettings(max_pending=2, reply_deadline_s=1.0), "digits", c,
+                      lambda p, source, label, conf: ended.append((p.sample, source, label)), lambda: ("a", "b", "c"))
+
+    def reply(sample: int, label: int, **kw) -> None:
+        r = Reply(task="digits", sample=sample, label=label, confidence=0.9, model="m", worker="w", ts=0.0, **kw)
+        esc.on_reply(Decoded(T.parse(T.reply("d1")), r),
+                     Message(str(T.reply("d1")), b"", 1, False, correlation_data=str(sample).encode()))
+
+    for s in (1, 2, 3):  # 1 is evicted by 3
+        esc.register(Pending(s, 0, 0.4, 1, "ref", 0.0, True))
+    reply(2, 1)
+    reply(2, 1)  # a duplicate reply finds nothing
+    reply(3, 9)  # not a class of the model in use
+    for s in (4, 5):
+        esc.register(Pending(s, 0, 0.4, 1, "ref", 0.0, True))
+    reply(4, 2, defer=True)
+    esc.expire(time.time() + 5)  # 5 passes its deadline
+    esc.register(Pending(6, 0, 0.4, 1, "ref", 0.0, True))
+    esc.at_stop()
+    assert ended == [(1, "edge", 0), (2, "cloud", 1), (3, "edge", 0), (4, "edge", 0), (5, "edge", 0), (6, "edge", 0)]
+    assert {k: c.get(k) for k in ("escalation.evicted", "reply.used", "reply.late", "reply.rejected.bad_label",
+                                  "reply.deferred", "escalation.deadline", "escalation.at_stop")} == dict.fromkeys(
+        ("escalation.evicted", "reply.used", "reply.late", "reply.rejected.bad_label", "reply.deferred",
+         "escalation.deadline", "escalation.at_stop"), 1)
+    assert len(esc) == 0
+
+
+def test_meter_prices_frames_as_jpeg_and_windows_as_their_dtype():
+    from edge_agent.config import TelemetrySettings
+    from edge_agent.meter import Meter
+
+    m = Meter(TelemetrySettings(jpeg_every=2))
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (240, 320, 3), np.uint8)
+    for _ in range(3):
+        m.sample(frame)
+    jpeg = m.raw_bytes / 3
+    assert 0 < jpeg < frame.nbytes  # a JPEG of noise is large but smaller than the pixels
+    m.sample(np.zeros((3, 100), np.float32))
+    assert m.raw_bytes == round(jpeg * 3) + 1200 and m.frames == 4
+    m.inference(0.002)
+    m.escalation()
+    m.uplink(100)
+    r = m.read()
+    assert (r.frames, r.inferred, r.escalated, r.uplink_bytes, r.escalation_ratio) == (4, 1, 1, 100, 1.0)
+    assert r.latency_ms_p50 == pytest.approx(2.0)

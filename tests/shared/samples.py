@@ -6,16 +6,16 @@ import time
 
 import numpy as np
 
+from lepton_tasks import load_task
 from shared import schemas
 from shared.containers import FeatureBatch, FusedBatch, HardSample
-from shared.tasks import get_task
 from shared.topics import Topics
 
 NOW = 1_790_000_000.0
 
 
 def json_samples(t: Topics, device: str = "cam-1") -> list[tuple[object, schemas.Msg]]:
-    task = get_task("digits")
+    task = load_task("digits")
     manifest = schemas.Manifest(task="digits", version=3, parent=2, sha256="a" * 64, size=1234,
                                 artifact=str(t.artifact("digits", 3)), input=task.input_spec(),
                                 outputs=[schemas.TensorSpec(name="feat", dtype="float32", shape=["batch", 32]),

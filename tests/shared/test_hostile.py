@@ -102,7 +102,7 @@ def test_unknown_schema_version_and_oversized_for_every_schema():
             wire.decode(T, str(topic), json.dumps(obj).encode())
         assert e.value.reason == "unknown_schema_version"
         with pytest.raises(wire.WireError) as e:
-            wire.decode(T, str(topic), b" " * (schemas.MAX_JSON_BYTES + 1))
+            wire.decode(T, str(topic), b" " * (schemas.max_bytes(type(msg)) + 1))
         assert e.value.reason == "oversized"
 
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Learning benchmark: every shipped scenario, headless, through the whole stack; the scoreboard per scenario.
+
+    .venv/bin/python bench/bench_learning.py [--tasks camera industrial traffic health]
+                                            [--duration 200] [--fps 10] [--agents 2]
+                                            [--out bench/results/bench_learning.json] [--markdown FILE]
+
+Each scenario is one `lepton up --task NAME` run (real mosquitto, bridge, worker, agents replaying the
+task's stream, a labeller correcting 30% of samples after 2 s), whose summary holds the scoreboard
+(lepton_cli/scoreboard.py): per model version the holdout accuracy and macro-F1 of edge-only,
+cloud-only and joint decisions, the escalation ratio, edge against cloud on the escalated samples,
+the field accuracies against ground truth, uplink bytes per sample against the raw samples, and for
+a task with a drift phase the labels and seconds it took to recover. The targets of docs/TASKS.md
+are checked per scenario; a missed one says so. Writes JSON, prints the markdown table (and writes it
+to --markdown for the README and docs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lepton_cli.scoreboard import markdown  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "bench_learning.json"
+SCENARIOS = ("camera", "industrial", "traffic", "health")
+
+
+def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
+    summary = workdir / "summary.json"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--task", task, "--duration",
+                           str(args.duration), "--agents", str(args.agents), "--fps", str(args.fps), "--no-tui",
+                           "--workdir", str(workdir / "stack"), "--summary", str(summary)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 300)
+    if proc.returncode != 0 or not summary.exists():
+        return {"task": task, "error": f"lepton up exited {proc.returncode}: {proc.stderr[-2000:]}"}
+    s = json.loads(summary.read_text())
+    boards = [b for b in s.get("scoreboard", []) if b["task"] == task]
+    return {"task": task, "wall_s": round(time.monotonic() - t0, 1), "exit_codes": s.get("exit_codes"),
+            "board": boards[0] if boards else None, "predictions": s.get("predictions"),
+            "models": s.get("models"), "qos1_seq_gaps": s.get("qos1_seq_gaps")}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(SCENARIOS))
+    p.add_argument("--duration", type=float, default=200.0)
+    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--agents", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--markdown", type=Path, default=None)
+    args = p.parse_args()
+    runs = []
+    for task in args.tasks:
+        with tempfile.TemporaryDirectory(prefix=f"lepton-learn-{task}-") as d:
+            r = run_one(task, args, Path(d))
+        runs.append(r)
+        status = r.get("error") or ", ".join(f"{k}: {'met' if v['met'] else 'MISSED'}"
+                                             for k, v in (r["board"] or {}).get("targets", {}).items())
+        print(f"{task}: {status}", flush=True)
+    boards = [r["board"] for r in runs if r.get("board")]
+    table = markdown(boards)
+    print("\n" + table)
+    out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                       "loadavg": Path("/proc/loadavg").read_text().split()[:3]},
+           "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "ran_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    print(f"wrote {args.out}")
+    return 0 if all("error" not in r for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

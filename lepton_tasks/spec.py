@@ -1,0 +1,175 @@
+"""The task spec: one TOML file says what a task is, so a user's own task needs no code change.
+
+A spec names the classes (and which of them raise alerts), the preprocessing (the step
+vocabulary of ``shared/preprocess.py``, carried in every signed manifest), the model input,
+the edge and cloud models as ``module:callable`` factories (defaults per kind), where the data
+comes from, how it splits into seed / holdout / stream, and decision defaults. Unknown keys
+are refused, and every error names the key (``TaskSpecError``: one line, for ``lepton tasks
+check``). Paths in a spec are relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared import preprocess
+from shared.topics import SEGMENT_RE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Callable_ = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                                 description="A `module:callable` importable from the Python path.")]
+Size = Annotated[float, Field(gt=0, description="A count (>= 1) or a fraction of the samples (< 1).")]
+
+
+class TaskSpecError(ValueError):
+    """A spec that cannot be used; ``str()`` is one line that names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputCfg(_Strict):
+    shape: list[int] = Field(min_length=1, max_length=3, description="One preprocessed sample, no batch axis: "
+                                                                      "[C, H, W] for images, [C, T] for windows.")
+    layout: Literal["NCHW", "NCT"] = Field(description="Axis order of the model input with its batch axis.")
+    raw: str = Field("", max_length=200, description="What a source delivers, in words (defaults per kind).")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(d < 1 for d in v):
+            raise ValueError("every dimension must be >= 1")
+        return v
+
+
+class ModelsCfg(_Strict):
+    edge: Callable_ | None = Field(None, description="Factory (input_shape, n_classes) -> cloud_worker.nets.EdgeNet;"
+                                                     " default per kind.")
+    cloud: Callable_ | None = Field(None, description="Factory (input_shape, n_classes) -> torch module returning "
+                                                      "logits; default per kind.")
+    edge_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the edge factory "
+                                      "(the default window model takes `bins`, docs/TASKS.md).")
+    cloud_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the cloud factory.")
+
+
+class DatasetCfg(_Strict):
+    source: Literal["folder", "npz", "csv", "callable"] = Field(description="Where the labelled samples come from.")
+    path: str | None = Field(None, description="folder: one sub-folder per class; npz: arrays `x` and `y`; csv: one "
+                                               "window per row. Relative to the spec file.")
+    call: Callable_ | None = Field(None, alias="callable", description="callable: returns (x, y) or (x, y, info); "
+                                   "info may hold `drift`, a mask of samples replayed last (docs/TASKS.md).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the callable.")
+    frame_size: list[int] | None = Field(None, min_length=2, max_length=2,
+                                         description="folder: [width, height] every image is resized to "
+                                                     "(default: the most common size).")
+    label_column: str = Field("label", description="csv: the column holding the class (name or index).")
+    channels: int = Field(1, ge=1, description="csv/npz: channels of a window (the row's values are channels "
+                                               "x time, channel-major).")
+    x_key: str = Field("x", description="npz: the array of samples.")
+    y_key: str = Field("y", description="npz: the array of labels (class names or indexes).")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _what(self) -> DatasetCfg:
+        if self.source == "callable" and not self.call:
+            raise ValueError("source = 'callable' needs callable = 'module:function'")
+        if self.source != "callable" and not self.path:
+            raise ValueError(f"source = '{self.source}' needs path")
+        return self
+
+
+class SplitCfg(_Strict):
+    seed: Size = Field(description="Labelled samples version 1 is trained on.")
+    holdout: Size = Field(description="Samples the worker's gate scores candidates on (never trained on).")
+    stream: Size | None = Field(None, description="Samples the simulated devices replay (default: all the rest).")
+    shuffle_seed: int = Field(0, description="Seed of the deterministic split.")
+    stratify: bool = Field(True, description="Seed and holdout keep every class (in proportion, at least one each).")
+
+
+class DecisionCfg(_Strict):
+    policy: Literal["max_prob", "margin", "entropy"] = Field("max_prob", description="Default escalation policy.")
+    threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
+    budget: float | None = Field(0.15, gt=0, le=1, description="Escalate at most this fraction of samples as "
+                                                               "uncertain (the most uncertain ones); None: no cap.")
+    raw_every: int = Field(1, ge=0, description="One escalation in this many carries the model input, for the "
+                                                "cloud to learn from; the others carry the edge features only "
+                                                "(the cloud answers those from features). 0: none does.")
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=SEGMENT_RE.pattern, description="Task name (a topic segment).")
+    kind: Literal["image", "window"] = Field(description="image: camera frames; window: sensor windows.")
+    description: str = Field("", max_length=500, description="One or two sentences for `lepton tasks list`.")
+    classes: list[str] = Field(min_length=2, description="Class names by index.")
+    alert_classes: list[str] = Field(default_factory=list, description="Classes that raise an event.")
+    preprocess: list[dict[str, Any]] = Field(min_length=1, description="Steps of shared/preprocess.py, in order.")
+    input: InputCfg = Field(description="The model input after preprocessing.")
+    models: ModelsCfg = Field(default_factory=ModelsCfg, description="Edge and cloud model factories.")
+    dataset: DatasetCfg = Field(description="The labelled data.")
+    split: SplitCfg = Field(description="Seed / holdout / stream.")
+    decision: DecisionCfg = Field(default_factory=DecisionCfg, description="Decision defaults for agents.")
+    citation: str = Field("", max_length=500, description="Where the data comes from, and its licence.")
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("class names must be unique")
+        if any(not c or len(c) > 64 for c in v):
+            raise ValueError("class names are 1-64 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        unknown = [a for a in self.alert_classes if a not in self.classes]
+        if unknown:
+            raise ValueError(f"alert_classes {unknown} are not among the classes")
+        want = 3 if self.kind == "image" else 2
+        if len(self.input.shape) != want:
+            raise ValueError(f"a {self.kind} task's input.shape has {want} dimensions")
+        if (self.kind == "image") != (self.input.layout == "NCHW"):
+            raise ValueError(f"input.layout {self.input.layout} does not fit kind {self.kind!r}")
+        try:
+            preprocess.build(self.preprocess)
+        except preprocess.PreprocessError as exc:
+            raise ValueError(f"preprocess: {exc}") from None
+        return self
+
+
+def _loc(err: dict) -> str:
+    return ".".join(str(x) for x in err["loc"] if x != "__root__") or "<spec>"
+
+
+def parse_spec(text: str, origin: str = "<spec>") -> TaskSpec:
+    """Validate TOML text; TaskSpecError names the first bad key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskSpecError(f"{origin}: not valid TOML: {exc}") from None
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise TaskSpecError(f"{origin}: {_loc(e)}: {msg}{more}") from None
+
+
+def read_spec(path: Path) -> TaskSpec:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise TaskSpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_spec(text, str(path))

@@ -1,0 +1,159 @@
+"""A task at run time: its spec, where it was found, its data split, and the input contract.
+
+The cloud worker trains from ``dataset()``; simulated agents replay its stream; the input spec
+and the classes go into every signed manifest, which is all a real agent needs (docs/TASKS.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_tasks import datasets
+from lepton_tasks.spec import TaskSpec, TaskSpecError
+from shared import preprocess
+from shared.schemas import DecisionDefaults, InputSpec, TensorSpec
+
+RAW = {"image": "HxWx3 uint8 BGR frame (cv2.VideoCapture order)", "window": "(channels, time) float32 sensor window"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    raw: np.ndarray  # (N, ...) raw samples as a source produces them
+    y: np.ndarray  # (N,) int64 labels
+    seed: np.ndarray  # indices
+    holdout: np.ndarray
+    stream: np.ndarray  # in replay order
+    drift_at: int | None = None  # position in ``stream`` where a drift phase starts
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+class Task:
+    def __init__(self, spec: TaskSpec, origin: str, base: Path) -> None:
+        self.spec = spec
+        self.origin = origin  # "shipped", "path", or "entry point <dist>"
+        self.base = base  # paths in the spec are relative to it
+        self._lock = threading.Lock()
+        self._data: Dataset | None = None
+
+    # ---- what every role reads -------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.spec.classes)
+
+    @property
+    def alert_classes(self) -> tuple[str, ...]:
+        return tuple(self.spec.alert_classes)
+
+    @property
+    def steps(self) -> tuple[dict[str, Any], ...]:
+        return tuple(self.spec.preprocess)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.spec.input.shape)
+
+    @property
+    def layout(self) -> str:
+        return self.spec.input.layout
+
+    def raw_description(self) -> str:
+        return self.spec.input.raw or RAW[self.kind]
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(tensor=TensorSpec(name="x", dtype="float32", shape=["batch", *self.input_shape]),
+                         layout=self.layout, preprocess={"steps": [dict(s) for s in self.steps],
+                                                         "raw": self.raw_description()},
+                         classes=list(self.classes), alert_classes=list(self.alert_classes))
+
+    def decision_defaults(self) -> DecisionDefaults:
+        d = self.spec.decision
+        return DecisionDefaults(policy=d.policy, threshold=d.threshold, budget=d.budget, raw_every=d.raw_every)
+
+    def pipeline(self) -> preprocess.Pipeline:
+        return preprocess.build(self.steps)
+
+    def preprocess_all(self, raw: np.ndarray) -> np.ndarray:
+        """Run the pipeline over a stack of raw samples -> (N, *input_shape) float32."""
+        run = self.pipeline()
+        if not len(raw):
+            return np.zeros((0, *self.input_shape), np.float32)
+        return np.concatenate([run(r) for r in raw], axis=0)
+
+    # ---- data ---------------------------------------------------------------------
+    def dataset(self) -> Dataset:
+        with self._lock:
+            if self._data is None:
+                self._data = split(self.spec, datasets.load(self.spec.dataset, self.classes, self.base))
+            return self._data
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, {self.kind}, {len(self.classes)} classes, from {self.origin})"
+
+
+def _count(size: float, n: int) -> int:
+    return int(size) if size >= 1 else int(round(size * n))
+
+
+def _stratified(idx: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of ``idx``, every class in proportion and at least one of each that has any."""
+    classes = np.unique(y[idx])
+    take: list[np.ndarray] = []
+    for c in classes:
+        members = idx[y[idx] == c]
+        k = max(1, int(round(n * len(members) / len(idx))))
+        take.append(rng.permutation(members)[:k])
+    out = np.concatenate(take)
+    if len(out) > n:  # rounding up every class may overshoot: trim the biggest classes first
+        out = rng.permutation(out)
+        keep: list[int] = []
+        per = {c: 0 for c in classes}
+        for i in out:
+            if per[y[i]] == 0 or len(keep) < n:
+                keep.append(int(i))
+                per[y[i]] += 1
+        out = np.array(keep[:max(n, len(classes))])
+    return np.sort(out)
+
+
+def split(spec: TaskSpec, data: datasets.Loaded) -> Dataset:
+    """Deterministic seed / holdout / stream from the spec's sizes (counts or fractions).
+
+    A dataset may mark a drift phase (``info["drift"]``, a boolean mask): seed and holdout come from
+    the samples before it, and the stream replays the rest of those, then the drift samples."""
+    n = len(data.y)
+    rng = np.random.default_rng(spec.split.shuffle_seed)
+    drift = np.asarray(data.info.get("drift", np.zeros(n, bool)), bool)
+    if drift.shape != (n,):
+        raise TaskSpecError(f"dataset: info['drift'] must be a boolean mask of {n} samples")
+    pool = rng.permutation(np.flatnonzero(~drift))
+    n_seed, n_hold = _count(spec.split.seed, len(pool)), _count(spec.split.holdout, len(pool))
+    if n_seed < 1 or n_hold < 1 or n_seed + n_hold >= len(pool):
+        raise TaskSpecError(f"split: seed {n_seed} + holdout {n_hold} leave no stream of {len(pool)} samples")
+    if spec.split.stratify:
+        seed = _stratified(pool, data.y, n_seed, rng)
+        rest = np.setdiff1d(pool, seed)
+        holdout = _stratified(rest, data.y, n_hold, rng)
+        rest = rng.permutation(np.setdiff1d(rest, holdout))
+    else:
+        seed, holdout, rest = np.sort(pool[:n_seed]), np.sort(pool[n_seed:n_seed + n_hold]), pool[n_seed + n_hold:]
+    if spec.split.stream is not None:
+        rest = rest[: _count(spec.split.stream, len(pool))]
+    late = rng.permutation(np.flatnonzero(drift))
+    stream = np.concatenate([rest, late]).astype(np.int64)
+    missing = [spec.classes[c] for c in range(len(spec.classes)) if not (data.y[seed] == c).any()]
+    if missing:
+        raise TaskSpecError(f"split: the seed set has no sample of classes {missing}")
+    return Dataset(data.x, data.y, seed, holdout, stream, len(rest) if len(late) else None, dict(data.skipped))
