@@ -26,6 +26,7 @@ from collections import deque
 import numpy as np
 
 from hub_bridge.acks import Acker, AckToken
+from hub_bridge.batch_out import BatchOut
 from hub_bridge.classes import (
     CLASS_NAMES,
     CLASS_OF_KIND,
@@ -37,8 +38,10 @@ from hub_bridge.classes import (
 )
 from hub_bridge.config import BridgeConfig
 from hub_bridge.context import ContextBuilder
-from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key, custody_payload
-from hub_bridge.fusion import Emitted, Fuser
+from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
+from hub_bridge.custody_notes import CustodyNotes
+from hub_bridge.fusion import Fuser
+from hub_bridge.gc_policy import GcPolicy
 from hub_bridge.scheduler import Item, PriorityScheduler
 from shared import codec, schemas, strictjson, wire
 from shared.counters import Counters
@@ -52,41 +55,7 @@ HI, BULK = 0, 1
 _ROUTE_CACHE_MAX = 200_000
 _ACK_EVERY_S = 0.002
 _POLL_EVERY_S = 0.01
-_GC_THRESHOLDS = (50_000, 20, 100)  # with gc_collect_every_s = 0: fewer young collections than 700
 _TELEMETRY_KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
-
-
-class _GcPolicy:
-    """The cyclic collector is the interpreter's, not one bridge's: set while any bridge runs in this
-    process, restored when the last one stops (tests run several in one process)."""
-
-    _lock = threading.Lock()
-    _users = 0
-    _saved: tuple[bool, tuple[int, int, int]] | None = None
-
-    @classmethod
-    def enter(cls, freeze: bool, manual: bool) -> None:
-        with cls._lock:
-            if cls._users == 0:
-                cls._saved = (gc.isenabled(), gc.get_threshold())
-            cls._users += 1
-            if freeze:
-                gc.collect()
-                gc.freeze()
-            if manual:
-                gc.disable()  # the dispatcher collects every gc_collect_every_s
-            else:
-                gc.set_threshold(*_GC_THRESHOLDS)
-
-    @classmethod
-    def leave(cls) -> None:
-        with cls._lock:
-            cls._users -= 1
-            if cls._users == 0 and cls._saved is not None:
-                enabled, thresholds = cls._saved
-                gc.set_threshold(*thresholds)
-                if enabled:
-                    gc.enable()
 
 
 class HubBridge(Service):
@@ -124,8 +93,9 @@ class HubBridge(Service):
         self._gc_pause_ms = 0.0
         self._lat = [deque(maxlen=cfg.latency_samples) for _ in range(5)]
         self._routes: dict[str, tuple[int, object]] = {}
-        self._custody_topics: dict[str, object] = {}
-        self._outbox: deque[tuple[str, bytes, list, int]] = deque()  # (task, payload, ack refs, batch seq)
+        self.out = BatchOut(self.t, self.handoff, self.acker, self.counters, ttl_s=self._ttl[FEATURE],
+                            client=lambda: self.clients[BULK] if self.clients else None, clock=clock)
+        self.notes = CustodyNotes(self.t, self.ledger, self.counters)
         self._rate_prev: tuple[float, list[int]] | None = None
         self._status_lock = threading.Lock()
 
@@ -176,7 +146,7 @@ class HubBridge(Service):
             c.start()
         self._dispatcher = self.spawn(self._dispatch_loop, "dispatch")
         self.spawn(self._status_loop, "status")
-        _GcPolicy.enter(self.cfg.gc_freeze, self.cfg.gc_collect_every_s > 0)
+        GcPolicy.enter(self.cfg.gc_freeze, self.cfg.gc_collect_every_s > 0)
         self._gc_entered = True
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
@@ -189,14 +159,14 @@ class HubBridge(Service):
             if th is not threading.current_thread():
                 th.join(5.0)
         # Send what fusion holds; anything still queued stays unacked and is redelivered next start.
-        self._publish_batches(self.fuser.poll(self.clock(), flush=True))
+        self.out.send(self.fuser.poll(self.clock(), flush=True))
         deadline = time.monotonic() + 2.0
-        while self._outbox and time.monotonic() < deadline:
-            if not self._flush_outbox():
+        while len(self.out) and time.monotonic() < deadline:
+            if not self.out.flush():
                 time.sleep(0.05)
         self.acker.flush()
         if self._gc_entered:
-            _GcPolicy.leave()
+            GcPolicy.leave()
             self._gc_entered = False
         hi = self.clients[HI] if self.clients else None
         if hi is not None:
@@ -351,19 +321,18 @@ class HubBridge(Service):
                 # GIL within the switch interval (switch_interval_s) however busy this thread is.
                 self._process(item, now)
             sweep = now >= next_sweep
-            if sweep or self._outbox or (due is not None and now >= due and now >= next_poll):
+            if sweep or len(self.out) or (due is not None and now >= due and now >= next_poll):
                 # Fusion's timers (label_wait, batch_age) are served at most every _POLL_EVERY_S: a row
                 # due now leaves up to that much later, and this thread wakes once per interval, not per row.
-                self._flush_outbox()
-                self._publish_batches(self.fuser.poll(now))
+                self.out.flush()
+                self.out.send(self.fuser.poll(now))
                 next_poll = now + _POLL_EVERY_S
             if sweep:
                 self.sched.sweep()
                 next_sweep = now + 0.25
                 for b in self.handoff.due(now):
-                    self._outbox.append((b.task, b.payload, [], b.seq))
-                    self.counters.inc("out.batch_republished")
-                self._tell_custody(now)
+                    self.out.resend(b.task, b.payload, b.seq)
+                self.notes.tell(self.clients[BULK] if len(self.clients) > BULK else None, now)
                 if self.cfg.gc_collect_every_s and now >= next_gc:
                     next_gc = now + self.cfg.gc_collect_every_s
                     t0 = time.perf_counter()
@@ -487,42 +456,6 @@ class HubBridge(Service):
             self.context.note_telemetry(v.device, {k: float(getattr(v, k)) for k in _TELEMETRY_KEYS})
         return True
 
-    # ---- fused batches ------------------------------------------------------------
-    def _publish_batches(self, emitted: list[Emitted]) -> None:
-        now = self.clock()
-        for e in emitted:
-            payload = e.batch.encode()
-            self.handoff.emitted(e.batch.seq, e.batch.task, payload, e.src, e.samples, now)
-            self._outbox.append((e.batch.task, payload, e.refs, e.batch.seq))
-        self._flush_outbox()
-
-    def _flush_outbox(self) -> bool:
-        """Publish waiting batches in order; False when the broker or paho is not taking them."""
-        expiry = max(1, math.ceil(self._ttl[FEATURE]))
-        client = self.clients[BULK] if self.clients else None
-        while self._outbox:
-            task, payload, refs, seq = self._outbox[0]
-            if client is None:
-                return False
-            try:
-                client.publish(self.t.hub_batch(task), payload, qos=1, message_expiry=expiry,
-                               on_ack=lambda rc, refs=refs, seq=seq: self._batch_acked(rc, refs, seq))
-            except MqttError:
-                self.counters.inc("out.batch_retry")
-                return False
-            self._outbox.popleft()
-            self.counters.inc("out.batches")
-        return True
-
-    def _batch_acked(self, rc: int, refs: list, seq: int) -> None:
-        if rc >= 0x80:
-            self.counters.inc("out.batch_denied")
-        else:
-            self.handoff.broker_acked(seq)
-        for r in refs:
-            self.acker.release(r)
-        self.acker.flush()
-
     # ---- custody --------------------------------------------------------------------
     def _on_worker_ack(self, msg: Message) -> None:
         """hub/ack/{id}: a worker holds these batches durably (network thread; Handoff is locked)."""
@@ -542,28 +475,6 @@ class HubBridge(Service):
         for key in batch.rows:
             self.ledger.abandon(key)
         self.fuser.forget(batch.samples)
-
-    def _tell_custody(self, now: float) -> None:
-        client = self.clients[BULK] if len(self.clients) > BULK else None
-        if client is None or not client.connected:
-            return
-        ts = time.time()
-        topics = self._custody_topics
-        out = []
-        for device, boot, ranges in self.ledger.due(now):
-            topic = topics.get(device)
-            if topic is None:
-                if len(topics) >= _ROUTE_CACHE_MAX:
-                    topics.clear()
-                topic = topics[device] = self.t.custody(device)
-            out.append((topic, custody_payload(device, boot, ranges, ts)))
-        if not out:
-            return
-        try:
-            client.publish_many_qos0(out)  # one write; QoS 0: cumulative, the next word repairs a lost one
-            self.counters.inc("custody.sent", len(out))
-        except MqttError:
-            self.counters.inc("custody.unsent", len(out))
 
     # ---- status -------------------------------------------------------------------
     def _status_loop(self) -> None:
@@ -623,7 +534,7 @@ class HubBridge(Service):
             gauges.update(self.fuser.gauges())
             gauges.update(self.ledger.gauges())
             gauges["custody.unacked_batches"] = float(len(self.handoff))
-            gauges["out.outbox"] = float(len(self._outbox))
+            gauges["out.outbox"] = float(len(self.out))
             gauges["gc.last_pause_ms"] = self._gc_pause_ms
             return counters, gauges
 
