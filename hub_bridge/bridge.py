@@ -3,8 +3,10 @@
 Threads: two MQTT network threads (``hi``: events, escalations, labels, statuses; ``bulk``:
 features, telemetry; one durable session each, so a feature backlog at the broker never
 queues in front of an alert), one dispatcher, one status publisher. The network threads
-only classify by topic (cached), check size and queue; all decoding happens in the
-dispatcher, which serves the scheduler by priority.
+classify by topic (cached), check size, and queue; an alert (event, escalation) with nothing
+of its class or above waiting is served on the hi network thread at once (take_now), so it
+never waits for the dispatcher. The dispatcher serves the rest of the scheduler by priority.
+Everything decodes through ``shared.wire.decode_parsed``.
 
 Custody (hub_bridge/custody.py): every device message that reaches its final fate here, or
 whose rows a worker holds durably, is reported back to its device on edge/{device}/custody,
@@ -13,8 +15,10 @@ so agents keep each QoS 1 message until then and a broker crash loses nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +26,7 @@ from collections import deque
 import numpy as np
 
 from hub_bridge.acks import Acker, AckToken
+from hub_bridge.batch_out import BatchOut
 from hub_bridge.classes import (
     CLASS_NAMES,
     CLASS_OF_KIND,
@@ -34,10 +39,11 @@ from hub_bridge.classes import (
 from hub_bridge.config import BridgeConfig
 from hub_bridge.context import ContextBuilder
 from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
-from hub_bridge.fusion import Emitted, Fuser
+from hub_bridge.custody_notes import CustodyNotes
+from hub_bridge.fusion import Fuser
+from hub_bridge.gc_policy import GcPolicy
 from hub_bridge.scheduler import Item, PriorityScheduler
-from shared import codec, schemas, strictjson
-from shared.containers import FeatureBatch, HardSample
+from shared import codec, schemas, strictjson, wire
 from shared.counters import Counters
 from shared.mqtt import Message, MqttClient, MqttError, NotConnected, PublishRefused, Will
 from shared.service import Service
@@ -47,14 +53,9 @@ log = logging.getLogger(__name__)
 
 HI, BULK = 0, 1
 _ROUTE_CACHE_MAX = 200_000
-_YIELD_EVERY_S = 0.001
+_ACK_EVERY_S = 0.002
+_POLL_EVERY_S = 0.01
 _TELEMETRY_KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class HubBridge(Service):
@@ -71,7 +72,7 @@ class HubBridge(Service):
         self._ttl = [p.ttl for p in pol]
         self._max_bytes = [p.max_bytes for p in pol]
         self.sched = PriorityScheduler([p.capacity for p in pol], [p.share for p in pol], [p.overflow for p in pol],
-                                       on_discard=self._on_discard, clock=clock)
+                                       on_discard=self._on_discard, clock=clock, urgent=LABEL)
         self.context = ContextBuilder(list(cfg.fusion.context), cfg.fusion.devices, cfg.fusion.meta_default)
         # Milliseconds: (id, boot, seq) names a fused batch across restarts, for the workers' acks.
         self.boot = int(time.time() * 1000)
@@ -86,9 +87,15 @@ class HubBridge(Service):
                            boot=self.boot)
         self.devices_online: dict[str, int] = {}
         self.delivered = [0] * 5
+        self._delivered_lock = threading.Lock()  # the hi network thread delivers alerts too (take_now)
+        self._dispatcher: threading.Thread | None = None
+        self._gc_entered = False
+        self._gc_pause_ms = 0.0
         self._lat = [deque(maxlen=cfg.latency_samples) for _ in range(5)]
         self._routes: dict[str, tuple[int, object]] = {}
-        self._outbox: deque[tuple[str, bytes, list, int]] = deque()  # (task, payload, ack refs, batch seq)
+        self.out = BatchOut(self.t, self.handoff, self.acker, self.counters, ttl_s=self._ttl[FEATURE],
+                            client=lambda: self.clients[BULK] if self.clients else None, clock=clock)
+        self.notes = CustodyNotes(self.t, self.ledger, self.counters)
         self._rate_prev: tuple[float, list[int]] | None = None
         self._status_lock = threading.Lock()
 
@@ -104,7 +111,8 @@ class HubBridge(Service):
             **creds,
             "client_id": f"{m.client_id or self.cfg.id}-{suffix}", "clean_start": not durable,
             "session_expiry": self.cfg.session_expiry, "manual_ack": True,
-            "receive_maximum": self.cfg.receive_maximum, "max_queued": max(m.max_queued, 65535)})
+            "receive_maximum": self.cfg.receive_maximum, "max_queued": max(m.max_queued, 65535),
+            "read_pause_s": self.cfg.bulk_read_pause_s if suffix == "bulk" else m.read_pause_s})
 
     def _filters(self) -> tuple[list[tuple[Filter, bool]], list[tuple[Filter, bool]]]:
         t = self.t
@@ -118,6 +126,7 @@ class HubBridge(Service):
         return hi, bulk
 
     def _start(self) -> None:
+        sys.setswitchinterval(self.cfg.switch_interval_s)
         status_topic = self.t.hub_status()
         hi = MqttClient(self._mqtt_settings("hi"), client_id=f"{self.cfg.id}-hi",
                         will=Will(status_topic, self._status_payload("offline")),
@@ -126,6 +135,7 @@ class HubBridge(Service):
         self.clients = [hi, bulk]
         for conn, (client, subs) in enumerate(zip(self.clients, self._filters(), strict=True)):
             client.on_connect_hooks.append(lambda present, c=conn: self.acker.new_connection(c))
+            client.on_read_hooks.append(self.sched.nudge)
             handler = self._on_hi if conn == HI else self._on_bulk
             for flt, shareable in subs:
                 if shareable and self.cfg.share_group:
@@ -134,8 +144,10 @@ class HubBridge(Service):
         hi.subscribe(Filter(str(self.t.hub_ack(self.cfg.id))), qos=1, handler=self._on_worker_ack)
         for c in self.clients:
             c.start()
-        self.spawn(self._dispatch_loop, "dispatch")
+        self._dispatcher = self.spawn(self._dispatch_loop, "dispatch")
         self.spawn(self._status_loop, "status")
+        GcPolicy.enter(self.cfg.gc_freeze, self.cfg.gc_collect_every_s > 0)
+        self._gc_entered = True
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -147,11 +159,15 @@ class HubBridge(Service):
             if th is not threading.current_thread():
                 th.join(5.0)
         # Send what fusion holds; anything still queued stays unacked and is redelivered next start.
-        self._publish_batches(self.fuser.poll(self.clock(), flush=True))
+        self.out.send(self.fuser.poll(self.clock(), flush=True))
         deadline = time.monotonic() + 2.0
-        while self._outbox and time.monotonic() < deadline:
-            if not self._flush_outbox():
+        while len(self.out) and time.monotonic() < deadline:
+            if not self.out.flush():
                 time.sleep(0.05)
+        self.acker.flush()
+        if self._gc_entered:
+            GcPolicy.leave()
+            self._gc_entered = False
         hi = self.clients[HI] if self.clients else None
         if hi is not None:
             hi.stop(death=(self.t.hub_status(), self._status_payload("offline")))
@@ -159,11 +175,11 @@ class HubBridge(Service):
             c.stop()
 
     # ---- network threads: classify, size-check, queue -------------------------
-    def _ack_hi(self, msg: Message) -> None:
-        self.clients[HI].ack(msg)
+    def _ack_hi(self, msgs: list[Message]) -> None:
+        self.clients[HI].ack_many(msgs)
 
-    def _ack_bulk(self, msg: Message) -> None:
-        self.clients[BULK].ack(msg)
+    def _ack_bulk(self, msgs: list[Message]) -> None:
+        self.clients[BULK].ack_many(msgs)
 
     def _route(self, topic: str) -> tuple[int, object]:
         r = self._routes.get(topic)
@@ -198,31 +214,40 @@ class HubBridge(Service):
                     self.counters.inc(f"ignored.{parsed}")
             finally:
                 self.acker.release(tok)
+                self.acker.flush()
             return
         device = parsed.device
         if len(msg.payload) > self._max_bytes[cls]:
             self._reject(cls, device, "oversized")
             self.acker.release(tok)
+            self.acker.flush()
             return
         now = self.clock()
         ttl = self._ttl[cls]
         if msg.message_expiry is not None and msg.message_expiry < ttl:
             ttl = msg.message_expiry
-        self.sched.put(Item(cls, device, now, now + ttl, (msg, parsed, tok, None)))
+        item = Item(cls, device, now, now + ttl, (msg, parsed, tok, None))
+        if cls < LABEL:
+            took = self.sched.take_now(item)
+            if took is not False:
+                # An alert with nothing of its class or above waiting: served here, now, on this network
+                # thread, instead of waking the dispatcher and then this thread again to write it out.
+                if took:
+                    self._process(item, now)
+                self.acker.flush()
+                return
+        self.sched.put(item)
 
     def _on_status(self, msg: Message, parsed) -> None:
-        if not msg.payload:
-            self.devices_online.pop(parsed.device, None)
-            self.counters.inc("status.cleared")
-            return
         try:
-            st = schemas.loads(msg.payload, schemas.Status)
-        except schemas.SchemaError as exc:
+            st = wire.decode_parsed(parsed, msg.payload)
+        except wire.WireError as exc:
+            if exc.reason == "empty":  # retained status cleared
+                self.devices_online.pop(parsed.device, None)
+                self.counters.inc("status.cleared")
+                return
             self.counters.inc(f"rejected.status.{exc.reason}")
             self.dev_counters.inc(f"rejected.status.{parsed.device}")
-            return
-        if st.device != parsed.device:
-            self.counters.inc("rejected.status.topic_mismatch")
             return
         if st.state == "online":
             self.devices_online[st.device] = st.boot
@@ -279,32 +304,42 @@ class HubBridge(Service):
 
     # ---- dispatcher -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
-        next_sweep = last_yield = 0.0
+        next_sweep = last_ack = next_poll = 0.0
+        next_gc = self.clock() + self.cfg.gc_collect_every_s
         while not self.stopping.is_set():
             now = self.clock()
+            if now - last_ack >= _ACK_EVERY_S or not len(self.sched):
+                # PUBACKs go out in one write per flush: at least every couple of ms, and before idling.
+                self.acker.flush()
+                last_ack = now
             due = self.fuser.next_due()
-            wait = 0.05 if due is None else min(0.05, max(0.0, due - now))
-            item = self.sched.pop(timeout=wait)
+            wait = 0.05 if due is None else min(0.05, max(due, next_poll) - now)
+            item = self.sched.pop(timeout=max(0.0, wait))
             now = self.clock()
             if item is not None:
+                # No yield needed for the alerts: the network threads serve them (take_now) and get the
+                # GIL within the switch interval (switch_interval_s) however busy this thread is.
                 self._process(item, now)
-                if item.cls >= LABEL and now - last_yield >= _YIELD_EVERY_S:
-                    # Hand the GIL to the network threads during bulk work: otherwise each of their
-                    # recv() calls waits out the 5 ms switch interval, and alerts queue in the socket
-                    # behind feature work (measured: escalation p50 of seconds at 2.8k msg/s).
-                    time.sleep(0)
-                    last_yield = now
             sweep = now >= next_sweep
-            if sweep or self._outbox or (due is not None and now >= due):
-                self._flush_outbox()
-                self._publish_batches(self.fuser.poll(now))
+            if sweep or len(self.out) or (due is not None and now >= due and now >= next_poll):
+                # Fusion's timers (label_wait, batch_age) are served at most every _POLL_EVERY_S: a row
+                # due now leaves up to that much later, and this thread wakes once per interval, not per row.
+                self.out.flush()
+                self.out.send(self.fuser.poll(now))
+                next_poll = now + _POLL_EVERY_S
             if sweep:
                 self.sched.sweep()
                 next_sweep = now + 0.25
                 for b in self.handoff.due(now):
-                    self._outbox.append((b.task, b.payload, [], b.seq))
-                    self.counters.inc("out.batch_republished")
-                self._tell_custody(now)
+                    self.out.resend(b.task, b.payload, b.seq)
+                self.notes.tell(self.clients[BULK] if len(self.clients) > BULK else None, now)
+                if self.cfg.gc_collect_every_s and now >= next_gc:
+                    next_gc = now + self.cfg.gc_collect_every_s
+                    t0 = time.perf_counter()
+                    found = gc.collect()
+                    self.counters.inc("gc.collections")
+                    self.counters.inc("gc.unreachable", found)
+                    self._gc_pause_ms = round((time.perf_counter() - t0) * 1e3, 2)
 
     def _process(self, item: Item, now: float) -> None:
         msg, parsed, tok, _ = item.payload
@@ -322,10 +357,7 @@ class HubBridge(Service):
                 done = self._do_feature(msg, parsed, tok, now)
             else:
                 done = self._do_telemetry(msg, parsed)
-        except Rejected as exc:
-            self._reject(cls, item.device, exc.reason, msg, now)
-            done = False
-        except (schemas.SchemaError, codec.CodecError) as exc:
+        except (wire.WireError, schemas.SchemaError, codec.CodecError) as exc:
             self._reject(cls, item.device, exc.reason, msg, now)
             done = False
         except Exception:  # a bug on one message must not stop the bridge
@@ -333,14 +365,13 @@ class HubBridge(Service):
             self._reject(cls, item.device, "internal_error", msg, now)
             done = False
         if done:
-            self.delivered[cls] += 1
-            self._lat[cls].append(now - item.t_in)
+            self._delivered(cls, self.clock() - item.t_in)
         self.acker.release(tok)
 
-    @staticmethod
-    def _same(parsed, v) -> None:
-        if v.device != parsed.device or v.stream != parsed.stream:
-            raise Rejected("topic_mismatch")
+    def _delivered(self, cls: int, latency: float) -> None:
+        with self._delivered_lock:
+            self.delivered[cls] += 1
+        self._lat[cls].append(latency)
 
     def _first_time(self, cls: int, key: Key) -> bool:
         """Admit a device message to processing; a copy is counted (and, if in custody, re-announced)."""
@@ -352,8 +383,7 @@ class HubBridge(Service):
         return False
 
     def _do_event(self, msg: Message, parsed, now: float) -> bool:
-        ev = schemas.loads(msg.payload, schemas.Event)
-        self._same(parsed, ev)
+        ev = wire.decode_parsed(parsed, msg.payload)
         key = (ev.device, ev.boot, ev.seq)
         if not self._first_time(EVENT, key):
             return False
@@ -364,8 +394,7 @@ class HubBridge(Service):
     def _do_escalation(self, item: Item, msg: Message, parsed, tok: AckToken | None, now: float) -> bool | None:
         key = item.payload[3]
         if key is None:  # not a retry of an admitted one
-            hs = HardSample.decode(msg.payload)
-            self._same(parsed, hs)
+            hs = wire.decode_parsed(parsed, msg.payload)
             key = (hs.device, hs.boot, hs.seq)
             if not self._first_time(ESCALATION, key):
                 return False
@@ -385,11 +414,11 @@ class HubBridge(Service):
             self.sched.push_front(Item(item.cls, item.device, item.t_in, item.deadline,
                                        (msg, parsed, tok, (*key, task))))
             self.counters.inc("out.infer_retry")
-            self.stopping.wait(0.05)
+            if threading.current_thread() is self._dispatcher:
+                self.stopping.wait(0.05)  # the dispatcher backs off; a network thread never sleeps
             return None
         self.counters.inc("out.infer")
-        self.delivered[ESCALATION] += 1
-        self._lat[ESCALATION].append(now - item.t_in)
+        self._delivered(ESCALATION, self.clock() - item.t_in)
         self.acker.release(tok)
         return None
 
@@ -400,17 +429,16 @@ class HubBridge(Service):
         # Beyond it the escalation lives only until its deadline (message expiry), by design.
         self.ledger.finish(key, self.clock())
         self.acker.release(tok)
+        self.acker.flush()
 
     def _do_label(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
-        lb = schemas.loads(msg.payload, schemas.Labels)
-        self._same(parsed, lb)
+        lb = wire.decode_parsed(parsed, msg.payload)
         self.counters.inc("labels.in", len(lb.items))
         self.fuser.add_labels(lb, now, tok, self.acker.hold)
         return True
 
     def _do_feature(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
-        fb = FeatureBatch.decode(msg.payload)
-        self._same(parsed, fb)
+        fb = wire.decode_parsed(parsed, msg.payload)
         key = (fb.device, fb.boot, fb.seq)
         if not self._first_time(FEATURE, key):
             return False
@@ -418,52 +446,15 @@ class HubBridge(Service):
         return True
 
     def _do_telemetry(self, msg: Message, parsed) -> bool:
+        try:
+            v = wire.decode_parsed(parsed, msg.payload)
+        except wire.WireError as exc:
+            if exc.reason == "empty":  # a retained model state cleared: nothing to check
+                return True
+            raise
         if parsed.kind is Kind.TELEMETRY:
-            tm = schemas.loads(msg.payload, schemas.Telemetry)
-            if tm.device != parsed.device:
-                raise Rejected("topic_mismatch")
-            self.context.note_telemetry(tm.device, {k: float(getattr(tm, k)) for k in _TELEMETRY_KEYS})
-        elif parsed.kind is Kind.MODEL_STATE:
-            if msg.payload:  # empty = retained state cleared
-                schemas.loads(msg.payload, schemas.ModelState)
-        else:
-            schemas.loads(msg.payload, schemas.Prediction)
+            self.context.note_telemetry(v.device, {k: float(getattr(v, k)) for k in _TELEMETRY_KEYS})
         return True
-
-    # ---- fused batches ------------------------------------------------------------
-    def _publish_batches(self, emitted: list[Emitted]) -> None:
-        now = self.clock()
-        for e in emitted:
-            payload = e.batch.encode()
-            self.handoff.emitted(e.batch.seq, e.batch.task, payload, e.src, e.samples, now)
-            self._outbox.append((e.batch.task, payload, e.refs, e.batch.seq))
-        self._flush_outbox()
-
-    def _flush_outbox(self) -> bool:
-        """Publish waiting batches in order; False when the broker or paho is not taking them."""
-        expiry = max(1, math.ceil(self._ttl[FEATURE]))
-        client = self.clients[BULK] if self.clients else None
-        while self._outbox:
-            task, payload, refs, seq = self._outbox[0]
-            if client is None:
-                return False
-            try:
-                client.publish(self.t.hub_batch(task), payload, qos=1, message_expiry=expiry,
-                               on_ack=lambda rc, refs=refs, seq=seq: self._batch_acked(rc, refs, seq))
-            except MqttError:
-                self.counters.inc("out.batch_retry")
-                return False
-            self._outbox.popleft()
-            self.counters.inc("out.batches")
-        return True
-
-    def _batch_acked(self, rc: int, refs: list, seq: int) -> None:
-        if rc >= 0x80:
-            self.counters.inc("out.batch_denied")
-        else:
-            self.handoff.broker_acked(seq)
-        for r in refs:
-            self.acker.release(r)
 
     # ---- custody --------------------------------------------------------------------
     def _on_worker_ack(self, msg: Message) -> None:
@@ -484,20 +475,6 @@ class HubBridge(Service):
         for key in batch.rows:
             self.ledger.abandon(key)
         self.fuser.forget(batch.samples)
-
-    def _tell_custody(self, now: float) -> None:
-        client = self.clients[BULK] if len(self.clients) > BULK else None
-        if client is None or not client.connected:
-            return
-        ts = time.time()
-        for device, boot, ranges in self.ledger.due(now):
-            try:
-                client.publish(self.t.custody(device), schemas.dumps(
-                    schemas.Custody(device=device, boot=boot, ranges=ranges, ts=ts)), qos=0)
-                self.counters.inc("custody.sent")
-            except MqttError:
-                self.counters.inc("custody.unsent")  # the next word repeats it: the ranges are cumulative
-                return
 
     # ---- status -------------------------------------------------------------------
     def _status_loop(self) -> None:
@@ -557,7 +534,8 @@ class HubBridge(Service):
             gauges.update(self.fuser.gauges())
             gauges.update(self.ledger.gauges())
             gauges["custody.unacked_batches"] = float(len(self.handoff))
-            gauges["out.outbox"] = float(len(self._outbox))
+            gauges["out.outbox"] = float(len(self.out))
+            gauges["gc.last_pause_ms"] = self._gc_pause_ms
             return counters, gauges
 
     def _status_payload(self, state: str) -> bytes:

@@ -34,6 +34,15 @@ Stream = tuple[str, int]  # (device, boot)
 NEW, IN_PROCESS, IN_CUSTODY = 0, 1, 2
 
 
+def custody_payload(device: str, boot: int, ranges: list[tuple[int, int]], ts: float) -> bytes:
+    """``schemas.dumps(Custody(...))`` without pydantic: the bridge sends one per device and second
+    (1,000 a second at 1,000 devices), and ``device`` is a checked id, the rest ints and a float.
+    tests/hub/test_custody.py checks it against the schema."""
+    rs = ",".join([f"[{lo},{hi}]" for lo, hi in ranges])
+    return (f'{{"schema":1,"kind":"custody","device":"{device}","boot":{int(boot)},"ranges":[{rs}],'
+            f'"ts":{float(ts)!r}}}').encode()
+
+
 class CustodyLedger:
     def __init__(self, max_streams: int = 100_000, interval_s: float = 1.0) -> None:
         self.max_streams = max_streams

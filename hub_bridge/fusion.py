@@ -5,7 +5,7 @@ Join key: (device, sample id). A row's life:
 1. it arrives (``add_features``) and takes any label that came first (held up to ``window``);
 2. it waits ``label_wait`` seconds for a label that is a little behind;
 3. it joins its task's batch, sent when ``batch_size`` rows are there or the oldest row
-   has waited ``batch_age`` (rows of another feature width go to their own batch);
+   has waited ``batch_age`` (rows of another feature width or dtype go to their own batch);
 4. once sent it is remembered ``window`` seconds: a label arriving then is sent as a
    *label-only row* (the stored features again, ``late_label`` = 1) in a later batch;
 5. after that only its key is remembered (tombstone), so a label still later is counted as
@@ -16,10 +16,16 @@ Every label item ends in exactly one counter: ``labels.joined`` (before its row 
 ``labels.late`` (beyond the window), ``labels.unmatched`` (no row within the window),
 ``labels.evicted`` (pending store full) or ``labels.task_mismatch``.
 
-Opaque ``refs`` (the bridge's ack tokens) ride along with rows and labels and come back in
-``Emitted.refs`` (to be released once the batch is acknowledged) or via ``release``. Each row
-also remembers the device message it came in (``src``, its (device, boot, seq)); ``Emitted.src``
-counts a batch's rows per message, for custody (hub_bridge/custody.py).
+Rows travel as *chunks*, never one Python object per row: a chunk is the rows of one feature
+message (numpy views into its payload, float16 kept as float16), with one label slot and one
+sent-time slot per row. A batch is a list of chunk slices, concatenated once at emission; the
+edge model's argmax/max and the context columns are computed there, for the whole batch at
+once. Only the join index (device, sample) -> (chunk, row) is kept per row.
+
+Opaque ``refs`` (the bridge's ack tokens) ride along with chunks and labels and come back in
+``Emitted.refs`` (to be released once the batch is acknowledged; one entry per hold) or via
+``release``. Each chunk remembers the device message it came in (``src``, its (device, boot,
+seq)); ``Emitted.src`` counts a batch's rows per message, for custody (hub_bridge/custody.py).
 """
 
 from __future__ import annotations
@@ -37,27 +43,47 @@ from shared.containers import FeatureBatch, FusedBatch
 from shared.counters import Counters
 from shared.schemas import Labels
 
+Key = tuple[str, int]  # (device, sample)
 
-class Row:
-    __slots__ = ("device", "task", "sample", "feat", "edge_label", "edge_conf", "mv", "ctx", "label", "t_in",
-                 "late", "refs", "sent", "src")
 
-    def __init__(self, device: str, task: str, sample: int, feat: np.ndarray, edge_label: int, edge_conf: float,
-                 mv: int, ctx: np.ndarray, label: int, t_in: float, late: bool = False) -> None:
+class Chunk:
+    """Rows of one feature message (or one label-only row), as arrays. Rows leave in order, so
+    ``emitted`` (how many have gone out) says which are sent."""
+
+    __slots__ = ("device", "task", "sample", "samples", "pos", "feat", "scores", "ts", "mv", "dev_ctx", "label",
+                 "emitted", "late", "t_in", "src", "ref", "hold", "lrefs")
+
+    def __init__(self, device: str, task: str, sample: np.ndarray, samples: list[int], feat: np.ndarray,
+                 scores: np.ndarray, ts: np.ndarray, mv: int, dev_ctx: np.ndarray | None, t_in: float,
+                 late: bool = False) -> None:
         self.device = device
         self.task = task
         self.sample = sample
+        self.samples = samples  # the same ids as a list
+        n = len(samples)
+        # Row of a sample id: agents number samples consecutively, so usually an offset.
+        self.pos: dict[int, int] | int = samples[0] if n and samples[-1] - samples[0] == n - 1 \
+            and samples == list(range(samples[0], samples[0] + n)) else {s: j for j, s in enumerate(samples)}
         self.feat = feat
-        self.edge_label = edge_label
-        self.edge_conf = edge_conf
+        self.scores = scores
+        self.ts = ts
         self.mv = mv
-        self.ctx = ctx
-        self.label = label
-        self.t_in = t_in
+        self.dev_ctx = dev_ctx
+        self.label = np.full(n, -1, np.int64)
+        self.emitted = 0
         self.late = late
-        self.refs: list[Any] = []
-        self.sent = 0.0
+        self.t_in = t_in
         self.src: Any = None
+        self.ref: Any = None
+        self.hold: Callable[[Any], None] | None = None
+        self.lrefs: dict[int, list[Any]] | None = None  # row -> refs of the labels it carries
+
+    def row(self, sample: int) -> int:
+        p = self.pos
+        return sample - p if isinstance(p, int) else p[sample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +91,33 @@ class Emitted:
     batch: FusedBatch
     refs: list[Any]
     src: Counter  # device message (device, boot, seq) -> its rows in this batch (label-only rows excluded)
-    samples: list[tuple[str, int]]  # (device, sample) of those rows
+    samples: list[tuple[Chunk, int, int]]  # the batch's rows (label-only rows excluded) as chunk slices, for forget
 
 
 class _Builder:
-    __slots__ = ("rows", "t_first")
+    __slots__ = ("segs", "n", "t_first")
 
     def __init__(self) -> None:
-        self.rows: list[Row] = []
+        self.segs: deque[list] = deque()  # [chunk, first row, end row]
+        self.n = 0
         self.t_first = 0.0
+
+    def take(self, k: int) -> list[tuple[Chunk, int, int]]:
+        out = []
+        while k > 0 and self.segs:
+            seg = self.segs[0]
+            c, a, b = seg
+            if b - a <= k:
+                self.segs.popleft()
+                out.append((c, a, b))
+                k -= b - a
+                self.n -= b - a
+            else:
+                out.append((c, a, a + k))
+                seg[1] = a + k
+                self.n -= k
+                k = 0
+        return out
 
 
 class Fuser:
@@ -87,12 +131,18 @@ class Fuser:
         self.counters = counters or Counters()
         self._release = release or (lambda ref: None)
         self.seq = 0
-        self._live: dict[tuple[str, int], Row] = {}  # arrived, not yet sent
-        self._waiting: deque[Row] = deque()  # live rows still inside label_wait, by arrival
-        self._pending: OrderedDict[tuple[str, int], tuple[int, str, float, Any]] = OrderedDict()
-        self._recent: OrderedDict[tuple[str, int], Row] = OrderedDict()  # sent, within window
-        self._tomb: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._builders: dict[tuple[str, int], _Builder] = {}
+        self._rows: dict[str, dict[int, Chunk]] = {}  # device -> sample -> chunk; arrived, not yet forgotten
+        self._waiting: deque[Chunk] = deque()  # chunks still inside label_wait, by arrival
+        self._waiting_rows = 0
+        self._unsent_rows = 0
+        self._pending: OrderedDict[Key, tuple[int, str, float, Any]] = OrderedDict()
+        self._recent: deque[tuple[float, Chunk, int, int]] = deque()  # sent slices, oldest first
+        self._recent_rows = 0
+        # Tombstones: device -> sample ids sent and forgotten, plus their order of burial for the bound.
+        self._tomb: dict[str, set[int]] = {}
+        self._buried: deque[tuple[str, list[int]]] = deque()
+        self._tomb_rows = 0
+        self._builders: dict[tuple[str, int, str], _Builder] = {}
 
     # ---- inputs -----------------------------------------------------------
     def add_features(self, fb: FeatureBatch, now: float, ref: Any = None, hold: Callable[[Any], None] | None = None,
@@ -101,83 +151,106 @@ class Fuser:
         n = fb.sample.shape[0]
         if n == 0:
             return 0
-        scores = np.asarray(fb.scores, np.float32)
-        feat = np.asarray(fb.feat, np.float32)
-        edge_label = scores.argmax(axis=1)
-        edge_conf = scores.max(axis=1)
-        ctx = self.context.rows(fb.device, fb.ts, now)
-        dev, task, mv = fb.device, fb.task, fb.model_version
-        live, recent, pending = self._live, self._recent, self._pending
-        new = 0
-        for i, s in enumerate(fb.sample.tolist()):
-            key = (dev, s)
-            if key in live or key in recent:
-                self.counters.inc("rows.duplicate")
-                continue
-            row = Row(dev, task, s, feat[i], int(edge_label[i]), float(edge_conf[i]), mv, ctx[i], -1, now)
-            row.src = src
-            if ref is not None:
-                row.refs.append(ref)
-                if hold is not None:
-                    hold(ref)
-            p = pending.pop(key, None)
-            if p is not None:
-                label, ltask, _, lref = p
-                if ltask == task:
-                    row.label = label
-                    self.counters.inc("labels.joined")
-                    self.counters.inc("labels.joined_before")
-                else:
-                    self.counters.inc("labels.task_mismatch")
-                if lref is not None:
-                    row.refs.append(lref)
-            live[key] = row
-            new += 1
-            if self.cfg.label_wait > 0:
-                self._waiting.append(row)
-            else:
-                self._to_builder(row, now)
+        dev, task = fb.device, fb.task
+        pending = self._pending
+        d = self._rows.get(dev)
+        if d is None:
+            d = self._rows[dev] = {}
+        samples = fb.sample.tolist()
+        sample, feat, scores, ts = fb.sample, fb.feat, fb.scores, fb.ts
+        if not d.keys().isdisjoint(samples) or len(set(samples)) != n:  # copies: rare, row by row
+            seen: set[int] = set()
+            keep = []
+            for i, s in enumerate(samples):
+                if s in d or s in seen:
+                    self.counters.inc("rows.duplicate")
+                    continue
+                seen.add(s)
+                keep.append(i)
+            if not keep:
+                return 0
+            sample, feat, scores, ts = sample[keep], feat[keep], scores[keep], ts[keep]
+            samples = [samples[i] for i in keep]
+        c = Chunk(dev, task, sample, samples, feat, scores, ts, fb.model_version,
+                  self.context.device_values(dev, now), now)
+        c.src = src
+        if ref is not None:
+            c.ref, c.hold = ref, hold
+            if hold is not None:
+                hold(ref)
+        d.update(dict.fromkeys(samples, c))
+        if pending:
+            for j, s in enumerate(samples):
+                p = pending.pop((dev, s), None)
+                if p is not None:
+                    self._join_pending(c, j, p, task)
+        new = len(samples)
         self.counters.inc("rows.in", new)
-        while len(self._waiting) > self.cfg.max_waiting_rows:
-            self.counters.inc("rows.batched_early")
-            self._to_builder(self._waiting.popleft(), now)
+        self._unsent_rows += new
+        if self.cfg.label_wait > 0:
+            self._waiting.append(c)
+            self._waiting_rows += new
+            while self._waiting_rows > self.cfg.max_waiting_rows and len(self._waiting) > 1:
+                old = self._waiting.popleft()
+                self._waiting_rows -= len(old)
+                self.counters.inc("rows.batched_early", len(old))
+                self._to_builder(old, now)
+        else:
+            self._to_builder(c, now)
         return new
+
+    def _join_pending(self, c: Chunk, j: int, p: tuple[int, str, float, Any], task: str) -> None:
+        label, ltask, _, lref = p
+        if ltask == task:
+            c.label[j] = label
+            self.counters.inc("labels.joined")
+            self.counters.inc("labels.joined_before")
+        else:
+            self.counters.inc("labels.task_mismatch")
+        if lref is not None:
+            self._carry(c, j, lref)
+
+    @staticmethod
+    def _carry(c: Chunk, j: int, ref: Any) -> None:
+        """Row j carries a label message's (already held) reference until its batch is acknowledged."""
+        if c.lrefs is None:
+            c.lrefs = {}
+        c.lrefs.setdefault(j, []).append(ref)
 
     def add_labels(self, lb: Labels, now: float, ref: Any = None, hold: Callable[[Any], None] | None = None) -> None:
         self._expire(now)
+        d = self._rows.get(lb.device) or {}
         for item in lb.items:
             key = (lb.device, item.sample)
-            row = self._live.get(key)
-            if row is not None:
-                if row.task != lb.task:
+            c = d.get(item.sample)
+            if c is not None:
+                j = c.row(item.sample)
+                if c.task != lb.task:
                     self.counters.inc("labels.task_mismatch")
                     continue
-                if row.label == item.label:
+                if c.label[j] == item.label:
                     self.counters.inc("labels.duplicate")
                     continue
-                if row.label >= 0:
-                    self.counters.inc("labels.relabelled")
-                else:
-                    self.counters.inc("labels.joined")
-                row.label = item.label
-                self._hold(row, ref, hold)
-                continue
-            sent = self._recent.get(key)
-            if sent is not None:
-                if sent.task != lb.task:
-                    self.counters.inc("labels.task_mismatch")
+                if j >= c.emitted:
+                    self.counters.inc("labels.relabelled" if c.label[j] >= 0 else "labels.joined")
+                    c.label[j] = item.label
+                    if ref is not None:
+                        if hold is not None:
+                            hold(ref)
+                        self._carry(c, j, ref)
                     continue
-                if sent.label == item.label:
-                    self.counters.inc("labels.duplicate")
-                    continue
-                sent.label = item.label
-                late = Row(sent.device, sent.task, sent.sample, sent.feat, sent.edge_label, sent.edge_conf, sent.mv,
-                           sent.ctx, item.label, now, late=True)
-                self._hold(late, ref, hold)
+                c.label[j] = item.label
+                late = Chunk(c.device, c.task, c.sample[j:j + 1], [item.sample], c.feat[j:j + 1],
+                             c.scores[j:j + 1], c.ts[j:j + 1], c.mv, c.dev_ctx, now, late=True)
+                late.label[0] = item.label
+                if ref is not None:
+                    late.ref, late.hold = ref, hold
+                    if hold is not None:
+                        hold(ref)
                 self.counters.inc("labels.joined_late")
                 self._to_builder(late, now)
                 continue
-            if key in self._tomb:
+            if item.sample in self._tomb.get(lb.device, ()):
                 self.counters.inc("labels.late")
                 continue
             old = self._pending.pop(key, None)
@@ -194,41 +267,34 @@ class Fuser:
                 if eref is not None:
                     self._release(eref)
 
-    @staticmethod
-    def _hold(row: Row, ref: Any, hold: Callable[[Any], None] | None) -> None:
-        if ref is not None:
-            row.refs.append(ref)
-            if hold is not None:
-                hold(ref)
-
     # ---- time -------------------------------------------------------------
-    def _to_builder(self, row: Row, ready: float) -> None:
-        key = (row.task, row.feat.shape[0])
+    def _to_builder(self, c: Chunk, ready: float) -> None:
+        key = (c.task, c.feat.shape[1], c.feat.dtype.char)
         b = self._builders.get(key)
         if b is None:
             b = self._builders[key] = _Builder()
-        if not b.rows:
+        if not b.n:
             b.t_first = ready
-        b.rows.append(row)
+        b.segs.append([c, 0, len(c)])
+        b.n += len(c)
 
     def poll(self, now: float, *, flush: bool = False) -> list[Emitted]:
         """Advance time: move rows out of label_wait, age stores, and return the batches due now."""
         cfg = self.cfg
         w = self._waiting
         while w and (flush or w[0].t_in + cfg.label_wait <= now):
-            row = w.popleft()
+            c = w.popleft()
+            self._waiting_rows -= len(c)
             # Age a batch from when its rows became ready, however late this poll runs.
-            self._to_builder(row, min(now, row.t_in + cfg.label_wait))
+            self._to_builder(c, min(now, c.t_in + cfg.label_wait))
         self._expire(now)
         out: list[Emitted] = []
         for key, b in self._builders.items():
-            while len(b.rows) >= cfg.batch_size:
-                chunk, b.rows = b.rows[:cfg.batch_size], b.rows[cfg.batch_size:]
-                out.append(self._emit(key[0], chunk, now))
+            while b.n >= cfg.batch_size:
+                out.append(self._emit(key[0], b.take(cfg.batch_size), now))
                 b.t_first = now
-            if b.rows and (flush or b.t_first + cfg.batch_age <= now):
-                chunk, b.rows = b.rows, []
-                out.append(self._emit(key[0], chunk, now))
+            if b.n and (flush or b.t_first + cfg.batch_age <= now):
+                out.append(self._emit(key[0], b.take(b.n), now))
         return out
 
     def _expire(self, now: float) -> None:
@@ -244,69 +310,116 @@ class Fuser:
             self.counters.inc("labels.unmatched")
             if ref is not None:
                 self._release(ref)
-        rec = self._recent
-        while rec:
-            key, row = next(iter(rec.items()))
-            if row.sent > horizon and len(rec) <= cfg.max_recent_rows:
-                break
-            rec.popitem(last=False)
-            self._tomb[key] = None
-        while len(self._tomb) > 4 * cfg.max_recent_rows:
-            self._tomb.popitem(last=False)
+        rec, tomb = self._recent, self._tomb
+        bound = 4 * cfg.max_recent_rows
+        while rec and (rec[0][0] <= horizon or self._recent_rows > cfg.max_recent_rows):
+            _, c, a, b = rec.popleft()
+            self._recent_rows -= b - a
+            dev = c.device
+            d = self._rows.get(dev)
+            if d is None:
+                continue
+            ids = c.samples[a:b] if b - a < len(c.samples) else c.samples
+            gone = [s for s in ids if d.get(s) is c]  # others: resends processed since (batch given up)
+            for s in gone:
+                del d[s]
+            if not d:
+                del self._rows[dev]
+            if gone:
+                t = tomb.get(dev)
+                if t is None:
+                    t = tomb[dev] = set()
+                t.update(gone)
+                self._buried.append((dev, gone))
+                self._tomb_rows += len(gone)
+        while self._tomb_rows > bound:
+            dev, ids = self._buried.popleft()
+            self._tomb_rows -= len(ids)
+            t = tomb.get(dev)
+            if t is not None:
+                t.difference_update(ids)
+                if not t:
+                    del tomb[dev]
 
     def next_due(self) -> float | None:
         """Earliest time poll() has something to do (None: nothing pending)."""
-        ts = [b.t_first + self.cfg.batch_age for b in self._builders.values() if b.rows]
+        ts = [b.t_first + self.cfg.batch_age for b in self._builders.values() if b.n]
         if self._waiting:
             ts.append(self._waiting[0].t_in + self.cfg.label_wait)
         return min(ts) if ts else None
 
-    def _emit(self, task: str, rows: list[Row], now: float) -> Emitted:
+    def _emit(self, task: str, segs: list[tuple[Chunk, int, int]], now: float) -> Emitted:
         self.seq += 1
         devices: dict[str, int] = {}
-        idx = np.fromiter((devices.setdefault(r.device, len(devices)) for r in rows), np.int32, len(rows))
-        ctx = np.stack([r.ctx for r in rows]) if self.context.names else np.zeros((len(rows), 0), np.float32)
-        lc = self.context.late_col
+        counts, dev_idx, mvs, lates = [], [], [], []
         refs: list[Any] = []
         src: Counter = Counter()
-        samples: list[tuple[str, int]] = []
+        samples: list[tuple[str, np.ndarray]] = []
         labelled = 0
-        for i, r in enumerate(rows):
-            if r.late:
-                if lc >= 0:
-                    ctx[i, lc] = 1.0
-            else:
-                key = (r.device, r.sample)
-                self._live.pop(key, None)
-                r.sent = now
-                self._recent[key] = r
-                if r.src is not None:
-                    src[r.src] += 1
-                    samples.append(key)
-            if r.label >= 0:
-                labelled += 1
-            refs.extend(r.refs)
-            r.refs = []
+        for seg in segs:
+            c, a, b = seg
+            k = b - a
+            counts.append(k)
+            dev_idx.append(devices.setdefault(c.device, len(devices)))
+            mvs.append(c.mv)
+            lates.append(c.late)
+            c.emitted = b
+            if c.ref is not None:
+                if b < len(c) and c.hold is not None:
+                    c.hold(c.ref)  # the rest of the chunk keeps its own hold
+                refs.append(c.ref)
+            if c.lrefs:
+                for j in [j for j in c.lrefs if a <= j < b]:
+                    refs.extend(c.lrefs.pop(j))
+            if not c.late:
+                self._recent.append((now, c, a, b))
+                samples.append(seg)
+                if c.src is not None:
+                    src[c.src] += k
+        n = sum(counts)
+        rec = n - sum(k for k, late in zip(counts, lates, strict=True) if late)
+        self._recent_rows += rec
+        self._unsent_rows -= rec
+        whole = [a == 0 and b == len(c) for c, a, b in segs]
+
+        def cat(attr: str) -> np.ndarray:
+            parts = [getattr(c, attr) if w else getattr(c, attr)[a:b] for (c, a, b), w in zip(segs, whole, strict=True)]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        sample, feat, ts = cat("sample"), cat("feat"), cat("ts")  # read-only views of payloads: no copy needed
+        label = np.concatenate([c.label[a:b] for c, a, b in segs])  # a copy: a chunk's labels change later
+        labelled = int(np.count_nonzero(label >= 0))
+        if len({c.scores.shape[1] for c, _, _ in segs}) == 1:
+            scores = cat("scores")
+            edge_label, edge_conf = scores.argmax(axis=1), scores.max(axis=1)
+        else:  # two model versions with different class counts in one batch
+            edge_label = np.concatenate([c.scores[a:b].argmax(axis=1) for c, a, b in segs])
+            edge_conf = np.concatenate([c.scores[a:b].max(axis=1).astype(np.float32) for c, a, b in segs])
+        counts_a = np.asarray(counts)
+        dev_ctx = None
+        if self.context.has_device_columns:
+            dev_ctx = np.repeat(np.stack([c.dev_ctx for c, _, _ in segs]), counts_a, axis=0)
+        late = np.repeat(np.asarray(lates), counts_a) if any(lates) else None
         batch = FusedBatch(
-            task, self.bridge_id, self.boot, self.seq, tuple(devices), self.context.names,
-            np.fromiter((r.sample for r in rows), np.int64, len(rows)), idx,
-            np.stack([r.feat for r in rows]).astype(np.float32, copy=False),
-            np.fromiter((r.label for r in rows), np.int64, len(rows)),
-            np.fromiter((r.edge_label for r in rows), np.int64, len(rows)),
-            np.fromiter((r.edge_conf for r in rows), np.float32, len(rows)),
-            np.fromiter((r.mv for r in rows), np.int32, len(rows)), ctx.astype(np.float32, copy=False))
-        self.counters.inc("rows.out", len(rows))
+            task, self.bridge_id, self.boot, self.seq, tuple(devices), self.context.names, sample,
+            np.repeat(np.asarray(dev_idx, np.int32), counts_a), feat, label,
+            edge_label.astype(np.int64, copy=False), edge_conf.astype(np.float32, copy=False),
+            np.repeat(np.asarray(mvs, np.int32), counts_a), self.context.build(ts, dev_ctx, late))
+        self.counters.inc("rows.out", n)
         self.counters.inc("rows.out_labelled", labelled)
         self.counters.inc("batches.out")
         return Emitted(batch, refs, src, samples)
 
-    def forget(self, samples: Iterable[tuple[str, int]]) -> None:
-        """Rows of a batch given up: a copy sent again is a new row, not a duplicate."""
-        for key in samples:
-            self._recent.pop(key, None)
-            self._tomb.pop(key, None)
+    def forget(self, samples: Iterable[tuple[Chunk, int, int]]) -> None:
+        """Rows of a batch given up (``Emitted.samples``): a copy sent again is a new row, not a duplicate."""
+        for c, a, b in samples:
+            d = self._rows.get(c.device)
+            for s in c.samples[a:b]:
+                if d is not None and d.get(s) is c:
+                    del d[s]
+                self._tomb.get(c.device, set()).discard(s)
 
     # ---- introspection ----------------------------------------------------
     def gauges(self) -> dict[str, float]:
-        return {"fusion.waiting_rows": float(len(self._waiting)), "fusion.unsent_rows": float(len(self._live)),
-                "fusion.pending_labels": float(len(self._pending)), "fusion.recent_rows": float(len(self._recent))}
+        return {"fusion.waiting_rows": float(self._waiting_rows), "fusion.unsent_rows": float(self._unsent_rows),
+                "fusion.pending_labels": float(len(self._pending)), "fusion.recent_rows": float(self._recent_rows)}

@@ -39,7 +39,7 @@ class Item:
 class PriorityScheduler:
     def __init__(self, capacities: Sequence[int], shares: Sequence[float], overflow: Sequence[str],
                  *, on_discard: Callable[[Item, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, urgent: int | None = None) -> None:
         n = len(capacities)
         if not (len(shares) == len(overflow) == n) or n == 0:
             raise ValueError("one capacity, share and overflow policy per class")
@@ -54,6 +54,10 @@ class PriorityScheduler:
         self.drop_newest = [o == "drop_newest" for o in overflow]
         self.on_discard = on_discard
         self.clock = clock
+        # Classes below ``urgent`` wake the consumer at once; the others only at the next nudge(), so a
+        # producer that queues a burst of bulk items (one socket read) wakes it once, not per item.
+        self.urgent = n if urgent is None else urgent
+        self._nudge = False
         self._q: list[deque[Item]] = [deque() for _ in range(n)]
         self._credit = [0.0] * n
         self._cv = threading.Condition()
@@ -81,10 +85,32 @@ class PriorityScheduler:
             else:
                 q.append(item)
                 self._size += 1
-                self._cv.notify()
+                if c < self.urgent:
+                    self._cv.notify()
+                else:
+                    self._nudge = True
         if victim is not None and self.on_discard is not None:
             self.on_discard(victim, "dropped")
         return victim is not item
+
+    def take_now(self, item: Item) -> bool | None:
+        """Count ``item`` as queued and popped at once, if nothing of its class or above is waiting
+        (so serving it now overtakes nobody): True, the producer processes it itself. False: ``put`` it.
+        None: past its deadline already, counted expired and handed to ``on_discard`` (as pop would)."""
+        c = item.cls
+        with self._cv:
+            q = self._q
+            for k in range(c + 1):
+                if q[k]:
+                    return False
+            self.put_count[c] += 1
+            if item.deadline > self.clock():
+                self.popped[c] += 1
+                return True
+            self.expired[c] += 1
+        if self.on_discard is not None:
+            self.on_discard(item, "expired")
+        return None
 
     def push_front(self, item: Item) -> None:
         """Give a popped item back (e.g. its publish must wait for a reconnect); not counted as new."""
@@ -167,6 +193,13 @@ class PriorityScheduler:
             for it in expired:
                 self.on_discard(it, "expired")
         return len(expired)
+
+    def nudge(self) -> None:
+        """Wake the consumer if bulk items were queued since the last nudge."""
+        if self._nudge:
+            with self._cv:
+                self._nudge = False
+                self._cv.notify()
 
     def wake(self) -> None:
         with self._cv:

@@ -19,6 +19,7 @@ idea with metadata and limits suited to MQTT payloads.
 from __future__ import annotations
 
 import json
+import json.scanner
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class Bundle:
 
     tensors: Mapping[str, np.ndarray]
     meta: Mapping[str, str] = field(default_factory=dict)
+    layout: Layout | None = None  # set by the fast decode path: the tensors' (cached, checked) layout
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.tensors[name]
@@ -107,7 +109,7 @@ class Bundle:
         if name not in self.tensors:
             raise Malformed(f"missing tensor {name!r}")
         arr = self.tensors[name]
-        if arr.dtype.name not in dtypes:
+        if _dtype_name(arr.dtype) not in dtypes:
             raise BadDtype(f"tensor {name!r} has dtype {arr.dtype.name}, expected one of {dtypes}")
         if arr.ndim != rank:
             raise BadShape(f"tensor {name!r} has rank {arr.ndim}, expected {rank}")
@@ -132,6 +134,14 @@ class Bundle:
         if not -(1 << 63) <= v < (1 << 63):
             raise Malformed(f"meta {key!r} is out of the int64 range")
         return v
+
+
+_NAME_OF_STR = {np.dtype(n).str: n for n in ALLOWED_DTYPES}
+
+
+def _dtype_name(dt: np.dtype) -> str:
+    # numpy 2 computes dtype.name in Python (~5 us); .str is a C attribute
+    return _NAME_OF_STR.get(dt.str) or dt.name
 
 
 def _pad(n: int) -> int:
@@ -197,6 +207,9 @@ def peek_meta(payload: bytes | bytearray | memoryview, *, limits: Limits = DEFAU
     """The metadata alone, without touching (or checking) the tensors: for routing and accounting
     decisions that need a message's identity but not its data. Typed errors as :func:`decode`."""
     buf = memoryview(payload).cast("B")
+    fast = _fast_header(buf, len(buf), limits)
+    if fast is not None:
+        return fast[0]
     header = _header(buf, len(buf), limits)
     meta = header["meta"]
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
@@ -227,11 +240,133 @@ def _header(buf: memoryview, total: int, limits: Limits) -> dict:
     return header
 
 
+_LE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in ALLOWED_DTYPES}
+_SPEC_KEYS = frozenset({"name", "dtype", "shape"})
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where CPython has it
+_META_OPEN, _TENSORS_KEY = '{"meta":', ',"tensors":'
+
+
+class Layout:
+    """The validated tensor list of a header: (name, dtype, shape, element count, byte count) per tensor.
+
+    The tensor list repeats from message to message (same model, same shapes), so its JSON text is
+    a cache key: parsed and checked once, after that only the meta object is parsed. Containers
+    cache their own dtype/rank/row checks per layout too (``Bundle.layout``)."""
+
+    __slots__ = ("specs", "names")
+
+    def __init__(self, specs: tuple[tuple[str, np.dtype, tuple[int, ...], int, int], ...]) -> None:
+        self.specs = specs
+        self.names = frozenset(s[0] for s in specs)
+
+
+_LAYOUTS: dict[int, tuple[Limits, dict[str, Layout]]] = {}  # id(limits) -> (limits, text -> layout)
+_LAYOUTS_MAX = 4096
+
+
+def _layout(text: str, limits: Limits) -> Layout | None:
+    """The Layout of a tensor-list JSON text, when it passes every check the strict path makes."""
+    entry = _LAYOUTS.get(id(limits))
+    if entry is None or entry[0] is not limits:
+        entry = _LAYOUTS[id(limits)] = (limits, {})
+    cache = entry[1]
+    lay = cache.get(text)
+    if lay is not None:
+        return lay
+    try:
+        specs = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if type(specs) is not list or len(specs) > limits.max_tensors:
+        return None
+    out, names = [], set()
+    for spec in specs:
+        if type(spec) is not dict or spec.keys() != _SPEC_KEYS:
+            return None
+        name, shape, dtype = spec["name"], spec["shape"], spec["dtype"]
+        if type(name) is not str or not 0 < len(name) <= 64 or name in names or type(dtype) is not str \
+                or dtype not in _LE_DTYPES or type(shape) is not list or len(shape) > limits.max_rank:
+            return None
+        count = 1
+        for d in shape:
+            if type(d) is not int or not 0 <= d <= limits.max_dim:
+                return None
+            count *= d
+        names.add(name)
+        dt = _LE_DTYPES[dtype]
+        out.append((name, dt, tuple(shape), count, count * dt.itemsize))
+    lay = Layout(tuple(out))
+    if len(cache) >= _LAYOUTS_MAX:
+        cache.clear()
+    cache[text] = lay
+    return lay
+
+
+def _fast_header(buf: memoryview, total: int, limits: Limits) -> tuple[dict[str, str], Layout, int] | None:
+    """(meta, layout, end of header) of a well-formed payload, or None for anything unusual, which
+    then takes the strict path (and gets its typed rejection there).
+
+    Accept-only: the header must read ``{"meta":{...},"tensors":[...]}`` exactly as the encoder
+    writes it, with no backslash (so no escape and no surrogate), meta a flat object of strings and
+    the tensor list a checked :class:`Layout` (ints in range, nothing else). That is all strictjson's
+    hooks guard against, so whatever this returns the strict path would have returned too."""
+    if total > limits.max_bytes or total < _PREFIX.size:
+        return None
+    magic, version, hlen = _PREFIX.unpack_from(buf, 0)
+    end = _PREFIX.size + hlen
+    if magic != MAGIC or version != VERSION or hlen > limits.max_header or end > total:
+        return None
+    try:
+        text = str(buf[_PREFIX.size:end], "utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\\" in text or not text.startswith(_META_OPEN) or not text.endswith("]}"):
+        return None
+    try:
+        meta, mend = _scan(text, len(_META_OPEN))
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    if type(meta) is not dict or len(meta) > limits.max_meta or not text.startswith(_TENSORS_KEY, mend):
+        return None
+    for v in meta.values():
+        if type(v) is not str:
+            return None
+    lay = _layout(text[mend + len(_TENSORS_KEY):-1], limits)
+    if lay is None:
+        return None
+    return meta, lay, end
+
+
 def decode(payload: bytes | bytearray | memoryview, *, allow_nonfinite: bool = False,
            limits: Limits = DEFAULT_LIMITS) -> Bundle:
-    """Unpack a payload, rejecting anything malformed with a typed :class:`CodecError`."""
+    """Unpack a payload, rejecting anything malformed with a typed :class:`CodecError`.
+
+    A well-formed payload takes a fast path (:func:`_fast_header`); anything else is parsed by the
+    strict path below, which raises the typed error. Both build the same Bundle."""
     buf = memoryview(payload).cast("B")
     total = len(buf)
+    fast = _fast_header(buf, total, limits)
+    if fast is not None:
+        meta, lay, pos = fast
+        out: dict[str, np.ndarray] = {}
+        for name, dt, shape, count, nbytes in lay.specs:
+            pos += (-pos) % _ALIGN
+            if nbytes > total - pos:
+                break
+            arr = np.frombuffer(buf, dtype=dt, count=count, offset=pos)
+            if len(shape) != 1:
+                arr = arr.reshape(shape)
+            if not allow_nonfinite and dt.kind == "f" and count and not np.isfinite(arr).all():
+                break
+            out[name] = arr
+            pos += nbytes
+        else:
+            if pos == total:
+                return Bundle(tensors=out, meta=meta, layout=lay)
+    return _decode_strict(buf, total, allow_nonfinite, limits)
+
+
+def _decode_strict(buf: memoryview, total: int, allow_nonfinite: bool, limits: Limits) -> Bundle:
     header = _header(buf, total, limits)
     hlen = _PREFIX.unpack_from(buf, 0)[2]
     meta, specs = header["meta"], header["tensors"]

@@ -39,20 +39,48 @@ def _head(b: Bundle, kind: str) -> None:
         raise UnsupportedVersion(f"container schema {b.meta.get('schema')!r}; this build reads {CONTAINER_SCHEMA}")
 
 
+# (container kind, Layout) pairs whose tensor checks passed: the checks depend only on names, dtypes
+# and shapes, which is what a Layout is, so a cached layout is checked once (shared.codec.Layout).
+_CHECKED: dict[tuple[str, object], None] = {}
+
+
+def _checked(b: Bundle, kind: str) -> bool:
+    return b.layout is not None and (kind, b.layout) in _CHECKED
+
+
+def _mark_checked(b: Bundle, kind: str) -> None:
+    if b.layout is not None:
+        if len(_CHECKED) >= 4096:
+            _CHECKED.clear()
+        _CHECKED[(kind, b.layout)] = None
+
+
 def _rows(n: int, **arrs: np.ndarray) -> None:
     for name, a in arrs.items():
         if a.shape[0] != n:
             raise BadShape(f"tensor {name!r} has {a.shape[0]} rows, expected {n}")
 
 
+_IDENTS: dict[tuple, tuple[str, str, str]] = {}  # (device, stream, task) triples already checked
+
+
 def _ident(b: Bundle) -> tuple[str, str, str]:
+    m = b.meta
+    key = (m.get("device"), m.get("stream"), m.get("task"))
+    ok = _IDENTS.get(key)
+    if ok is not None:
+        return ok
     try:
-        return (check_device(b.meta_str("device")), check_segment(b.meta_str("stream"), "stream"),
-                check_segment(b.meta_str("task"), "task"))
+        ok = (check_device(b.meta_str("device")), check_segment(b.meta_str("stream"), "stream"),
+              check_segment(b.meta_str("task"), "task"))
     except ValueError as exc:
         if isinstance(exc, codec.CodecError):
             raise
         raise Malformed(str(exc)) from None
+    if len(_IDENTS) >= 65536:
+        _IDENTS.clear()
+    _IDENTS[key] = ok
+    return ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +114,17 @@ class FeatureBatch:
         b = codec.decode(payload)
         _head(b, cls.KIND)
         device, stream, task = _ident(b)
-        sample = b.require("sample", dtypes=("int64",), rank=1)
-        n = sample.shape[0]
-        feat = b.require("feat", dtypes=_FLOATS, rank=2)
-        scores = b.require("scores", dtypes=_FLOATS, rank=2)
-        ts = b.require("ts", dtypes=("float64",), rank=1)
-        _rows(n, feat=feat, scores=scores, ts=ts)
+        if _checked(b, cls.KIND):
+            t = b.tensors
+            sample, feat, scores, ts = t["sample"], t["feat"], t["scores"], t["ts"]
+        else:
+            sample = b.require("sample", dtypes=("int64",), rank=1)
+            n = sample.shape[0]
+            feat = b.require("feat", dtypes=_FLOATS, rank=2)
+            scores = b.require("scores", dtypes=_FLOATS, rank=2)
+            ts = b.require("ts", dtypes=("float64",), rank=1)
+            _rows(n, feat=feat, scores=scores, ts=ts)
+            _mark_checked(b, cls.KIND)
         return cls(device, stream, task, b.meta_int("boot"), b.meta_int("seq"), b.meta_int("model_version"),
                    sample, feat, scores, ts)
 
@@ -127,15 +160,20 @@ class HardSample:
         b = codec.decode(payload)
         _head(b, cls.KIND)
         device, stream, task = _ident(b)
-        sample = b.require("sample", dtypes=("int64",), rank=1)
-        n = sample.shape[0]
-        x = b.tensors.get("x")
-        if x is None or x.dtype.name not in _FLOATS or x.ndim < 2:
-            raise BadShape("tensor 'x' must be a float tensor of rank >= 2")
-        feat = b.require("feat", dtypes=_FLOATS, rank=2)
-        scores = b.require("scores", dtypes=_FLOATS, rank=2)
-        ts = b.require("ts", dtypes=("float64",), rank=1)
-        _rows(n, x=x, feat=feat, scores=scores, ts=ts)
+        if _checked(b, cls.KIND):
+            t = b.tensors
+            sample, x, feat, scores, ts = t["sample"], t["x"], t["feat"], t["scores"], t["ts"]
+        else:
+            sample = b.require("sample", dtypes=("int64",), rank=1)
+            n = sample.shape[0]
+            x = b.tensors.get("x")
+            if x is None or x.dtype.name not in _FLOATS or x.ndim < 2:
+                raise BadShape("tensor 'x' must be a float tensor of rank >= 2")
+            feat = b.require("feat", dtypes=_FLOATS, rank=2)
+            scores = b.require("scores", dtypes=_FLOATS, rank=2)
+            ts = b.require("ts", dtypes=("float64",), rank=1)
+            _rows(n, x=x, feat=feat, scores=scores, ts=ts)
+            _mark_checked(b, cls.KIND)
         return cls(device, stream, task, b.meta_int("boot"), b.meta_int("seq"), b.meta_int("model_version"),
                    sample, x, feat, scores, ts)
 
@@ -152,7 +190,7 @@ class FusedBatch:
     context_names: tuple[str, ...]
     sample: np.ndarray  # (N,) int64
     device_idx: np.ndarray  # (N,) int32
-    feat: np.ndarray  # (N, D) float32
+    feat: np.ndarray  # (N, D) float16|float32, as the edge sent it
     label: np.ndarray  # (N,) int64, -1 where no label arrived within the window
     edge_label: np.ndarray  # (N,) int64, the edge model's prediction
     edge_conf: np.ndarray  # (N,) float32
@@ -164,7 +202,8 @@ class FusedBatch:
     def encode(self) -> bytes:
         return codec.encode(
             {"sample": self.sample.astype(np.int64), "device_idx": self.device_idx.astype(np.int32),
-             "feat": self.feat.astype(np.float32), "label": self.label.astype(np.int64),
+             "feat": self.feat if self.feat.dtype.name in _FLOATS else self.feat.astype(np.float32),
+             "label": self.label.astype(np.int64),
              "edge_label": self.edge_label.astype(np.int64), "edge_conf": self.edge_conf.astype(np.float32),
              "model_version": self.model_version.astype(np.int32), "ctx": self.ctx.astype(np.float32)},
             {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "task": self.task, "bridge": self.bridge,
@@ -185,17 +224,24 @@ class FusedBatch:
             if isinstance(exc, codec.CodecError):
                 raise
             raise Malformed(f"bad fused meta: {exc}") from None
-        sample = b.require("sample", dtypes=("int64",), rank=1)
-        n = sample.shape[0]
-        device_idx = b.require("device_idx", dtypes=("int32",), rank=1)
-        feat = b.require("feat", dtypes=("float32",), rank=2)
-        label = b.require("label", dtypes=("int64",), rank=1)
-        edge_label = b.require("edge_label", dtypes=("int64",), rank=1)
-        edge_conf = b.require("edge_conf", dtypes=("float32",), rank=1)
-        mv = b.require("model_version", dtypes=("int32",), rank=1)
-        ctx = b.require("ctx", dtypes=("float32",), rank=2, dims=(None, len(ctx_names)))
-        _rows(n, device_idx=device_idx, feat=feat, label=label, edge_label=edge_label, edge_conf=edge_conf,
-              model_version=mv, ctx=ctx)
+        if _checked(b, cls.KIND) and b.tensors["ctx"].shape[1] == len(ctx_names):
+            t = b.tensors
+            sample, device_idx, feat, label = t["sample"], t["device_idx"], t["feat"], t["label"]
+            edge_label, edge_conf, mv, ctx = t["edge_label"], t["edge_conf"], t["model_version"], t["ctx"]
+            n = sample.shape[0]
+        else:
+            sample = b.require("sample", dtypes=("int64",), rank=1)
+            n = sample.shape[0]
+            device_idx = b.require("device_idx", dtypes=("int32",), rank=1)
+            feat = b.require("feat", dtypes=_FLOATS, rank=2)
+            label = b.require("label", dtypes=("int64",), rank=1)
+            edge_label = b.require("edge_label", dtypes=("int64",), rank=1)
+            edge_conf = b.require("edge_conf", dtypes=("float32",), rank=1)
+            mv = b.require("model_version", dtypes=("int32",), rank=1)
+            ctx = b.require("ctx", dtypes=("float32",), rank=2, dims=(None, len(ctx_names)))
+            _rows(n, device_idx=device_idx, feat=feat, label=label, edge_label=edge_label, edge_conf=edge_conf,
+                  model_version=mv, ctx=ctx)
+            _mark_checked(b, cls.KIND)
         if n and (device_idx.min() < 0 or device_idx.max() >= len(devices)):
             raise BadShape("device_idx points outside the devices list")
         boot, seq = b.meta_int("boot"), b.meta_int("seq")
@@ -242,7 +288,7 @@ LAYOUT: dict[str, dict[str, list[tuple[str, str, str, str]]]] = {
                  ("devices", "JSON list", "", "device ids; `device_idx` indexes it"),
                  ("context", "JSON list", "", "names of the `ctx` columns")],
         "tensors": [("sample", "int64", "(N,)", "sample ids"), ("device_idx", "int32", "(N,)", "index into `devices`"),
-                    ("feat", "float32", "(N, D)", "feature vectors"),
+                    ("feat", "float16|float32", "(N, D)", "feature vectors, in the dtype the edge sent them"),
                     ("label", "int64", "(N,)", "ground truth, -1 when no label arrived within the window"),
                     ("edge_label", "int64", "(N,)", "edge model's prediction"),
                     ("edge_conf", "float32", "(N,)", "edge model's confidence"),

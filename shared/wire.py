@@ -3,8 +3,15 @@
 ``decode(topics, topic, payload)`` parses the topic, picks the payload type from
 ``TOPIC_SPECS`` and returns a :class:`Decoded` or raises a :class:`WireError` whose
 ``reason`` is a stable counter key (``bad_topic``, ``not_json``, ``truncated``, ...).
-Services that only care about some kinds still go through here, so a new payload type
-is added in one place.
+``decode_parsed(parsed, payload)`` is the same for a consumer that has parsed (and cached)
+the topic already, as the hub bridge does per message. Both check that the payload agrees
+with its topic (device, stream, task), so no service repeats that check.
+
+Every decoder this dispatches to lives in ``shared`` (``schemas`` for JSON, ``containers``
+over ``codec`` for tensors), and so do their fast paths (``codec``'s cached header layouts,
+the containers' cached tensor checks): a consumer that calls one container's decoder directly
+for the one kind it takes (the cloud worker's ``FusedBatch.decode`` on hub/batch) runs the
+same code, and a new payload type is still added in one place.
 """
 
 from __future__ import annotations
@@ -43,15 +50,21 @@ def decode(topics: Topics, topic: str, payload: bytes) -> Decoded:
         parsed = topics.parse(topic)
     except TopicError as exc:
         raise WireError("bad_topic", str(exc)) from None
+    return Decoded(parsed, decode_parsed(parsed, payload))
+
+
+def decode_parsed(parsed: ParsedTopic, payload: bytes) -> Any:
+    """The payload of a message whose topic is ``parsed``: a schemas.Msg, a containers.* record, or
+    bytes for ONNX artifacts. Raises :class:`WireError` (reason ``empty`` for a cleared retained topic)."""
     spec = SPEC_BY_KIND[parsed.kind]
     try:
-        if spec.encoding == "json":
+        if spec.encoding == "tensor":
+            value: Any = CONTAINERS[spec.payload].decode(payload)
+        elif spec.encoding == "json":
             if not payload and spec.retain:
                 # An empty retained payload is how MQTT clears a retained topic.
                 raise WireError("empty", "empty retained payload (topic cleared)", parsed.kind)
-            value: Any = schemas.loads(payload, schemas.SCHEMAS[spec.payload])
-        elif spec.encoding == "tensor":
-            value = CONTAINERS[spec.payload].decode(payload)
+            value = schemas.loads(payload, schemas.SCHEMAS[spec.payload])
         else:
             if not payload:
                 raise WireError("empty", "empty artifact payload", parsed.kind)
@@ -59,15 +72,17 @@ def decode(topics: Topics, topic: str, payload: bytes) -> Decoded:
     except (schemas.SchemaError, codec.CodecError) as exc:
         raise WireError(exc.reason, str(exc), parsed.kind) from None
     _check_identity(parsed, value)
-    return Decoded(parsed, value)
+    return value
 
 
 def _check_identity(t: ParsedTopic, v: Any) -> None:
     """The payload must agree with its topic: a device cannot speak for another in the body."""
     for attr in ("device", "stream", "task"):
         want = getattr(t, attr)
+        if want is None:
+            continue
         got = getattr(v, attr, None)
-        if want is not None and got is not None and want != got:
+        if got is not None and want != got:
             raise WireError("topic_mismatch", f"topic says {attr}={want!r}, payload says {got!r}", t.kind)
 
 

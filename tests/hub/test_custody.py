@@ -167,25 +167,57 @@ def test_bridge_gives_custody_for_events_escalations_and_features(broker, topics
 
 @pytest.mark.broker
 def test_shed_messages_are_in_custody_too(broker, topics, mqtt_factory, bridges):
-    # Prepare: an escalation whose TTL runs out while the dispatcher is busy (a 0 s TTL)
+    # Prepare: feature messages whose TTL runs out while they wait for the dispatcher (a 0.1 ms TTL)
     pub, dev = mqtt_factory(), mqtt_factory()
-    cfg = bridge_config(broker, topics, custody={"interval_s": 0.2},
-                        classes={"escalation": {"capacity": 100, "ttl": 0.0001}})
+    cfg = bridge_config(broker, topics, custody={"interval_s": 0.2, "features": "broker"},
+                        classes={"feature": {"capacity": 100, "ttl": 0.0001}})
     b = start_bridge(cfg, pub, topics)
     bridges.append(b)
     custody = Collector(dev).add(topics.edge_kind(Kind.CUSTODY, "cam-1"))
     # Execute
     for seq in range(5):
-        pub.publish(topics.hard("cam-1", "front"), hard("cam-1", seq), qos=1)
-    # Assert: expired by policy (counted) and in custody: the device need not send them again
-    assert wait_until(lambda: b.counters.get("expired.escalation") >= 1, 10), b.snapshot()[0]
-    expired = b.counters.get("expired.escalation")
+        pub.publish(topics.feat("cam-1", "front"), feat("cam-1", seq, [seq]), qos=1)
+    # Assert: expired by policy (counted; one may beat its TTL) and in custody: the device need not send them again
+    assert wait_until(lambda: b.counters.get("expired.feature") + b.delivered[3] == 5, 10), b.snapshot()[0]
+    assert b.counters.get("expired.feature") >= 1
 
     def custodied() -> int:
         seen: set[int] = set()
         for m in custody.matching():
             c = schemas.loads(m.payload, schemas.Custody)
-            seen |= {s for lo, hi in c.ranges for s in range(lo, hi + 1)}
+            if c.boot == FEAT_BOOT:
+                seen |= {s for lo, hi in c.ranges for s in range(lo, hi + 1)}
         return len(seen)
 
-    assert wait_until(lambda: custodied() == 5, 10), (expired, custody.matching())
+    assert wait_until(lambda: custodied() == 5, 10), custody.matching()
+
+
+@pytest.mark.parametrize("ranges", [[(0, 0)], [(3, 9), (11, 11), (20, 2**40)]])
+def test_custody_payload_is_the_custody_schema(ranges):
+    from hub_bridge.custody import custody_payload
+
+    payload = custody_payload("cam-1", 1_700_000_000_123, ranges, 1790000000.25)
+
+    c = schemas.loads(payload, schemas.Custody)
+    assert (c.device, c.boot, [tuple(r) for r in c.ranges], c.ts) == ("cam-1", 1_700_000_000_123, ranges,
+                                                                        1790000000.25)
+    assert payload == schemas.dumps(c)  # byte for byte what pydantic would have written
+
+
+def test_acker_sends_released_acks_in_one_batch_per_flush_and_never_on_a_newer_connection():
+    from hub_bridge.acks import Acker
+    from shared.mqtt import Message
+
+    sent: list[list[int]] = []
+    acker = Acker([lambda msgs: sent.append([m.mid for m in msgs])])
+    toks = [acker.token(Message("t", b"", 1, False, mid=i), 0) for i in range(4)]
+    acker.hold(toks[0])
+    for t in toks:
+        acker.release(t)
+    assert sent == []  # nothing before the flush
+    acker.flush()
+    assert sent == [[1, 2, 3]]  # toks[0] still held once
+    acker.release(toks[0])
+    acker.new_connection(0)  # reconnected before the flush: that message is redelivered, not acked here
+    acker.flush()
+    assert sent == [[1, 2, 3]] and acker.stale == 1 and acker.acked == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from hub_bridge.config import FusionSettings
@@ -156,3 +158,71 @@ def test_refs_come_back_once_per_hold():
 
     assert sorted(held) == sorted(emitted[0].refs + released)
     assert released == ["orphan"]
+
+
+def fb16(samples, device="cam-1", seq=1, dim=8) -> FeatureBatch:
+    b = fb(samples, device=device, seq=seq, dim=dim)
+    return FeatureBatch(b.device, b.stream, b.task, b.boot, b.seq, b.model_version, b.sample,
+                        b.feat.astype(np.float16), b.scores.astype(np.float16), b.ts)
+
+
+def test_float16_rows_stay_float16_and_never_share_a_batch_with_float32():
+    f = fuser(label_wait=0.0)
+    half, full = fb16([1, 2], seq=1), fb([3], seq=2)
+    f.add_features(half, now=0.0)
+    f.add_features(full, now=0.0)
+
+    out = {e.batch.feat.dtype.name: FusedBatch.decode(e.batch.encode()) for e in f.poll(now=2.0)}
+
+    assert set(out) == {"float16", "float32"}
+    np.testing.assert_array_equal(out["float16"].feat, half.feat)  # bit for bit, not widened
+    assert out["float16"].feat.dtype == np.float16 and out["float16"].edge_conf.dtype == np.float32
+    np.testing.assert_array_equal(out["float16"].edge_label, half.scores.argmax(1))
+
+
+def test_a_message_split_across_batches_keeps_labels_refs_and_custody_counts():
+    released = []
+    held = []
+    f = Fuser(FusionSettings(batch_size=3, label_wait=0.0, batch_age=1.0, window=10.0), "b1", release=released.append)
+    f.add_features(fb(range(5)), now=0.0, ref="m1", hold=held.append, src=("cam-1", 7, 1))
+    f.add_labels(lb([(4, 9)]), now=0.0, ref="l1", hold=held.append)  # a row of the second part
+
+    first = f.poll(now=0.1)
+    f.add_labels(lb([(0, 2)]), now=0.2, ref="l2", hold=held.append)  # already sent: a label-only row
+    second = f.poll(now=2.0)
+
+    assert [len(e.batch.sample) for e in first] == [3]
+    assert [len(e.batch.sample) for e in second] == [3]  # rows 3 and 4, and row 0 again as a label-only row
+    assert sum((e.src for e in first + second), Counter()) == Counter({("cam-1", 7, 1): 5})
+    labels = {int(s): int(y) for e in first + second for s, y, late in
+              zip(e.batch.sample, e.batch.label, e.batch.ctx[:, -1], strict=True) if not late}
+    assert labels == {0: -1, 1: -1, 2: -1, 3: -1, 4: 9}
+    # one release per hold: the message's ref once per batch it spans, each label's ref with its row
+    assert sorted(held) == sorted(r for e in first + second for r in e.refs) and not released
+
+
+def test_copies_within_and_across_messages_are_dropped_and_forgotten_rows_come_back():
+    f = fuser(label_wait=0.0, batch_size=100)
+    assert f.add_features(fb([1, 1, 2]), now=0.0) == 2
+    assert f.add_features(fb([2, 3], seq=2), now=0.0) == 1
+    out = f.poll(now=2.0)
+    assert sorted(int(s) for e in out for s in e.batch.sample) == [1, 2, 3]
+    assert f.counters.get("rows.duplicate") == 2
+    assert f.add_features(fb([3], seq=3), now=3.0) == 0  # sent, within the window: a copy
+
+    f.forget([s for e in out for s in e.samples])  # their batch was given up
+
+    assert f.add_features(fb([3], seq=4), now=3.0) == 1  # a resend is new
+
+
+def test_sent_rows_leave_the_window_as_tombstones_bounded_in_number():
+    f = fuser(label_wait=0.0, window=1.0, max_recent_rows=2)
+    for seq in range(5):
+        f.add_features(fb([seq], seq=seq + 1), now=0.0)
+    f.poll(now=2.0)
+    f.poll(now=4.0)
+
+    f.add_labels(lb([(0, 1)]), now=4.0)
+
+    assert f.counters.get("labels.late") == 1
+    assert f.gauges()["fusion.recent_rows"] == 0 and f._tomb_rows <= 8

@@ -157,3 +157,35 @@ def test_push_front_is_served_next_and_not_double_counted():
 def test_bad_shares_rejected():
     with pytest.raises(ValueError):
         PriorityScheduler((1, 1), (0.6, 0.5), ("drop_oldest", "drop_oldest"))
+
+
+def test_bulk_items_wake_a_waiting_consumer_only_at_the_nudge():
+    import threading
+    import time
+
+    s = PriorityScheduler((10, 10), (0.0, 0.0), ("drop_oldest",) * 2, urgent=1)
+    got: list[tuple[object, float]] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        it = s.pop(timeout=5.0)
+        got.append((it and it.payload, time.monotonic()))
+        done.set()
+
+    th = threading.Thread(target=consume)
+    th.start()
+    time.sleep(0.05)
+    s.put(Item(1, "d", 0.0, 1e18, "bulk"))  # a burst's item: no wake-up per item
+    assert not done.wait(0.3)
+    t_nudge = time.monotonic()
+    s.nudge()  # the burst is read: one wake-up
+    assert done.wait(2.0)
+    th.join()
+    assert got[0][0] == "bulk" and got[0][1] >= t_nudge
+    th = threading.Thread(target=consume)
+    done.clear()
+    th.start()
+    time.sleep(0.05)
+    s.put(Item(0, "d", 0.0, 1e18, "urgent"))  # an urgent class wakes the consumer at once
+    assert done.wait(2.0)
+    th.join()

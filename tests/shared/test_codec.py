@@ -161,3 +161,55 @@ def test_require_checks_dtype_rank_and_dims():
         b.require("x", dtypes=("float32",), rank=2, dims=(3,))
     with pytest.raises(codec.Malformed):
         b.require("y", dtypes=("float32",), rank=2)
+
+
+def _outcome(fn, blob):
+    """What a decoder makes of a payload: its error class, or its content."""
+    try:
+        b = fn(blob)
+    except codec.CodecError as exc:
+        return type(exc).__name__
+    return (dict(b.meta), [(k, v.dtype.str, v.shape, v.tobytes()) for k, v in b.tensors.items()])
+
+
+def _strict(blob):
+    buf = memoryview(blob).cast("B")
+    return codec._decode_strict(buf, len(buf), False, codec.DEFAULT_LIMITS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(bundles())
+def test_fast_path_takes_what_the_encoder_writes_and_agrees_with_the_strict_path(b):
+    tensors, meta = b
+    blob = codec.encode(tensors, meta)
+    ascii_meta = all(k.isascii() and v.isascii() and "\\" not in k + v and '"' not in k + v and k.isprintable()
+                     and v.isprintable() for k, v in meta.items())
+    if ascii_meta:  # nothing json.dumps escapes: the header is plain and takes the fast path
+        assert codec.decode(blob).layout is not None
+    assert _outcome(codec.decode, blob) == _outcome(_strict, blob)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_fast_and_strict_paths_agree_on_mutated_headers(data):
+    blob = bytearray(codec.encode({"a": np.arange(4, dtype=np.int64), "f": np.ones((2, 3), np.float32)},
+                                  {"kind": "feat", "device": "cam-1", "seq": "7"}))
+    hlen = struct.unpack_from("<I", blob, 4)[0]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(8, 8 + hlen - 1))
+        blob[i] = data.draw(st.sampled_from(b'{}[]",:0123456789-.eE \\abtxyzNaIfinity\xff'))
+    assert _outcome(codec.decode, bytes(blob)) == _outcome(_strict, bytes(blob))
+
+
+@pytest.mark.parametrize("hdr", [
+    b'{"meta":{"k":"v"},"tensors":[{"name":"x","dtype":"float32","shape":[1e400]}]}',  # float where an int goes
+    b'{"meta":{"k":NaN},"tensors":[]}',
+    b'{"meta":{"k":"\\ud800"},"tensors":[]}',  # lone surrogate escape
+    b'{"meta":{"k":"v"},"tensors":[{"name":"x","dtype":"float32","shape":[' + b"9" * 30 + b']}]}',
+    b'{"meta":{"k":"v"},"tensors":[{"name":"x","dtype":"float32","shape":[true]}]}',
+    b'{"meta":{"k":"v"},"tensors":[{"name":"x","dtype":"float32","shape":[1]}],"meta":{}}',
+    b'{"meta":{"k":"v"} ,"tensors":[]}',
+])
+def test_headers_off_the_fast_path_get_the_strict_paths_rejection(hdr):
+    blob = _with_header(hdr, b"\0" * ((-len(hdr)) % 8) + b"\0" * 8)
+    assert _outcome(codec.decode, blob) == _outcome(_strict, blob)

@@ -1,0 +1,45 @@
+"""Custody notes: tell each device, on ``edge/{device}/custody``, which of its messages the hub holds.
+
+One write per sweep for all devices with news, at QoS 0: the ranges are cumulative, so the next note
+repairs a lost one, and nothing waits for an acknowledgement (1,000 devices: ~1,000 notes a second).
+"""
+
+from __future__ import annotations
+
+import time
+
+from hub_bridge.custody import CustodyLedger, custody_payload
+from shared.counters import Counters
+from shared.mqtt import MqttClient, MqttError
+from shared.topics import Topics
+
+_TOPIC_CACHE_MAX = 200_000
+
+
+class CustodyNotes:
+    def __init__(self, topics: Topics, ledger: CustodyLedger, counters: Counters) -> None:
+        self.t = topics
+        self.ledger = ledger
+        self.counters = counters
+        self._topics: dict[str, object] = {}
+
+    def tell(self, client: MqttClient | None, now: float) -> None:
+        if client is None or not client.connected:
+            return  # the ledger keeps the news; the next sweep after reconnecting tells it
+        ts = time.time()
+        topics = self._topics
+        out = []
+        for device, boot, ranges in self.ledger.due(now):
+            topic = topics.get(device)
+            if topic is None:
+                if len(topics) >= _TOPIC_CACHE_MAX:
+                    topics.clear()
+                topic = topics[device] = self.t.custody(device)
+            out.append((topic, custody_payload(device, boot, ranges, ts)))
+        if not out:
+            return
+        try:
+            client.publish_many_qos0(out)
+            self.counters.inc("custody.sent", len(out))
+        except MqttError:
+            self.counters.inc("custody.unsent", len(out))
