@@ -599,6 +599,8 @@ class MqttClient:
         self._on_read(1)
 
     def _on_fast_message(self, msg: Message) -> None:
+        # Counted before the handlers run, so the count never lags what a handler has seen.
+        self.counters.inc("mqtt.received")
         handlers = self._by_topic.get(msg.topic)
         if handlers is None:
             with self._lock:
@@ -616,7 +618,6 @@ class MqttClient:
 
     def _on_read(self, n: int) -> None:
         self._burst = True
-        self.counters.inc("mqtt.received", n)
         self.counters.inc("mqtt.reads")
         for hook in self.on_read_hooks:
             self._safe_call(hook)
