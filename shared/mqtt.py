@@ -8,11 +8,9 @@
 - Publish refusals are exceptions, never silence: paho returns ``MQTT_ERR_QUEUE_SIZE``
   instead of raising, and a broker's PUBACK reason code (0x87 not authorized) arrives
   later, so both are surfaced: the first raises, the second reaches ``on_ack`` and a counter.
-- Acks are matched to the packet that was acknowledged. paho reuses packet ids after 65,535 and
-  PUBLISH and SUBSCRIBE share them, and an ack can arrive before ``publish()`` returns, so an
-  ack that finds no registered packet is parked with the count of packets started so far; a
-  later packet that gets the same id takes it only if it arrived after that packet started.
-  Every packet (the birth included) is registered, and parked acks are dropped on disconnect.
+- Acks are matched to the packet that was acknowledged (``shared/ack_matcher.py``: paho reuses
+  packet ids, and an ack can arrive before ``publish()`` returns). Every packet, the birth
+  included, is registered, and parked acks are dropped on disconnect.
 - Handler exceptions are counted and the latest kept (``callback_errors``), never swallowed silently.
 - Handlers run on the network thread; ``subscribe_queue`` gives a bounded incoming queue
   instead, for consumers that do slow work.
@@ -36,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.ack_matcher import NOT_FOUND, AckMatcher
 from shared.bounded import DropOldestQueue
 from shared.counters import Counters
 from shared.topics import Filter, Topic
@@ -176,11 +175,7 @@ class MqttClient:
         self._handlers: list[tuple[Filter, Handler]] = []
         self._by_topic: dict[str, list[Handler]] = {}  # topic -> matching handlers (cleared on any change)
         self._lock = threading.Lock()
-        self._pending: dict[int, AckCallback | None] = {}
-        self._suback: dict[int, tuple[threading.Event, list[int]] | None] = {}
-        # Acks that found no registered packet: mid -> (packets started when it came, "pub"|"sub", value).
-        self._early: dict[int, tuple[int, str, object]] = {}
-        self._started = 0  # PUBLISH/SUBSCRIBE packets handed to paho so far
+        self._acks = AckMatcher(self.counters)
         self._burst = False  # the last loop delivered messages (for read_pause_s)
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -216,36 +211,28 @@ class MqttClient:
                 self._handlers.append((flt, handler))
                 self._by_topic = {}
         ev, codes = threading.Event(), []
-        start = self._begin()
+        start = self._acks.begin()
         rc, mid = self._client.subscribe(flt.value, qos=qos)
         if rc != paho.MQTT_ERR_SUCCESS:
             raise NotConnected(f"subscribe failed: {paho.error_string(rc)}")
-        with self._lock:
-            early = self._claim(mid, start, "sub")
-            if early is None:
-                self._suback[mid] = (ev, codes)
-        if early is not None:
+        early = self._acks.expect_suback(mid, start, (ev, codes))
+        if early is not NOT_FOUND:
             codes.extend(early)  # type: ignore[arg-type]
             ev.set()
         try:
             if not ev.wait(timeout):
                 raise TimeoutError(f"no SUBACK for {flt.value} within {timeout}s")
         finally:
-            with self._lock:
-                if self._suback.get(mid) == (ev, codes):
-                    del self._suback[mid]
+            self._acks.forget_suback(mid, (ev, codes))
         return codes
 
     def _subscribe_now(self, client: paho.Client, flt: Filter, qos: int) -> None:
         """SUBSCRIBE without waiting; its SUBACK is still matched, so it can never pose as another's."""
-        start = self._begin()
+        start = self._acks.begin()
         rc, mid = client.subscribe(flt.value, qos=qos)
         if rc != paho.MQTT_ERR_SUCCESS or mid is None:
             return
-        with self._lock:
-            early = self._claim(mid, start, "sub")
-            if early is None:
-                self._suback[mid] = None
+        self._acks.expect_suback(mid, start, None)
 
     def subscribe_queue(self, flt: Filter, qos: int = 1, maxsize: int = 10_000,
                         wait: float | None = None) -> DropOldestQueue[Message]:
@@ -333,7 +320,7 @@ class MqttClient:
         if c is None or not self._connected.is_set():
             self.counters.inc("mqtt.publish_not_connected")
             raise NotConnected(f"not connected; cannot publish to {topic}")
-        start = self._begin()
+        start = self._acks.begin()
         info = c.publish(topic.value, payload, qos=qos, retain=retain,
                          properties=_props(response_topic and str(response_topic), correlation_data,
                                            user_properties, message_expiry))
@@ -346,13 +333,10 @@ class MqttClient:
         if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
             self.counters.inc("mqtt.publish_not_connected")
             raise NotConnected(f"connection lost while publishing to {topic}")
-        # paho may call on_publish before publish() returns: reconcile under our lock
-        # (never held while calling into paho, whose callbacks hold paho's own mutexes).
-        with self._lock:
-            early = self._claim(info.mid, start, "pub")
-            if early is None:
-                self._pending[info.mid] = on_ack
-        if early is not None and on_ack is not None:
+        # paho may call on_publish before publish() returns: the matcher reconciles (its lock is never
+        # held while calling into paho, whose callbacks hold paho's own mutexes).
+        early = self._acks.expect_puback(info.mid, start, on_ack)
+        if early is not NOT_FOUND and on_ack is not None:
             self._safe_call(on_ack, early)
         self.counters.inc("mqtt.published")
         return info.mid
@@ -397,31 +381,6 @@ class MqttClient:
         return n
 
     # ---- internals ------------------------------------------------------
-    def _begin(self) -> int:
-        """Count a packet about to be handed to paho; returns its place in that order."""
-        with self._lock:
-            self._started += 1
-            return self._started
-
-    def _claim(self, mid: int, start: int, kind: str) -> object | None:
-        """An ack parked for ``mid`` that belongs to the packet started at ``start`` (lock held)."""
-        e = self._early.pop(mid, None)
-        if e is None:
-            return None
-        arrived, k, value = e
-        if arrived < start or k != kind:
-            # Parked before this packet existed: it acknowledged an earlier one with the same id.
-            self.counters.inc("mqtt.stale_acks")
-            return None
-        return value
-
-    def _park(self, mid: int, kind: str, value: object) -> None:
-        """Lock held. Bounded: acks nobody claims (packets paho resent after a reconnect) age out."""
-        self._early[mid] = (self._started, kind, value)
-        while len(self._early) > 1024:
-            self._early.pop(next(iter(self._early)))
-            self.counters.inc("mqtt.stale_acks")
-
     def _make_client(self) -> paho.Client:
         s = self.settings
         kw = dict(client_id=self.client_id, protocol=paho.MQTTv5, reconnect_on_failure=False, manual_ack=s.manual_ack)
@@ -552,12 +511,9 @@ class MqttClient:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        with self._lock:
-            # Parked acks and unanswered SUBSCRIBEs belong to the lost connection (a waiter times out;
-            # _on_connect subscribes again). Pending PUBLISHes stay: paho sends them again after the
-            # reconnect and their PUBACKs still match them.
-            self._early.clear()
-            self._suback.clear()
+        # Parked acks and unanswered SUBSCRIBEs belong to the lost connection (a waiter times out;
+        # _on_connect subscribes again). Pending PUBLISHes stay: paho sends them again.
+        self._acks.connection_lost()
         if was:
             self.counters.inc("mqtt.disconnects")
             if not self._stop.is_set():
@@ -570,22 +526,13 @@ class MqttClient:
         if value >= 0x80:
             self.counters.inc(f"mqtt.publish_denied.{value:#x}")
             log.warning("broker refused publish mid=%s: %s", mid, reason_code)
-        with self._lock:
-            if mid in self._pending:
-                cb = self._pending.pop(mid)
-            else:
-                self._park(mid, "pub", value)
-                return
-        if cb is not None:
+        cb = self._acks.puback(mid, value)
+        if cb is not NOT_FOUND and cb is not None:
             self._safe_call(cb, value)
 
     def _on_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
         codes = [rc.value for rc in reason_code_list]
-        with self._lock:
-            known = mid in self._suback
-            entry = self._suback.pop(mid, None)
-            if not known:
-                self._park(mid, "sub", codes)
+        entry = self._acks.suback(mid, codes)
         for v in codes:
             if v >= 0x80:
                 self.counters.inc(f"mqtt.subscribe_denied.{v:#x}")
