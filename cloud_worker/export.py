@@ -108,7 +108,7 @@ def build_manifest(task: Task, topics: Topics, version: int, parent: int | None,
     return Manifest(task=task.name, version=version, parent=parent, sha256=hashlib.sha256(ex.onnx).hexdigest(),
                     size=len(ex.onnx), artifact=str(topics.artifact(task.name, version)), input=task.input_spec(),
                     outputs=ex.outputs, metrics={k: float(v) for k, v in metrics.items()},
-                    decision=task.decision_defaults(), reference=ex.reference,
+                    decision=task.decision_defaults(), cloud=task.cloud_input(), reference=ex.reference,
                     tolerance=tolerance, created=created, expires=created + ttl_s)
 
 

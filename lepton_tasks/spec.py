@@ -96,14 +96,45 @@ class SplitCfg(_Strict):
     stratify: bool = Field(True, description="Seed and holdout keep every class (in proportion, at least one each).")
 
 
+class CloudCfg(_Strict):
+    """The cloud's input contract: how a device sends the raw sample, and how the cloud preprocesses it."""
+
+    preprocess: list[dict[str, Any]] | None = Field(
+        None, description="Steps of shared/preprocess.py the cloud runs on the raw sample. Default: the edge's "
+                          "steps at twice the resolution (image: every resize/letterbox size doubled) or at full "
+                          "length (window: the edge's steps without `resample`).")
+    shape: list[int] | None = Field(None, min_length=2, max_length=3,
+                                    description="The cloud model's input after its preprocessing, no batch axis; "
+                                                "default: what the steps make of the data's first sample.")
+    encoding: Literal["jpeg", "float16", "raw"] | None = Field(
+        None, description="How a raw sample travels: jpeg (frames, at capture resolution), float16 or raw (the "
+                          "source's own dtype). Default: jpeg for images, float16 for windows.")
+    quality: int = Field(70, ge=1, le=100, description="JPEG quality of frames sent to the cloud.")
+    uplink: Literal["escalations", "all"] | None = Field(
+        None, description="Which samples travel raw: escalations (one in `decision.raw_every` of them) or all "
+                          "(every feature row carries its sample, for inputs about the size of their features). "
+                          "Default: escalations for images, all for windows.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> CloudCfg:
+        if self.uplink == "all" and self.encoding == "jpeg":
+            raise ValueError("uplink = 'all' sends samples in feature batches, which carry tensors, not JPEG")
+        if self.preprocess is not None:
+            try:
+                preprocess.build(self.preprocess)
+            except preprocess.PreprocessError as exc:
+                raise ValueError(f"preprocess: {exc}") from None
+        return self
+
+
 class DecisionCfg(_Strict):
     policy: Literal["max_prob", "margin", "entropy"] = Field("max_prob", description="Default escalation policy.")
     threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
     budget: float | None = Field(0.15, gt=0, le=1, description="Escalate at most this fraction of samples as "
                                                                "uncertain (the most uncertain ones); None: no cap.")
-    raw_every: int = Field(1, ge=0, description="One escalation in this many carries the model input, for the "
-                                                "cloud to learn from; the others carry the edge features only "
-                                                "(the cloud answers those from features). 0: none does.")
+    raw_every: int = Field(1, ge=0, description="One escalation in this many carries its raw sample (the cloud "
+                                                "answers it at full resolution and learns from it); the others "
+                                                "carry the edge features only. 0: none does.")
 
 
 class TaskSpec(_Strict):
@@ -118,6 +149,8 @@ class TaskSpec(_Strict):
     dataset: DatasetCfg = Field(description="The labelled data.")
     split: SplitCfg = Field(description="Seed / holdout / stream.")
     decision: DecisionCfg = Field(default_factory=DecisionCfg, description="Decision defaults for agents.")
+    cloud: CloudCfg = Field(default_factory=CloudCfg, description="The cloud's input contract (raw sample, "
+                                                                  "its encoding and preprocessing).")
     citation: str = Field("", max_length=500, description="Where the data comes from, and its licence.")
 
     @field_validator("classes")
@@ -143,6 +176,12 @@ class TaskSpec(_Strict):
             preprocess.build(self.preprocess)
         except preprocess.PreprocessError as exc:
             raise ValueError(f"preprocess: {exc}") from None
+        if self.cloud.shape is not None and len(self.cloud.shape) != want:
+            raise ValueError(f"cloud.shape of a {self.kind} task has {want} dimensions")
+        if self.kind == "window" and self.cloud.encoding == "jpeg":
+            raise ValueError("cloud.encoding 'jpeg' is for image tasks")
+        if self.kind == "image" and (self.cloud.uplink == "all"):
+            raise ValueError("cloud.uplink 'all' is for window tasks (frames travel with escalations)")
         return self
 
 

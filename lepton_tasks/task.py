@@ -16,7 +16,7 @@ import numpy as np
 from lepton_tasks import datasets
 from lepton_tasks.spec import TaskSpec, TaskSpecError
 from shared import preprocess
-from shared.schemas import DecisionDefaults, InputSpec, TensorSpec
+from shared.schemas import CloudInput, DecisionDefaults, InputSpec, TensorSpec
 
 RAW = {"image": "HxWx3 uint8 BGR frame (cv2.VideoCapture order)", "window": "(channels, time) float32 sensor window"}
 
@@ -39,6 +39,7 @@ class Task:
         self.base = base  # paths in the spec are relative to it
         self._lock = threading.Lock()
         self._data: Dataset | None = None
+        self._cloud_shape: tuple[int, ...] | None = None
 
     # ---- what every role reads -------------------------------------------------
     @property
@@ -77,6 +78,51 @@ class Task:
                          layout=self.layout, preprocess={"steps": [dict(s) for s in self.steps],
                                                          "raw": self.raw_description()},
                          classes=list(self.classes), alert_classes=list(self.alert_classes))
+
+    # ---- the cloud's contract: the raw sample, its own preprocessing ---------------------
+    @property
+    def cloud_steps(self) -> tuple[dict[str, Any], ...]:
+        c = self.spec.cloud
+        if c.preprocess is not None:
+            return tuple(c.preprocess)
+        if self.kind == "window":  # full length: the cloud has the compute the edge resampled away for
+            return tuple(s for s in self.steps if s.get("op") != "resample")
+        return tuple({**s, "size": [2 * int(v) for v in s["size"]]} if s.get("op") in ("resize", "letterbox")
+                     else s for s in self.steps)
+
+    @property
+    def cloud_encoding(self) -> str:
+        return self.spec.cloud.encoding or ("jpeg" if self.kind == "image" else "float16")
+
+    @property
+    def cloud_uplink(self) -> str:
+        return self.spec.cloud.uplink or ("escalations" if self.kind == "image" else "all")
+
+    def cloud_pipeline(self) -> preprocess.Pipeline:
+        return preprocess.build(self.cloud_steps)
+
+    @property
+    def cloud_input_shape(self) -> tuple[int, ...]:
+        """The spec's, or what the cloud steps make of the data's first sample (needs the data)."""
+        if self.spec.cloud.shape is not None:
+            return tuple(self.spec.cloud.shape)
+        if self._cloud_shape is None:
+            first = self.dataset().raw[0]
+            self._cloud_shape = tuple(int(d) for d in self.cloud_pipeline()(np.asarray(first)).shape[1:])
+        return self._cloud_shape
+
+    def cloud_input(self) -> CloudInput:
+        c = self.spec.cloud
+        return CloudInput(encoding=self.cloud_encoding, quality=c.quality, uplink=self.cloud_uplink,  # type: ignore
+                          preprocess={"steps": [dict(s) for s in self.cloud_steps]},
+                          shape=list(self.cloud_input_shape))
+
+    def preprocess_cloud_all(self, raw: np.ndarray) -> np.ndarray:
+        """The cloud pipeline over a stack of raw samples -> (N, *cloud_input_shape) float32."""
+        run = self.cloud_pipeline()
+        if not len(raw):
+            return np.zeros((0, *self.cloud_input_shape), np.float32)
+        return np.concatenate([run(r) for r in raw], axis=0)
 
     def decision_defaults(self) -> DecisionDefaults:
         d = self.spec.decision

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared import codec, strictjson
-from shared.codec import BadShape, Bundle, Malformed, UnsupportedVersion
+from shared.codec import BadDtype, BadShape, Bundle, Malformed, NonFinite, Oversized, UnsupportedVersion
+from shared.rawsample import RawError, RawRows
 from shared.topics import check_device, check_segment
 
 CONTAINER_SCHEMA = "1"
@@ -61,6 +62,36 @@ def _rows(n: int, **arrs: np.ndarray) -> None:
             raise BadShape(f"tensor {name!r} has {a.shape[0]} rows, expected {n}")
 
 
+_RAW_ERRORS = {"bad_dtype": BadDtype, "bad_shape": BadShape, "non_finite": NonFinite, "oversized": Oversized}
+
+
+def _raw_out(raw: RawRows | None, n: int, meta: dict[str, str], tensors: dict[str, np.ndarray],
+             tensor_only: bool = False) -> None:
+    """Add a container's optional raw rows (meta ``raw`` names their wire encoding)."""
+    if raw is None:
+        return
+    if len(raw) != n:
+        raise BadShape(f"{len(raw)} raw rows for {n} samples")
+    if tensor_only and raw.encoding != "tensor":
+        raise Malformed("this container carries raw rows as a tensor only")
+    meta["raw"] = raw.encoding
+    tensors.update(raw.tensors())
+
+
+def _raw_in(b: Bundle, n: int, tensor_only: bool = False) -> RawRows | None:
+    enc = b.meta.get("raw")
+    if enc is None:
+        if "raw" in b.tensors or "raw_size" in b.tensors:
+            raise Malformed("tensor 'raw' without meta 'raw' naming its encoding")
+        return None
+    if tensor_only and enc != "tensor":
+        raise Malformed(f"this container carries raw rows as a tensor only, not {enc[:16]!r}")
+    try:
+        return RawRows.from_bundle(enc, b.tensors, n)
+    except RawError as exc:  # the codec's own typed errors, so every decoder counts them alike
+        raise _RAW_ERRORS.get(exc.reason, Malformed)(f"raw rows: {exc.detail}") from None
+
+
 _IDENTS: dict[tuple, tuple[str, str, str]] = {}  # (device, stream, task) triples already checked
 
 
@@ -97,17 +128,18 @@ class FeatureBatch:
     feat: np.ndarray  # (N, D) float16|float32
     scores: np.ndarray  # (N, C) float16|float32 class probabilities
     ts: np.ndarray  # (N,) float64 capture times
+    raw: RawRows | None = None  # the samples themselves (tensor rows), when the task's cloud contract asks
 
     KIND = "feat"
 
     def encode(self, *, float16: bool = False) -> bytes:
-        return codec.encode(
-            {"sample": self.sample.astype(np.int64), "feat": self.feat, "scores": self.scores,
-             "ts": self.ts.astype(np.float64)},
-            {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "device": self.device, "stream": self.stream,
-             "task": self.task, "boot": str(self.boot), "seq": str(self.seq), "model_version": str(self.model_version)},
-            float16={"feat", "scores"} if float16 else False,
-        )
+        tensors = {"sample": self.sample.astype(np.int64), "feat": self.feat, "scores": self.scores,
+                   "ts": self.ts.astype(np.float64)}
+        meta = {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "device": self.device, "stream": self.stream,
+                "task": self.task, "boot": str(self.boot), "seq": str(self.seq),
+                "model_version": str(self.model_version)}
+        _raw_out(self.raw, len(self.sample), meta, tensors, tensor_only=True)
+        return codec.encode(tensors, meta, float16={"feat", "scores"} if float16 else False)
 
     @classmethod
     def decode(cls, payload: bytes | memoryview) -> FeatureBatch:
@@ -125,13 +157,14 @@ class FeatureBatch:
             ts = b.require("ts", dtypes=("float64",), rank=1)
             _rows(n, feat=feat, scores=scores, ts=ts)
             _mark_checked(b, cls.KIND)
+        raw = _raw_in(b, len(sample), tensor_only=True)
         return cls(device, stream, task, b.meta_int("boot"), b.meta_int("seq"), b.meta_int("model_version"),
-                   sample, feat, scores, ts)
+                   sample, feat, scores, ts, raw)
 
 
 @dataclass(frozen=True, slots=True)
 class HardSample:
-    """Escalated sample(s): the model input itself, plus what the edge model made of it."""
+    """Escalated sample(s): what the edge model made of them, and the raw sample for the cloud."""
 
     device: str
     stream: str
@@ -140,20 +173,22 @@ class HardSample:
     seq: int
     model_version: int
     sample: np.ndarray  # (N,) int64
-    x: np.ndarray  # (N, ...) float32 preprocessed model input, per the manifest's input spec
+    x: np.ndarray  # (N, ...) preprocessed edge model input, or (N, 0): none (the raw sample is what travels)
     feat: np.ndarray  # (N, D) float32
     scores: np.ndarray  # (N, C) float32
     ts: np.ndarray  # (N,) float64
+    raw: RawRows | None = None  # the captured samples (JPEG frames, windows), per the manifest's cloud contract
 
     KIND = "hard"
 
     def encode(self) -> bytes:
-        return codec.encode(
-            {"sample": self.sample.astype(np.int64), "x": self.x, "feat": self.feat, "scores": self.scores,
-             "ts": self.ts.astype(np.float64)},
-            {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "device": self.device, "stream": self.stream,
-             "task": self.task, "boot": str(self.boot), "seq": str(self.seq), "model_version": str(self.model_version)},
-        )
+        tensors = {"sample": self.sample.astype(np.int64), "x": self.x, "feat": self.feat, "scores": self.scores,
+                   "ts": self.ts.astype(np.float64)}
+        meta = {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "device": self.device, "stream": self.stream,
+                "task": self.task, "boot": str(self.boot), "seq": str(self.seq),
+                "model_version": str(self.model_version)}
+        _raw_out(self.raw, len(self.sample), meta, tensors)
+        return codec.encode(tensors, meta)
 
     @classmethod
     def decode(cls, payload: bytes | memoryview) -> HardSample:
@@ -174,8 +209,9 @@ class HardSample:
             ts = b.require("ts", dtypes=("float64",), rank=1)
             _rows(n, x=x, feat=feat, scores=scores, ts=ts)
             _mark_checked(b, cls.KIND)
+        raw = _raw_in(b, len(sample))
         return cls(device, stream, task, b.meta_int("boot"), b.meta_int("seq"), b.meta_int("model_version"),
-                   sample, x, feat, scores, ts)
+                   sample, x, feat, scores, ts, raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,20 +232,21 @@ class FusedBatch:
     edge_conf: np.ndarray  # (N,) float32
     model_version: np.ndarray  # (N,) int32 edge model version per row
     ctx: np.ndarray  # (N, K) float32 context features
+    raw: RawRows | None = None  # the samples themselves (tensor rows), when their feature rows carried them
 
     KIND = "fused"
 
     def encode(self) -> bytes:
-        return codec.encode(
-            {"sample": self.sample.astype(np.int64), "device_idx": self.device_idx.astype(np.int32),
-             "feat": self.feat if self.feat.dtype.name in _FLOATS else self.feat.astype(np.float32),
-             "label": self.label.astype(np.int64),
-             "edge_label": self.edge_label.astype(np.int64), "edge_conf": self.edge_conf.astype(np.float32),
-             "model_version": self.model_version.astype(np.int32), "ctx": self.ctx.astype(np.float32)},
-            {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "task": self.task, "bridge": self.bridge,
-             "boot": str(self.boot), "seq": str(self.seq), "devices": json.dumps(list(self.devices)),
-             "context": json.dumps(list(self.context_names))},
-        )
+        tensors = {"sample": self.sample.astype(np.int64), "device_idx": self.device_idx.astype(np.int32),
+                   "feat": self.feat if self.feat.dtype.name in _FLOATS else self.feat.astype(np.float32),
+                   "label": self.label.astype(np.int64),
+                   "edge_label": self.edge_label.astype(np.int64), "edge_conf": self.edge_conf.astype(np.float32),
+                   "model_version": self.model_version.astype(np.int32), "ctx": self.ctx.astype(np.float32)}
+        meta = {"kind": self.KIND, "schema": CONTAINER_SCHEMA, "task": self.task, "bridge": self.bridge,
+                "boot": str(self.boot), "seq": str(self.seq), "devices": json.dumps(list(self.devices)),
+                "context": json.dumps(list(self.context_names))}
+        _raw_out(self.raw, len(self.sample), meta, tensors, tensor_only=True)
+        return codec.encode(tensors, meta)
 
     @classmethod
     def decode(cls, payload: bytes | memoryview) -> FusedBatch:
@@ -247,8 +284,9 @@ class FusedBatch:
         boot, seq = b.meta_int("boot"), b.meta_int("seq")
         if boot < 0 or seq < 0:
             raise Malformed("fused boot and seq must be non-negative")
+        raw = _raw_in(b, n, tensor_only=True)
         return cls(task, bridge, boot, seq, devices, ctx_names, sample, device_idx, feat,
-                   label, edge_label, edge_conf, mv, ctx)
+                   label, edge_label, edge_conf, mv, ctx, raw)
 
 
 CONTAINERS = {c.KIND: c for c in (FeatureBatch, HardSample, FusedBatch)}
@@ -262,23 +300,33 @@ LAYOUT: dict[str, dict[str, list[tuple[str, str, str, str]]]] = {
                  ("stream", "str", "", "stream name (must match the topic)"), ("task", "str", "", "task name"),
                  ("boot", "int", "", "boot epoch of the sender"),
                  ("seq", "int", "", "per-boot sequence number; (device, boot, seq) is the dedup key"),
-                 ("model_version", "int", "", "edge model version that made the features")],
+                 ("model_version", "int", "", "edge model version that made the features"),
+                 ("raw", "str", "", "optional: `tensor` when the batch carries its raw samples")],
         "tensors": [("sample", "int64", "(N,)", "sample ids"),
                     ("feat", "float16|float32", "(N, D)", "feature vectors (float16 when configured)"),
                     ("scores", "float16|float32", "(N, C)", "class probabilities from the edge model"),
-                    ("ts", "float64", "(N,)", "capture times, unix seconds")],
+                    ("ts", "float64", "(N,)", "capture times, unix seconds"),
+                    ("raw", "float16|float32|uint8|int16|uint16|int32", "(N, ...)",
+                     "optional: the samples themselves, when the manifest's `cloud.uplink` is `all` (meta `raw` = "
+                     "`tensor`)")],
     },
     "hard": {
         "meta": [("kind", "str", "", "`hard`"), ("schema", "str", "", "container schema, `1`"),
                  ("device", "str", "", "sender device id"), ("stream", "str", "", "stream name"),
                  ("task", "str", "", "task name"), ("boot", "int", "", "boot epoch"),
-                 ("seq", "int", "", "per-boot sequence number"), ("model_version", "int", "", "edge model version")],
+                 ("seq", "int", "", "per-boot sequence number"), ("model_version", "int", "", "edge model version"),
+                 ("raw", "str", "", "optional: how the raw samples sit: `jpeg` (files back to back in `raw`, lengths "
+                  "in `raw_size`) or `tensor`")],
         "tensors": [("sample", "int64", "(N,)", "sample ids"),
                     ("x", "float16|float32", "(N, ...)", "preprocessed model input, per the manifest's input spec; "
-                     "(N, 0) when the escalation carries features only (the manifest's `decision.raw_every`)"),
+                     "(N, 0) when it carries none: agents send the raw sample instead"),
                     ("feat", "float16|float32", "(N, D)", "edge features"),
                     ("scores", "float16|float32", "(N, C)", "edge class probabilities"),
-                    ("ts", "float64", "(N,)", "capture times")],
+                    ("ts", "float64", "(N,)", "capture times"),
+                    ("raw", "uint8 (jpeg) or float16|float32|uint8|int16|uint16|int32 (tensor)", "(B,) or (N, ...)",
+                     "optional: the captured samples, per the manifest's `cloud` contract (frames as JPEG at "
+                     "capture resolution, windows as float16 or their own dtype)"),
+                    ("raw_size", "int64", "(N,)", "with `raw` = `jpeg`: each row's JPEG length in bytes")],
     },
     "fused": {
         "meta": [("kind", "str", "", "`fused`"), ("schema", "str", "", "container schema, `1`"),
@@ -286,13 +334,16 @@ LAYOUT: dict[str, dict[str, list[tuple[str, str, str, str]]]] = {
                  ("boot", "int", "", "bridge boot epoch (ms); a worker acks (bridge, boot, seq) on hub/ack/{bridge}"),
                  ("seq", "int", "", "per-bridge-boot batch sequence"),
                  ("devices", "JSON list", "", "device ids; `device_idx` indexes it"),
-                 ("context", "JSON list", "", "names of the `ctx` columns")],
+                 ("context", "JSON list", "", "names of the `ctx` columns"),
+                 ("raw", "str", "", "optional: `tensor` when the rows carry their raw samples")],
         "tensors": [("sample", "int64", "(N,)", "sample ids"), ("device_idx", "int32", "(N,)", "index into `devices`"),
                     ("feat", "float16|float32", "(N, D)", "feature vectors, in the dtype the edge sent them"),
                     ("label", "int64", "(N,)", "ground truth, -1 when no label arrived within the window"),
                     ("edge_label", "int64", "(N,)", "edge model's prediction"),
                     ("edge_conf", "float32", "(N,)", "edge model's confidence"),
                     ("model_version", "int32", "(N,)", "edge model version per row"),
-                    ("ctx", "float32", "(N, K)", "context features named by `context`")],
+                    ("ctx", "float32", "(N, K)", "context features named by `context`"),
+                    ("raw", "float16|float32|uint8|int16|uint16|int32", "(N, ...)",
+                     "optional: the samples themselves, as their feature rows carried them")],
     },
 }

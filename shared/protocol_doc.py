@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from shared import codec, schemas, strictjson
 from shared.containers import LAYOUT
 from shared.topics import DEFAULT_ROOT, TOPIC_SPECS
@@ -102,7 +104,7 @@ def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     return t
 
 
-def _schema_table(model: type[schemas.Msg]) -> list[str]:
+def _schema_table(model: type[BaseModel]) -> list[str]:
     js = model.model_json_schema(by_alias=True)
     defs = js.get("$defs", {})
     req = set(js.get("required", []))
@@ -136,6 +138,12 @@ def render(root: str = DEFAULT_ROOT) -> str:
               " like every rejection, and a rejected message is acknowledged so it never comes back.", ""]
     for name, model in schemas.SCHEMAS.items():
         lines += [f"### {name}", "", (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "", ""]
+        lines += _schema_table(model)
+        lines.append("")
+    lines += ["### Objects inside payloads", ""]
+    for model in schemas.NESTED:
+        doc = (model.__doc__ or "").strip().splitlines()
+        lines += [f"#### {model.__name__}", "", doc[0] if doc else "", ""]
         lines += _schema_table(model)
         lines.append("")
     lim = codec.DEFAULT_LIMITS

@@ -198,6 +198,8 @@ class Command(Msg):
 
 
 class LabelItem(BaseModel):
+    """One sample's ground truth."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample: int = Field(ge=0, description="Sample id.")
@@ -225,6 +227,8 @@ class ServiceStatus(Msg):
 
 
 class TensorSpec(BaseModel):
+    """One ONNX input or output: name, element type and dimensions."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(max_length=64, description="ONNX input/output name.")
@@ -237,11 +241,26 @@ class InputSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tensor: TensorSpec
+    tensor: TensorSpec = Field(description="The model input `x`.")
     layout: str = Field(max_length=16, description="NCHW for images, NCT for sensor windows.")
     preprocess: dict[str, Any] = Field(description="Named preprocessing steps and parameters, in order.")
     classes: list[str] = Field(min_length=2, description="Class names by index.")
     alert_classes: list[str] = Field(default_factory=list, description="Classes that raise an event on the agent.")
+
+
+class CloudInput(BaseModel):
+    """The cloud's input contract: how agents send a raw sample, and what the cloud makes of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    encoding: Literal["jpeg", "float16", "raw"] = Field(description="How a raw sample travels: jpeg (frames at "
+                                                                    "capture resolution), float16, or raw (its dtype).")
+    quality: int = Field(70, ge=1, le=100, description="JPEG quality agents encode frames at.")
+    uplink: Literal["escalations", "all"] = Field(description="escalations: raw samples ride with escalations (one "
+                                                              "in decision.raw_every); all: every feature row carries "
+                                                              "its sample too.")
+    preprocess: dict[str, Any] = Field(description="The cloud's own preprocessing steps, from the raw sample.")
+    shape: list[int] = Field(min_length=1, max_length=3, description="The cloud model's input, no batch axis.")
 
 
 class DecisionDefaults(BaseModel):
@@ -252,8 +271,8 @@ class DecisionDefaults(BaseModel):
     policy: Literal["max_prob", "margin", "entropy"] = Field("max_prob", description="Escalation policy.")
     threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
     budget: float | None = Field(None, gt=0, le=1, description="At most this fraction escalated as uncertain.")
-    raw_every: int = Field(1, ge=0, le=1_000_000, description="One escalation in this many carries the model input "
-                           "(for the cloud to learn from); the others carry features only. 0: none does.")
+    raw_every: int = Field(1, ge=0, le=1_000_000, description="One escalation in this many carries its raw sample "
+                           "(per the manifest's cloud contract); the others carry features only. 0: none does.")
 
 
 class Manifest(Msg):
@@ -270,6 +289,8 @@ class Manifest(Msg):
     outputs: list[TensorSpec] = Field(description="ONNX outputs: features then scores.")
     metrics: dict[str, Finite] = Field(default_factory=dict, description="Holdout metrics at publish time.")
     decision: DecisionDefaults | None = Field(None, description="Decision defaults for agents of the task.")
+    cloud: CloudInput | None = Field(None, description="The cloud's input contract (raw sample encoding, its "
+                                                       "preprocessing); None: agents send no raw samples.")
     reference: str = Field(max_length=2_000_000, description="Base64 tensor container: inputs x and expected outputs.")
     tolerance: Finite = Field(1e-3, gt=0, description="Max |expected - actual| on the reference outputs.")
     created: Finite = Field(description="Unix time the version was made.")
@@ -295,6 +316,9 @@ SCHEMAS: dict[str, type[Msg]] = {
     m.__name__: m for m in (Status, Telemetry, Prediction, Event, Reply, Custody, BatchAck, ModelState, Command, Labels,
                             ServiceStatus, Manifest)
 }
+
+# Objects that payloads nest (documented in docs/PROTOCOL.md beside the payloads).
+NESTED: tuple[type[BaseModel], ...] = (LabelItem, InputSpec, TensorSpec, DecisionDefaults, CloudInput)
 
 M = TypeVar("M", bound=Msg)
 
