@@ -32,6 +32,7 @@ from edge_agent.lifecycle import ModelLifecycle
 from edge_agent.meter import Meter
 from edge_agent.model import LoadedModel
 from edge_agent.outbox import Outbox, Row
+from edge_agent.rawuplink import RawUplink
 from edge_agent.sender import OutboxSender
 from edge_agent.settings import DecisionControl
 from edge_agent.store import ModelStore
@@ -40,6 +41,7 @@ from shared.containers import FeatureBatch, HardSample
 from shared.counters import Counters
 from shared.model_contract import sample_id
 from shared.mqtt import Message, MqttClient, MqttError, Will
+from shared.rawsample import RawRows
 from shared.schemas import Command, Custody, ModelState, Prediction, Status, Telemetry
 from shared.sdnotify import SdNotifier
 from shared.service import Service
@@ -74,6 +76,7 @@ class Agent(Service):
         self.escalations = Escalations(d, cfg.task, self.counters, self._finalize, self._classes)
         self.meter = Meter(cfg.telemetry)
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
+        self.raw_uplink = RawUplink(self.counters)
         self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
                                      on_swap=self._on_swap, report=self._publish_model_state)
         self.outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox.max_bytes, ttl_s=dict(cfg.outbox.ttl_s),
@@ -224,11 +227,13 @@ class Agent(Service):
         f = np.asarray(feat[0], dtype=np.float32)
         dec = self.decisions.decider.decide(p)
         self.counters.inc(f"decision.{dec.reason}")
+        cloud = model.manifest.cloud
         if self.cfg.features.enabled:
-            for rows in self.batcher.add(sid, f, p, s.ts, model.version, time.time()):
+            raw_row = self.raw_uplink.feature_row(cloud, s.raw)
+            for rows in self.batcher.add(sid, f, p, s.ts, model.version, time.time(), raw=raw_row):
                 self._send_features(rows)
         info = Pending(sid, dec.label, dec.confidence, model.version, s.ref[:256], s.ts, dec.escalate)
-        if dec.escalate and self._escalate(info, x, f, p):
+        if dec.escalate and self._escalate(info, s.raw, x, f, p, model.manifest.cloud):
             return
         info.escalated = False
         self._finalize(info, "edge", dec.label, dec.confidence)
@@ -245,18 +250,24 @@ class Agent(Service):
             self._seq += 1
             return s
 
-    def _escalate(self, info: Pending, x: np.ndarray, feat: np.ndarray, probs: np.ndarray) -> bool:
+    def _escalate(self, info: Pending, sample: np.ndarray, x: np.ndarray, feat: np.ndarray, probs: np.ndarray,
+                  cloud) -> bool:
         cfg = self.cfg
         seq = self._next_seq()
-        # The model input is the heavy part (a frame is tens of KB): only one escalation in raw_every
-        # carries it, for the cloud to learn from; the cloud answers the others from the features.
-        if not self.decisions.carries_input():
-            x = np.zeros((1, 0), np.float16)
+        # The sample is the heavy part (a frame is tens of KB): one escalation in raw_every carries it,
+        # for the cloud to answer at full resolution and learn from; it answers the others from features.
+        raw: RawRows | None = None
+        carries = self.decisions.carries_input()
+        if not carries:
             self.counters.inc("escalation.features_only")
-        elif cfg.features.float16:
-            x = x.astype(np.float16)  # half the bytes, as for features (the worker computes in float32)
+        elif cloud is not None:  # the serving manifest's contract says how the sample travels
+            raw = self.raw_uplink.escalation(cloud, sample)
+        if carries and cloud is None:  # a manifest without a cloud contract: the edge's input, as before
+            x = x.astype(np.float16) if cfg.features.float16 else x
+        else:
+            x = np.zeros((1, 0), np.float16)
         hs = HardSample(cfg.device, cfg.stream, cfg.task, self.boot, seq, info.model_version,
-                        np.array([info.sample], np.int64), x, feat[None], probs[None], np.array([info.ts]))
+                        np.array([info.sample], np.int64), x, feat[None], probs[None], np.array([info.ts]), raw)
         self.escalations.register(info)
         ok = self.outbox.put("hard", str(self.topics.hard(cfg.device, cfg.stream)), hs.encode(), qos=1,
                              boot=self.boot, seq=seq, response_topic=str(self.topics.reply(cfg.device)),
@@ -307,7 +318,7 @@ class Agent(Service):
         cfg = self.cfg
         seq = self._next_seq()
         fb = FeatureBatch(cfg.device, cfg.stream, cfg.task, self.boot, seq, rows.model_version, rows.sample,
-                          rows.feat, rows.scores, rows.ts)
+                          rows.feat, rows.scores, rows.ts, None if rows.raw is None else RawRows.tensor(rows.raw))
         if self.outbox.put("feat", str(self.topics.feat(cfg.device, cfg.stream)),
                            fb.encode(float16=cfg.features.float16), qos=1, boot=self.boot, seq=seq):
             self.sender.notify()  # type: ignore[union-attr]

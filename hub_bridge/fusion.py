@@ -41,6 +41,7 @@ from hub_bridge.config import FusionSettings
 from hub_bridge.context import ContextBuilder
 from shared.containers import FeatureBatch, FusedBatch
 from shared.counters import Counters
+from shared.rawsample import RawRows
 from shared.schemas import Labels
 
 Key = tuple[str, int]  # (device, sample)
@@ -51,11 +52,11 @@ class Chunk:
     ``emitted`` (how many have gone out) says which are sent."""
 
     __slots__ = ("device", "task", "sample", "samples", "pos", "feat", "scores", "ts", "mv", "dev_ctx", "label",
-                 "emitted", "late", "t_in", "src", "ref", "hold", "lrefs")
+                 "emitted", "late", "t_in", "src", "ref", "hold", "lrefs", "raw")
 
     def __init__(self, device: str, task: str, sample: np.ndarray, samples: list[int], feat: np.ndarray,
                  scores: np.ndarray, ts: np.ndarray, mv: int, dev_ctx: np.ndarray | None, t_in: float,
-                 late: bool = False) -> None:
+                 late: bool = False, raw: np.ndarray | None = None) -> None:
         self.device = device
         self.task = task
         self.sample = sample
@@ -77,6 +78,7 @@ class Chunk:
         self.ref: Any = None
         self.hold: Callable[[Any], None] | None = None
         self.lrefs: dict[int, list[Any]] | None = None  # row -> refs of the labels it carries
+        self.raw = raw  # (n, ...) the samples themselves, when the feature message carried them
 
     def row(self, sample: int) -> int:
         p = self.pos
@@ -142,7 +144,7 @@ class Fuser:
         self._tomb: dict[str, set[int]] = {}
         self._buried: deque[tuple[str, list[int]]] = deque()
         self._tomb_rows = 0
-        self._builders: dict[tuple[str, int, str], _Builder] = {}
+        self._builders: dict[tuple, _Builder] = {}
 
     # ---- inputs -----------------------------------------------------------
     def add_features(self, fb: FeatureBatch, now: float, ref: Any = None, hold: Callable[[Any], None] | None = None,
@@ -158,6 +160,7 @@ class Fuser:
             d = self._rows[dev] = {}
         samples = fb.sample.tolist()
         sample, feat, scores, ts = fb.sample, fb.feat, fb.scores, fb.ts
+        raw = fb.raw.data if fb.raw is not None else None
         if not d.keys().isdisjoint(samples) or len(set(samples)) != n:  # copies: rare, row by row
             seen: set[int] = set()
             keep = []
@@ -170,9 +173,10 @@ class Fuser:
             if not keep:
                 return 0
             sample, feat, scores, ts = sample[keep], feat[keep], scores[keep], ts[keep]
+            raw = raw[keep] if raw is not None else None
             samples = [samples[i] for i in keep]
         c = Chunk(dev, task, sample, samples, feat, scores, ts, fb.model_version,
-                  self.context.device_values(dev, now), now)
+                  self.context.device_values(dev, now), now, raw=raw)
         c.src = src
         if ref is not None:
             c.ref, c.hold = ref, hold
@@ -241,7 +245,8 @@ class Fuser:
                     continue
                 c.label[j] = item.label
                 late = Chunk(c.device, c.task, c.sample[j:j + 1], [item.sample], c.feat[j:j + 1],
-                             c.scores[j:j + 1], c.ts[j:j + 1], c.mv, c.dev_ctx, now, late=True)
+                             c.scores[j:j + 1], c.ts[j:j + 1], c.mv, c.dev_ctx, now, late=True,
+                             raw=c.raw[j:j + 1] if c.raw is not None else None)
                 late.label[0] = item.label
                 if ref is not None:
                     late.ref, late.hold = ref, hold
@@ -269,7 +274,10 @@ class Fuser:
 
     # ---- time -------------------------------------------------------------
     def _to_builder(self, c: Chunk, ready: float) -> None:
-        key = (c.task, c.feat.shape[1], c.feat.dtype.char)
+        # Rows batch together when they stack: the same feature width and dtype, and raw samples of one
+        # shape and dtype, or none.
+        raw_kind = None if c.raw is None else (c.raw.shape[1:], c.raw.dtype.char)
+        key = (c.task, c.feat.shape[1], c.feat.dtype.char, raw_kind)
         b = self._builders.get(key)
         if b is None:
             b = self._builders[key] = _Builder()
@@ -387,6 +395,7 @@ class Fuser:
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
         sample, feat, ts = cat("sample"), cat("feat"), cat("ts")  # read-only views of payloads: no copy needed
+        raw = cat("raw") if segs[0][0].raw is not None else None  # one builder: all rows carry it, or none
         label = np.concatenate([c.label[a:b] for c, a, b in segs])  # a copy: a chunk's labels change later
         labelled = int(np.count_nonzero(label >= 0))
         if len({c.scores.shape[1] for c, _, _ in segs}) == 1:
@@ -404,7 +413,8 @@ class Fuser:
             task, self.bridge_id, self.boot, self.seq, tuple(devices), self.context.names, sample,
             np.repeat(np.asarray(dev_idx, np.int32), counts_a), feat, label,
             edge_label.astype(np.int64, copy=False), edge_conf.astype(np.float32, copy=False),
-            np.repeat(np.asarray(mvs, np.int32), counts_a), self.context.build(ts, dev_ctx, late))
+            np.repeat(np.asarray(mvs, np.int32), counts_a), self.context.build(ts, dev_ctx, late),
+            None if raw is None else RawRows.tensor(raw))
         self.counters.inc("rows.out", n)
         self.counters.inc("rows.out_labelled", labelled)
         self.counters.inc("batches.out")

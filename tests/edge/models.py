@@ -91,7 +91,8 @@ class Release:
 def release(topics: Topics, task_name: str, version: int, *, seed: int | None = None, key=None,
             expires_in: float = 86400.0, created: float | None = None, onnx_blob: bytes | None = None,
             size: int | None = None, sha256: str | None = None, reference_shift: float = 0.0,
-            tolerance: float = 1e-4, task_field: str | None = None, hidden: int = 64) -> Release:
+            tolerance: float = 1e-4, task_field: str | None = None, hidden: int = 64,
+            cloud: schemas.CloudInput | None = None, decision: schemas.DecisionDefaults | None = None) -> Release:
     """A model version with its manifest; keyword knobs produce each kind of bad release."""
     task = load_task(task_name)
     w = fit(task_name, seed=version if seed is None else seed, hidden=hidden)
@@ -107,6 +108,7 @@ def release(topics: Topics, task_name: str, version: int, *, seed: int | None = 
         outputs=[schemas.TensorSpec(name="feat", dtype="float32", shape=["batch", w.w1.shape[1]]),
                  schemas.TensorSpec(name="probs", dtype="float32", shape=["batch", len(task.classes)])],
         metrics={"holdout_acc": accuracy(task_name, w)}, reference=encode_reference(xr, feat, probs + reference_shift),
+        cloud=cloud, decision=decision,
         tolerance=tolerance, created=created, expires=created + expires_in)
     wire = sign_manifest(m, key) if key is not None else schemas.dumps(m)
     return Release(version, blob, m, wire)

@@ -226,3 +226,33 @@ def test_sent_rows_leave_the_window_as_tombstones_bounded_in_number():
 
     assert f.counters.get("labels.late") == 1
     assert f.gauges()["fusion.recent_rows"] == 0 and f._tomb_rows <= 8
+
+
+def _with_raw(batch: FeatureBatch, length: int = 12) -> FeatureBatch:
+    import dataclasses
+
+    from shared.rawsample import RawRows
+
+    n = len(batch.sample)
+    win = (np.zeros((n, 1, length), np.float32) + batch.sample[:, None, None]).astype(np.float16)
+    return dataclasses.replace(batch, raw=RawRows.tensor(win))
+
+
+def test_raw_samples_ride_through_fusion_with_their_rows_and_late_labels():
+    f = fuser()
+    f.add_features(_with_raw(fb([1, 2, 3])), now=0.0)
+    f.add_features(fb([4]), now=0.0)  # a row without its sample never shares a batch with rows that carry one
+    f.add_labels(lb([(2, 1)]), now=0.1)
+    out = f.poll(now=2.0)
+    with_raw = [FusedBatch.decode(e.batch.encode()) for e in out if e.batch.raw is not None]
+    without = [e.batch for e in out if e.batch.raw is None]
+    assert len(with_raw) == 1 and [len(b.sample) for b in without] == [1]
+    b = with_raw[0]
+    assert b.raw.data.shape == (3, 1, 12) and b.raw.data.dtype == np.float16
+    for i, s in enumerate(b.sample):
+        assert b.raw.data[i, 0, 0] == s  # each row keeps its own sample
+    assert b.label.tolist() == [-1, 1, -1]
+    # A late label is sent as a label-only row: its sample travels with it again.
+    f.add_labels(lb([(3, 0)]), now=3.0)
+    late = FusedBatch.decode(f.poll(now=5.0)[0].batch.encode())
+    assert late.sample.tolist() == [3] and late.raw.data[0, 0, 0] == 3 and late.label.tolist() == [0]
