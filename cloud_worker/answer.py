@@ -2,10 +2,12 @@
 
 Every request is checked before any compute: the topic is hub/infer/{task} for a served
 task, a response topic that is some device's reply topic, correlation data, a decodable
-HardSample for the same task whose input matches the task's shape, or that carries no input
-(features only: ``x`` of shape (N, 0)). Valid rows of one task are answered with one forward
-pass per kind (requests that arrived together share it): from the input when there is one,
-else from the edge features; when neither can be answered well the reply defers to the edge.
+HardSample for the same task. Requests that carry their raw sample are answered by the cloud
+model at its own resolution (the sample decoded and preprocessed by the task's cloud contract;
+a sample that cannot be decoded is rejected with a typed reason, and its request is answered
+from features instead). The others are answered from the edge features by the cloud's feature
+section, or, when the features come from a backbone it does not know, deferred to the edge.
+Requests that arrived together share one forward pass per kind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lepton_tasks import Task
 from shared.codec import CodecError
 from shared.containers import HardSample
 from shared.mqtt import Message
+from shared.rawsample import RawError
 from shared.schemas import Reply, dumps
 from shared.topics import Kind, Topic, TopicError, Topics
 
@@ -33,13 +36,17 @@ class OutReply:
 
 @dataclass(frozen=True)
 class Answered:
-    """One task's answered rows, handed to the learner (raw inputs + cloud labels)."""
+    """One task's answered rows, handed to the learner: the cloud's labels, the edge model version that
+    escalated each, and (when they came with their samples) the raw samples and both model inputs."""
 
     task: str
     keys: list[tuple[str, int]]
-    x: np.ndarray
+    versions: np.ndarray  # (N,) edge model version
     labels: np.ndarray
     conf: np.ndarray
+    raw: list[tuple[np.ndarray, str]] | None = None  # (sample as it travelled, wire encoding) per row
+    edge_x: np.ndarray | None = None  # (N, *input_shape)
+    cloud_x: np.ndarray | None = None  # (N, *cloud_input_shape)
 
 
 @dataclass
@@ -49,17 +56,21 @@ class Outcome:
     answered: list[Answered] = field(default_factory=list)
 
 
-Predict = Callable[[np.ndarray], np.ndarray]  # x (N, ...) -> probs (N, C)
+Predict = Callable[[np.ndarray], np.ndarray]  # cloud inputs (N, ...) -> probs (N, C)
 # (feat (N, D), edge model version per row) -> probs (N, C), or None when the features cannot be used
 PredictFeatures = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]
+# (raw sample as it travelled, wire encoding) -> (edge input, cloud input); RawError when it cannot be
+Prepare = Callable[[np.ndarray, str], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class Model:
     name: str
-    predict: Predict
+    predict: Predict | None  # the cloud model on raw samples (None: not trained yet)
+    prepare: Prepare | None = None
     defer: bool = False  # the cloud is no better than the edge where agents ask it (Learner.defer)
     predict_features: PredictFeatures | None = None
+    defer_features: bool = True
 
 
 def _check(msg: Message, topics: Topics, tasks: Mapping[str, Task]) -> HardSample:
@@ -91,7 +102,7 @@ def _check(msg: Message, topics: Topics, tasks: Mapping[str, Task]) -> HardSampl
         raise _Reject("task_mismatch", f"payload task {hs.task!r} on {msg.topic}")
     if rt.device != hs.device:
         raise _Reject("device_mismatch", f"reply to {rt.device!r} for a sample of {hs.device!r}")
-    if tuple(hs.x.shape[1:]) not in (tuple(task.input_shape), (0,)):  # (0,): features only
+    if tuple(hs.x.shape[1:]) not in (tuple(task.input_shape), (0,)):  # (0,): no edge input (the usual)
         raise _Reject("bad_shape", f"x {tuple(hs.x.shape)} for input {task.input_shape}")
     if len(hs.sample) == 0:
         raise _Reject("empty", msg.topic)
@@ -127,27 +138,57 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], model
     for task, items in by_task.items():
         model = models[task]
         ts = now()
-        with_x = [(m, hs) for m, hs in items if hs.x.shape[1] != 0]
-        feat_only = [(m, hs) for m, hs in items if hs.x.shape[1] == 0]
-        if with_x:
-            x = np.concatenate([hs.x.astype(np.float32, copy=False) for _, hs in with_x])
-            probs = np.concatenate([model.predict(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
-            keys = _reply(out, task, with_x, probs, model, worker, ts, model.defer)
-            out.answered.append(Answered(task, keys, x, probs.argmax(1), probs.max(1)))
+        with_raw, feat_only = [], []
+        for m, hs in items:
+            prepared = _prepare(hs, model, out) if hs.raw is not None else None
+            (with_raw if prepared is not None else feat_only).append((m, hs, prepared))
+        if with_raw:
+            ex = np.concatenate([p[0] for _, _, p in with_raw])
+            cx = np.concatenate([p[1] for _, _, p in with_raw])
+            assert model.predict is not None
+            probs = np.concatenate([model.predict(cx[i:i + max_batch]) for i in range(0, len(cx), max_batch)])
+            keys = _reply(out, task, [(m, hs) for m, hs, _ in with_raw], probs, model, worker, ts, model.defer)
+            raws = [(hs.raw.item(i), hs.raw.encoding) for _, hs, _ in with_raw for i in range(len(hs.sample))]
+            out.answered.append(Answered(task, keys, _versions(with_raw), probs.argmax(1), probs.max(1), raws, ex, cx))
         if feat_only:
-            feat = np.concatenate([hs.feat.astype(np.float32, copy=False) for _, hs in feat_only])
-            ver = np.concatenate([np.full(len(hs.sample), hs.model_version) for _, hs in feat_only])
+            feat = np.concatenate([hs.feat.astype(np.float32, copy=False) for _, hs, _ in feat_only])
+            ver = _versions(feat_only)
             probs = model.predict_features(feat, ver) if model.predict_features is not None else None
+            pairs = [(m, hs) for m, hs, _ in feat_only]
             if probs is None:  # features of a backbone the cloud does not know: the edge decides
-                probs = np.concatenate([hs.scores.astype(np.float32, copy=False) for _, hs in feat_only])
+                probs = np.concatenate([hs.scores.astype(np.float32, copy=False) for _, hs, _ in feat_only])
                 out.rejected.append(("features_unusable", f"{len(probs)} rows of model v{int(ver[0])}"))
-                _reply(out, task, feat_only, probs, model, worker, ts, True)
+                _reply(out, task, pairs, probs, model, worker, ts, True)
             else:
-                keys = _reply(out, task, feat_only, probs, model, worker, ts, model.defer)
-                # No input to learn from, but the answers still serve as pseudo-labels for the feature rows.
-                out.answered.append(Answered(task, keys, np.zeros((len(keys), 0), np.float32), probs.argmax(1),
-                                             probs.max(1)))
+                keys = _reply(out, task, pairs, probs, model, worker, ts, model.defer_features)
+                # No sample to learn from, but the answers still serve as pseudo-labels for the feature rows.
+                out.answered.append(Answered(task, keys, ver, probs.argmax(1), probs.max(1)))
     return out
+
+
+def _versions(items: list) -> np.ndarray:
+    return np.concatenate([np.full(len(it[1].sample), it[1].model_version, np.int64) for it in items])
+
+
+def _prepare(hs: HardSample, model: Model, out: Outcome) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both model inputs of every raw row of one request, or None (the reason recorded) when any row
+    cannot be used: that request is answered from its features."""
+    if model.predict is None or model.prepare is None:
+        return None
+    assert hs.raw is not None
+    ex, cx = [], []
+    for i in range(len(hs.sample)):
+        try:
+            e, c = model.prepare(hs.raw.item(i), hs.raw.encoding)
+        except RawError as exc:
+            out.rejected.append((f"raw.{exc.reason}", exc.detail[:200]))
+            return None
+        except ValueError as exc:  # the cloud's preprocessing refused the decoded sample (shape, NaN)
+            out.rejected.append(("raw.bad_input", str(exc)[:200]))
+            return None
+        ex.append(e)
+        cx.append(c)
+    return np.stack(ex), np.stack(cx)
 
 
 def _reply(out: Outcome, task: str, items: list[tuple[Message, HardSample]], probs: np.ndarray, model: Model,

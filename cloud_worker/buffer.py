@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,19 +25,20 @@ class Row:
     label: int
     weight: float
     pseudo: bool
-    data: np.ndarray  # a feature vector (feature store) or a model input (raw store)
-    version: int  # edge model version that produced ``data`` (features); 0 for raw inputs
+    data: np.ndarray  # a feature vector (feature store), or a raw sample as it travelled (raw store)
+    version: int  # edge model version that produced ``data`` (features) or escalated the sample (raw)
 
 
 class BalancedStore:
     """At most ``capacity // n_classes`` rows per class (at least 1)."""
 
-    def __init__(self, capacity: int, n_classes: int) -> None:
+    def __init__(self, capacity: int, n_classes: int, on_evict: Callable[[Key], None] | None = None) -> None:
         self.n_classes = n_classes
         self.per_class = max(1, capacity // n_classes)
         self._by_class: list[OrderedDict[Key, Row]] = [OrderedDict() for _ in range(n_classes)]
         self._where: dict[Key, int] = {}
         self.evicted = 0
+        self.on_evict = on_evict  # told of every row that leaves to make room (not of replacements)
 
     def add(self, row: Row) -> bool:
         """Insert or upgrade; returns False when the row was refused (pseudo over ground truth)."""
@@ -59,6 +61,8 @@ class BalancedStore:
             del bucket[victim]
             del self._where[victim]
             self.evicted += 1
+            if self.on_evict is not None:
+                self.on_evict(victim)
         bucket[row.key] = row
         self._where[row.key] = row.label
         return True

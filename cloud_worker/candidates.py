@@ -2,23 +2,30 @@
 
 Two kinds:
 
+- **whole**: the whole model, taught by the cloud (distillation). It learns from the seed set,
+  from every labelled raw sample (its label, mixed with the cloud's soft answer by ``distill``),
+  and from every raw sample no person labelled (an escalation the cloud answered, a window that
+  came with its feature row), from the cloud's soft answer alone, at a lower weight. The backbone
+  changes, so feature rows the hub holds from older backbones stop counting for the head.
 - **head**: only the head is fine-tuned, on features. The backbone stays, so features the hub
   holds stay valid, and every fused labelled row can be used (rows of versions that share this
   backbone); the seed and raw rows are passed through the backbone to join them.
-- **whole**: the whole model on raw inputs (seed plus labelled escalated samples, pseudo-labels at a
-  lower weight), with the cloud model as a teacher when it is the better one.
+
+Every candidate is calibrated (a temperature fitted on the holdout) before the gate sees it.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import nets, train
+from . import augment, nets, train
 from .buffer import Row
+from .calibrate import fit_temperature
 from .config import TrainSettings
 
 
@@ -38,11 +45,33 @@ class HeadSet:
     data: dict[str, int]
 
 
-def head_set(edge: nets.EdgeNet, seed_x: np.ndarray, seed_y: np.ndarray, raw_rows: list[Row],
+@dataclass
+class WholeSet:
+    """What a whole-model candidate learns from: edge inputs, labels (or the cloud's guess), weights,
+    the cloud's probabilities on every row (None: no teacher), and which rows are ground truth."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    truth: np.ndarray  # bool
+    teacher: np.ndarray | None
+    data: dict[str, int]
+
+    def targets(self, alpha: float, n_classes: int) -> np.ndarray | None:
+        """Soft targets: ground truth mixed with the teacher by ``alpha``; the teacher alone elsewhere."""
+        if self.teacher is None:
+            return None
+        onehot = np.eye(n_classes, dtype=np.float32)[self.y]
+        t = self.teacher.astype(np.float32)
+        mixed = (1.0 - alpha) * onehot + alpha * t
+        return np.where(self.truth[:, None], mixed, t)
+
+
+def head_set(edge: nets.EdgeNet, seed_x: np.ndarray, seed_y: np.ndarray, raw_x: np.ndarray, raw_rows: list[Row],
              feature_rows: list[Row], backbone_of: dict[int, int], backbone: int, device: torch.device) -> HeadSet:
-    """Features for a head fine-tune (or the cloud's feature section): seed and raw rows through
+    """Features for a head fine-tune (or the cloud's feature section): seed and labelled raw rows through
     ``edge``'s backbone, plus the hub's feature rows made by a version sharing that backbone."""
-    xs = [seed_x] + ([np.stack([r.data for r in raw_rows])] if raw_rows else [])
+    xs = [seed_x] + ([raw_x] if len(raw_rows) else [])
     feats = [train.features(edge, np.concatenate(xs), device)]
     ys = [seed_y, np.array([r.label for r in raw_rows], np.int64)]
     ws = [np.ones(len(seed_y), np.float32), np.array([r.weight for r in raw_rows], np.float32)]
@@ -64,29 +93,35 @@ def head_set(edge: nets.EdgeNet, seed_x: np.ndarray, seed_y: np.ndarray, raw_row
 
 
 class CandidateTrainer:
-    def __init__(self, training: TrainSettings, device: torch.device, seed_x: np.ndarray, seed_y: np.ndarray) -> None:
+    def __init__(self, training: TrainSettings, device: torch.device, kind: str, n_classes: int,
+                 hold_x: np.ndarray, hold_y: np.ndarray, stop: threading.Event | None = None) -> None:
         self.t = training
         self.device = device
-        self.seed_x, self.seed_y = seed_x, seed_y
+        self.kind = kind
+        self.n_classes = n_classes
+        self.hold_x, self.hold_y = hold_x, hold_y
+        self.stop = stop
 
-    def whole(self, base: nets.EdgeNet, raw_rows: list[Row], teacher: torch.nn.Module | None,
-              rng: np.random.Generator, label_noise: bool = False) -> Candidate:
+    def calibrate(self, net: nets.EdgeNet) -> float:
+        """Fit and set the candidate's temperature on the holdout."""
+        temp = fit_temperature(train.predict_logits(net, self.hold_x, self.device), self.hold_y)
+        net.temperature.fill_(temp)
+        return temp
+
+    def whole(self, base: nets.EdgeNet, ws: WholeSet, rng: np.random.Generator, label_noise: bool = False) -> Candidate:
         t = self.t
         cand = copy.deepcopy(base)
-        x = np.concatenate([self.seed_x, *([np.stack([r.data for r in raw_rows])] if raw_rows else [])])
-        y = np.concatenate([self.seed_y, np.array([r.label for r in raw_rows], np.int64)])
-        w = np.concatenate([np.ones(len(self.seed_y), np.float32), np.array([r.weight for r in raw_rows], np.float32)])
-        if label_noise:
-            y = rng.permutation(y)
-        stats = train.fit(cand, x, y, weights=w, epochs=t.whole_epochs, lr=t.lr / 3, batch=t.batch,
-                          device=self.device, seed=t.seed, teacher=teacher, distill=0.5 if teacher else 0.0)
-        data = {"seed": len(self.seed_y), "raw": sum(not r.pseudo for r in raw_rows),
-                "pseudo": sum(r.pseudo for r in raw_rows), "features": 0}
-        return Candidate(cand, "whole", stats, data)
+        y = rng.permutation(ws.y) if label_noise else ws.y
+        soft = None if label_noise else ws.targets(t.distill, self.n_classes)
+        stats = train.fit(cand, ws.x, y, weights=ws.w, soft=soft, epochs=t.whole_epochs, lr=t.lr / 3, batch=t.batch,
+                          device=self.device, seed=t.seed, augment=augment.for_kind(self.kind), stop=self.stop)
+        self.calibrate(cand)
+        return Candidate(cand, "whole", stats, ws.data)
 
     def head(self, base: nets.EdgeNet, hs: HeadSet, rng: np.random.Generator, label_noise: bool = False) -> Candidate:
         cand = copy.deepcopy(base)
         y = rng.permutation(hs.y) if label_noise else hs.y
         stats = train.fit_head(cand.head, hs.feat, y, weights=hs.w, epochs=self.t.head_epochs, device=self.device,
-                               seed=self.t.seed)
+                               seed=self.t.seed, stop=self.stop)
+        self.calibrate(cand)
         return Candidate(cand, "head", stats, hs.data)

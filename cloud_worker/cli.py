@@ -170,6 +170,7 @@ class _Session:
                                device=pick_device(cfg.torch_device), publish=publish_fn)
 
     def close(self) -> None:
+        self.learner.close()
         if self.client is not None:
             self.client.stop()
 

@@ -43,35 +43,51 @@ class GateSettings(_Strict):
 
 class BufferSettings(_Strict):
     capacity: int = Field(20000, ge=10, description="Feature rows kept (class-balanced) for head training.")
-    raw_capacity: int = Field(5000, ge=10, description="Raw-input rows (from hard samples) kept for whole-model training.")
-    pending_hard: int = Field(5000, ge=1, description="Unlabelled hard samples kept while waiting for a label.")
-    pseudo_confidence: float = Field(0.95, gt=0, le=1, description="Cloud confidence needed to use a pseudo-label.")
-    pseudo_weight: float = Field(0.3, gt=0, le=1, description="Loss weight of a pseudo-labelled row (ground truth: 1).")
+    raw_capacity: int = Field(3000, ge=10, description="Raw samples kept (class-balanced, ground truth first) for "
+                                                      "the cloud model and whole-model edge training; each is held "
+                                                      "with its edge and cloud inputs (a 320x240 camera frame: "
+                                                      "~100 KB in memory).")
+    pending_hard: int = Field(5000, ge=1, description="Escalations' cloud answers kept while waiting for a label.")
+    pseudo_confidence: float = Field(0.95, gt=0, le=1, description="Cloud confidence needed to pseudo-label a "
+                                                                   "feature row.")
+    pseudo_weight: float = Field(0.5, gt=0, le=1, description="Loss weight of a row the edge learns from the "
+                                                              "cloud's answer alone (ground truth: 1).")
     learned_keys: int = Field(200_000, ge=100, description="(device, sample) rows remembered as learned from, so "
                                                            "copies are skipped; saved with the buffer.")
 
 
 class TrainSettings(_Strict):
     bootstrap_epochs: int = Field(60, ge=1, description="Epochs for version 1 on the seed set.")
-    cloud_epochs: int = Field(120, ge=1, description="Epochs for the cloud model on raw inputs (a third of them "
-                                                    "to refresh it).")
-    cloud_lr: float = Field(1e-3, gt=0, description="Adam learning rate for the cloud model: lower than `lr`, "
-                                                   "since the bigger network on a small seed set is unstable at "
-                                                   "3e-3 (camera holdout 0.28 to 0.70 across inits; 0.58 to 0.74 "
-                                                   "at 1e-3 over 120 epochs).")
+    cloud_epochs: int = Field(60, ge=1, description="Epochs for a torch cloud model trained from scratch (the "
+                                                   "first one, on the seed set).")
+    cloud_refresh_epochs: int = Field(10, ge=1, description="Epochs of each refresh of a torch cloud model: "
+                                                           "fine-tuned from the last one on everything labelled, so "
+                                                           "what it learned adds up over refreshes.")
+    cloud_lr: float = Field(3e-3, gt=0, description="Peak learning rate of the cloud model's one-cycle schedule "
+                                                   "(a third of it for refreshes).")
+    cloud_refresh_rows: int = Field(40, ge=1, description="Labelled raw samples since the cloud model's last fit "
+                                                          "that make a retrain refresh it first.")
+    cloud_max_rows: int = Field(4000, ge=10, description="At most this many labelled raw samples per cloud fit "
+                                                         "(a random subset beyond).")
+    cloud_max_holdout_loss: float = Field(0.02, ge=0, le=1, description="A refreshed cloud model replaces the "
+                                                                       "last one unless it loses more than this on "
+                                                                       "the holdout.")
+    distill: float = Field(0.5, ge=0, le=1, description="Weight of the cloud's answer in a labelled raw sample's "
+                                                        "target when the edge learns (the rest: the label). "
+                                                        "Unlabelled raw samples are learned from the cloud's "
+                                                        "answer alone.")
     head_epochs: int = Field(60, ge=1, description="Epochs for a head-only fine-tune on features.")
-    whole_epochs: int = Field(20, ge=1, description="Epochs for a whole-model fine-tune on raw inputs.")
-    whole_min_raw: int = Field(100, ge=1, description="Labelled raw rows (beyond the seed) before fine-tuning "
-                                                      "the whole model instead of the head.")
-    cloud_refresh_raw: int = Field(50, ge=1, description="Labelled raw rows since the cloud model's last fit "
-                                                         "that make a retrain also refresh it (kept only if "
-                                                         "its holdout accuracy does not drop).")
-    lr: float = Field(3e-3, gt=0, description="Adam learning rate for whole-model training.")
+    whole_epochs: int = Field(12, ge=1, description="Epochs for a whole-model edge candidate (fine-tuned from the "
+                                                   "deployed model).")
+    whole_min_raw: int = Field(100, ge=1, description="Raw samples (beyond the seed) the worker must hold before "
+                                                      "it trains the whole edge model instead of its head.")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate for edge training (a third of it for "
+                                              "whole-model fine-tunes).")
     batch: int = Field(32, ge=1, description="Mini-batch size for raw-input training.")
     seed: int = Field(0, description="Random seed: training is deterministic on one device.")
-    threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch's default, one per core). These "
-                                              "models are tiny: one thread measured 10-25x faster than two on a "
-                                              "busy 2-core box (docs/WORKER.md).")
+    threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch's default, one per core). Measured "
+                                              "10-25x faster at one than at two on a busy 2-core box "
+                                              "(docs/WORKER.md).")
 
 
 class ExportSettings(_Strict):

@@ -1,6 +1,6 @@
 """What the edge-cloud split is worth, on the holdout: edge-only, cloud-only and joint, pure numpy.
 
-The joint decision is the agents' own rule (edge_agent/decide.py): a sample goes to the cloud
+The joint decision is the agents' own rule (shared/policy.py): a sample goes to the cloud
 when the task's policy calls it uncertain and, with a budget, it is among the most uncertain
 ``budget`` fraction; the cloud's answer then replaces the edge's. On the escalated samples the
 worker compares the two models, which is how it knows whether the cloud is worth asking: when it
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.decide import budget_threshold, policy_of
+from shared.policy import budget_threshold, policy_of
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:

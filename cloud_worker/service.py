@@ -34,7 +34,7 @@ from .export import ExportError
 from .learner import Learner, Signer
 from .publisher import Publisher, PublishError
 from .registry import Registry
-from .train import configure_torch, pick_device
+from .train import Interrupted, configure_torch, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ def load_signer(cfg: WorkerConfig) -> Signer:
     if not cfg.signing_key.exists():
         raise FileNotFoundError(f"signing key {cfg.signing_key} does not exist: create it with `lepton keys init`")
     return Signer(load_private(cfg.signing_key), load_public(cfg.public_key) if cfg.public_key else None)
+
+
+def _answering(lr: Learner) -> ans.Model:
+    """What the answering thread uses of a learner, read once per drain (models are swapped whole)."""
+    cloud = lr.cloud
+    return ans.Model(cloud.name if cloud else f"{lr.task.name}-features", cloud.predict if cloud else None,
+                     lr.prepare, lr.defer, lr.predict_features, lr.defer_features)
 
 
 class WorkerService(Service):
@@ -100,7 +107,7 @@ class WorkerService(Service):
                         self.client.last_connect_error)
         for name, task in self.tasks.items():
             lr = Learner(task, cfg, self.registry, signer, self.topics, device=device, counters=self.counters,
-                         publish=self._publish)
+                         publish=self._publish, stop=self.stopping)
             if not lr.load():
                 if not cfg.bootstrap_missing:
                     raise RuntimeError(f"task {name!r} has no model in {cfg.registry} and bootstrap_missing is off")
@@ -122,6 +129,8 @@ class WorkerService(Service):
         for th in self._threads:
             if th.name.endswith(("answer", "learn")):
                 th.join(30)
+        for lr in self.learners.values():
+            lr.close()
         if self.client is not None:
             self.client.stop(death=(self.topics.cloud_status(self.cfg.worker_id), self._status("offline")))
 
@@ -165,8 +174,7 @@ class WorkerService(Service):
             if first is None:
                 continue
             batch = [first, *self.infer_q.drain()]
-            models = {n: ans.Model(lr.cloud.name, lr.cloud.predict, lr.defer, lr.predict_features)
-                      for n, lr in self.learners.items() if lr.cloud is not None}
+            models = {n: _answering(lr) for n, lr in self.learners.items()}
             try:
                 out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
                                  max_batch=self.cfg.infer.max_batch)
@@ -197,6 +205,12 @@ class WorkerService(Service):
             if self._republish:
                 self._republish_latest()
             self._ingest([item, *self.learn_q.drain()] if item is not None else [])
+            for lr in self.learners.values():
+                try:
+                    if lr.ensure_cloud():
+                        c.inc("learn.cloud_fitted")
+                except Interrupted:
+                    break
             if not self.cfg.learn:
                 continue
             for lr in self.learners.values():
@@ -209,6 +223,10 @@ class WorkerService(Service):
                 c.inc(f"learn.trigger.{trigger}")
                 try:
                     lr.retrain(trigger)
+                except Interrupted:  # stopping: the half-trained candidate is dropped, what is held is kept
+                    c.inc("learn.interrupted")
+                    log.info("%s: stopping in the middle of a retrain; nothing published", lr.task.name)
+                    break
                 except ExportError as exc:
                     # Loud (log, counter, decision log) but not fatal: answering goes on.
                     c.inc("learn.export_failed")
@@ -230,7 +248,8 @@ class WorkerService(Service):
                 if kind == "hard":
                     lr = self.learners.get(payload.task)
                     if lr is not None:
-                        lr.ingest_hard(payload.keys, payload.x, payload.labels, payload.conf)
+                        lr.ingest_answered(payload.keys, payload.versions, payload.labels, payload.conf, payload.raw,
+                                           payload.edge_x, payload.cloud_x)
                     continue
                 self._ingest_fused(payload)
             except Exception:  # one batch must not stop learning (it is counted and logged)

@@ -6,6 +6,8 @@ passes over the data take milliseconds; the same code runs on CUDA when the conf
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import augment as aug_mod
+from .augment import Augment
 from .config import DeviceUnavailable
 
 
@@ -41,21 +45,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Shift each sample by up to one step along its spatial/time axes (zero fill): the
-    jitter a camera crop or a sensor window boundary introduces."""
-    n, spatial = x.shape[0], x.dim() - 2
-    padded = F.pad(x, (1, 1) * spatial)
-    shifts = torch.randint(0, 3, (n, spatial), generator=gen)
-    out = torch.empty_like(x)
-    # One slice per distinct shift (at most 9), not one per sample.
-    codes = (shifts * torch.tensor([3 ** i for i in range(spatial)])).sum(1)
-    for code in codes.unique().tolist():
-        idx = (codes == code).nonzero(as_tuple=True)[0]
-        offs = [(code // 3 ** i) % 3 for i in range(spatial)]
-        sl = tuple(slice(o, o + x.shape[2 + i]) for i, o in enumerate(offs))
-        out[idx] = padded[(idx, slice(None), *sl)]
-    return out
+class Interrupted(RuntimeError):
+    """Training stopped because the service is stopping; the half-trained model must not be used."""
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -66,37 +57,47 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None, epochs: int,
         lr: float = 3e-3, batch: int = 64, device: torch.device, seed: int = 0, jitter: bool = True,
-        params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None,
-        distill: float = 0.0) -> FitStats:
-    """Weighted cross-entropy (plus optional distillation from ``teacher``) with Adam."""
-    import time
-
+        params: list[nn.Parameter] | None = None, soft: np.ndarray | None = None, augment: Augment | None = None,
+        onecycle: bool = False, smoothing: float = 0.0, stop: threading.Event | None = None) -> FitStats:
+    """Weighted cross-entropy with AdamW. ``soft`` (N, C) replaces the one-hot targets (a teacher's
+    probabilities, or a mix of them and the label: distillation); ``augment`` transforms each batch
+    (default: the one-step ``jitter`` when ``jitter``); ``onecycle`` anneals the learning rate (for
+    training from scratch); ``stop`` is checked every batch (raises Interrupted)."""
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device).train()
-    xt = torch.as_tensor(x, dtype=torch.float32)
+    xt = torch.as_tensor(x)
     yt = torch.as_tensor(y, dtype=torch.long)
+    st = torch.as_tensor(soft, dtype=torch.float32) if soft is not None else None
     wt = torch.as_tensor(np.ones(len(y), np.float32) if weights is None else weights, dtype=torch.float32)
-    opt = torch.optim.Adam(params if params is not None else model.parameters(), lr=lr, weight_decay=1e-4)
-    if teacher is not None:
-        teacher.to(device).eval()
+    aug = augment if augment is not None else (aug_mod.jitter if jitter else None)
+    opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=1e-4)
     n = len(yt)
+    steps = epochs * max(1, -(-n // batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps) if onecycle and steps > 1 else None
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
+            if stop is not None and stop.is_set():
+                model.eval()
+                raise Interrupted("stopping: training abandoned")
             idx = order[i:i + batch]
-            xb = augment(xt[idx], gen) if jitter else xt[idx]
-            xb, yb, wb = xb.to(device), yt[idx].to(device), wt[idx].to(device)
+            xb = xt[idx].float()
+            if aug is not None:
+                xb = aug(xb, gen)
+            xb, wb = xb.to(device), wt[idx].to(device)
             logits = logits_of(model, xb)
-            loss = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum()
-            if teacher is not None and distill > 0:
-                with torch.no_grad():
-                    soft = torch.softmax(logits_of(teacher, xb), dim=1)
-                loss = loss + distill * F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+            if st is not None:
+                loss_i = -(st[idx].to(device) * F.log_softmax(logits, dim=1)).sum(1)
+            else:
+                loss_i = F.cross_entropy(logits, yt[idx].to(device), reduction="none", label_smoothing=smoothing)
+            loss = (loss_i * wb).sum() / wb.sum().clamp_min(1e-8)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     model.eval()
@@ -104,11 +105,12 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray |
 
 
 def fit_head(head: nn.Module, feat: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None,
-             epochs: int, lr: float = 1e-2, batch: int = 128, device: torch.device, seed: int = 0) -> FitStats:
+             epochs: int, lr: float = 1e-2, batch: int = 128, device: torch.device, seed: int = 0,
+             stop: threading.Event | None = None) -> FitStats:
     """Fine-tune only the linear head on stored features (the backbone is not touched)."""
     wrapper = _HeadOnly(head)
     return fit(wrapper, feat, y, weights=weights, epochs=epochs, lr=lr, batch=batch, device=device, seed=seed,
-               jitter=False)
+               jitter=False, stop=stop)
 
 
 class _HeadOnly(nn.Module):
@@ -130,11 +132,15 @@ def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, batch:
 
 
 @torch.no_grad()
-def features(edge: nn.Module, x: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
-    edge.to(device).eval()
-    out = [edge.backbone(torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu()
+def features_of(backbone: nn.Module, x: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+    backbone.to(device).eval()
+    out = [backbone(torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu()
            for i in range(0, len(x), batch)]
-    return torch.cat(out).numpy()
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def features(edge: nn.Module, x: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+    return features_of(edge.backbone, x, device, batch)
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:

@@ -349,7 +349,7 @@ class FleetStats:
                         "holdout_escalated": m.get("escalated"),
                         "holdout_escalated_edge_acc": m.get("escalated_edge_acc"),
                         "holdout_escalated_cloud_acc": m.get("escalated_cloud_acc"),
-                        "cloud_deferred": bool(m.get("defer", 0.0))})
+                        "cloud_deferred": bool(m.get("defer", 0.0)), "labels": int(m["labels"]) if "labels" in m else None, "temperature": m.get("temperature"), "ece": m.get("ece")})
             for (t, v), (n, esc) in self.preds_by_version.items():
                 if t == task:
                     versions.setdefault(v, {}).update({
@@ -359,11 +359,13 @@ class FleetStats:
                         "field_escalated_edge_acc": _acc(self.escalated_edge.get((t, v))),
                         "field_samples": self.joint[(t, v)][1] if (t, v) in self.joint else 0})
             try:
-                kind = load_task(task).kind
+                spec = load_task(task).spec
+                kind, targets = spec.kind, spec.targets
             except TaskSpecError:
-                kind = "?"
+                kind, targets = "?", None
             drift = scoreboard.drift_recovery(list(self.timeline.get(task, ())), list(self.label_times.get(task, ())))
-            boards.append(scoreboard.build(task, kind, versions, uplink, raw / frames if frames else None, drift))
+            boards.append(scoreboard.build(task, kind, versions, uplink, raw / frames if frames else None, drift,
+                                           targets))
         return boards
 
     def point(self) -> dict[str, Any]:

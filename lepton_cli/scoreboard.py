@@ -10,7 +10,7 @@ Pure functions over what :class:`lepton_cli.fleetview.FleetStats` collected:
   resolution, windows as their raw dtype);
 - for a task with a drift phase: accuracy before it and right after it, and the labels and seconds
   until a window of predictions is back within 2 points, unattended;
-- the targets of docs/TASKS.md, each met or missed.
+- the targets that apply to the task (its spec's ``[targets]``, defaults per kind), each met or missed.
 """
 
 from __future__ import annotations
@@ -23,12 +23,26 @@ RECOVERED_WITHIN = 0.02  # back within 2 points of the accuracy before the drift
 # fewer than this many predictions a 1-point difference is a handful of samples, noise.
 FIELD_JUDGED_FROM = 300
 
+# What each target checks; which apply, and their thresholds, come from the task spec's [targets].
 TARGETS = {
-    "joint_vs_cloud": "joint >= cloud-only - 1 point with <= 20% of samples escalated (holdout, last version)",
+    "cloud_accuracy": "cloud holdout accuracy >= {v:.3f} (last version)",
+    "cloud_macro_f1": "cloud holdout macro-F1 >= {v:.3f} (last version)",
+    "cloud_over_edge": "cloud >= edge + {p} on the holdout (last version): the cloud is worth asking",
+    "edge_within": "edge within {p} of the cloud on the holdout (last version): the cloud taught it",
+    "joint_vs_cloud": "joint >= cloud - 1 point with <= {v:.0%} escalated (holdout, last version)",
     "joint_vs_edge": "joint never below edge-only (every version: holdout; field by > 1 point over >= 300 samples)",
-    "camera_uplink": "camera uplink >= 20x below the raw frames",
-    "drift": "drift recovered unattended",
+    "uplink": "uplink >= {v:g}x below the raw samples",
+    "drift": "drift recovered unattended (within 2 points of before)",
+    "drift_accuracy": "field joint back to >= {v:.2f} in the drift phase, unattended",
 }
+
+
+def _pts(v: float) -> str:
+    return f"{v * 100:g} point{'s' if abs(v) != 0.01 else ''}"
+
+
+def describe(name: str, threshold: float | None) -> str:
+    return TARGETS[name].format(v=threshold or 0.0, p=_pts(threshold or 0.0))
 
 
 def _acc(cell: list[int] | None) -> float | None:
@@ -73,12 +87,26 @@ def drift_recovery(timeline: list[tuple[float, int, bool]], label_times: list[fl
                         "accuracy_recovered": round(run / WINDOW, 4)})
             break
     out["accuracy_last_window"] = round(sum(ok for _, ok in phase[-WINDOW:]) / WINDOW, 4)
+    # The best window of the phase, and when it ended: how far back the system got, unattended.
+    best, best_t, run = -1.0, phase[WINDOW - 1][0], sum(ok for _, ok in phase[:WINDOW])
+    for i in range(WINDOW, len(phase) + 1):
+        if i > WINDOW:
+            run += phase[i - 1][1] - phase[i - 1 - WINDOW][1]
+        if run / WINDOW > best:
+            best, best_t = run / WINDOW, phase[i - 1][0]
+    out["best_window"] = round(best, 4)
+    out["seconds_to_best"] = round(best_t - tl[onset][0], 1)
     return out
 
 
 def build(task: str, kind: str, versions: dict[int, dict[str, Any]], uplink: dict[str, float],
-          raw_per_sample: float | None, drift: dict[str, Any] | None) -> dict[str, Any]:
-    """One task's board: per-version rows, uplink, drift, and the targets met or missed."""
+          raw_per_sample: float | None, drift: dict[str, Any] | None, targets: Any = None) -> dict[str, Any]:
+    """One task's board: per-version rows, uplink, drift, and the targets that apply, met or missed.
+    ``targets`` is the spec's TargetsCfg (None: the defaults of a spec that names none)."""
+    if targets is None:
+        from lepton_tasks.spec import TargetsCfg
+
+        targets = TargetsCfg()
     rows = [{"version": v, **versions[v]} for v in sorted(versions)]
     total = sum(uplink.values())
     board: dict[str, Any] = {
@@ -89,34 +117,59 @@ def build(task: str, kind: str, versions: dict[int, dict[str, Any]], uplink: dic
         "raw_over_uplink": round(raw_per_sample / total, 2) if raw_per_sample and total else None,
         "drift": drift,
     }
-    targets: dict[str, dict[str, Any]] = {}
-    last = next((r for r in reversed(rows) if r.get("holdout_joint_acc") is not None), None)
+    out: dict[str, dict[str, Any]] = {}
+
+    def check(name: str, threshold: float | None, met: bool, value: str) -> None:
+        out[name] = {"met": bool(met), "value": value, "target": describe(name, threshold),
+                     "threshold": threshold}
+
+    last = next((r for r in reversed(rows) if r.get("holdout_cloud_acc") is not None), None)
     if last is not None:
-        ok = (last["holdout_joint_acc"] >= last["holdout_cloud_acc"] - 0.01 and last["holdout_escalated"] <= 0.20)
-        targets["joint_vs_cloud"] = {"met": ok, "value": f"joint {last['holdout_joint_acc']:.3f} vs cloud "
-                                     f"{last['holdout_cloud_acc']:.3f}, {last['holdout_escalated']:.0%} escalated"}
+        e, c, j = last["holdout_edge_acc"], last["holdout_cloud_acc"], last.get("holdout_joint_acc")
+        tag = f"v{last['version']}"
+        if targets.cloud_accuracy is not None:
+            check("cloud_accuracy", targets.cloud_accuracy, c >= targets.cloud_accuracy, f"{tag}: cloud {c:.3f}")
+        cf1 = last.get("holdout_cloud_f1")
+        if targets.cloud_macro_f1 is not None and cf1 is not None:
+            check("cloud_macro_f1", targets.cloud_macro_f1, cf1 >= targets.cloud_macro_f1, f"{tag}: cloud {cf1:.3f}")
+        if targets.cloud_over_edge is not None:
+            check("cloud_over_edge", targets.cloud_over_edge, c >= e + targets.cloud_over_edge - 1e-9,
+                  f"{tag}: cloud {c:.3f} vs edge {e:.3f} ({(c - e) * 100:+.1f} points)")
+        if targets.edge_within is not None:
+            check("edge_within", targets.edge_within, e >= c - targets.edge_within - 1e-9,
+                  f"{tag}: edge {e:.3f} vs cloud {c:.3f}")
+        if j is not None:
+            esc = last["holdout_escalated"]
+            check("joint_vs_cloud", targets.escalated_max, j >= c - 0.01 and esc <= targets.escalated_max + 1e-9,
+                  f"{tag}: joint {j:.3f} vs cloud {c:.3f}, {esc:.0%} escalated")
     below = [r["version"] for r in rows
              if (r.get("holdout_joint_acc") is not None and r["holdout_joint_acc"] < r["holdout_edge_acc"] - 1e-9)
              or (r.get("field_joint_acc") is not None and r.get("field_edge_acc") is not None
                  and r.get("field_samples", 0) >= FIELD_JUDGED_FROM
                  and r["field_joint_acc"] < r["field_edge_acc"] - 0.01)]
-    targets["joint_vs_edge"] = {"met": not below, "value": f"below edge-only in v{below}" if below else "never below"}
-    if kind == "image" and board["raw_over_uplink"] is not None:
-        targets["camera_uplink"] = {"met": board["raw_over_uplink"] >= 20,
-                                    "value": f"{board['raw_over_uplink']}x below raw"}
+    check("joint_vs_edge", None, not below, f"below edge-only in v{below}" if below else "never below")
+    reduction = targets.uplink_reduction if targets.uplink_reduction is not None else (10.0 if kind == "image"
+                                                                                      else None)
+    if reduction and board["raw_over_uplink"] is not None:
+        check("uplink", reduction, board["raw_over_uplink"] >= reduction, f"{board['raw_over_uplink']}x below raw")
     if drift is not None:
-        targets["drift"] = {"met": bool(drift.get("recovered")),
-                            "value": (f"{drift['labels_to_recover']} labels, {drift['seconds_to_recover']} s"
-                                      if drift.get("recovered") else drift.get("why", "not recovered in the run"))}
-    board["targets"] = targets
+        check("drift", None, bool(drift.get("recovered")),
+              f"{drift['labels_to_recover']} labels, {drift['seconds_to_recover']} s" if drift.get("recovered")
+              else drift.get("why", "not recovered in the run"))
+        if targets.drift_accuracy is not None:
+            best = drift.get("best_window")
+            check("drift_accuracy", targets.drift_accuracy, best is not None and best >= targets.drift_accuracy,
+                  f"best window {best:.3f}" + (f" after {drift['seconds_to_best']} s" if best is not None else "")
+                  if best is not None else drift.get("why", "no window in the drift phase"))
+    board["targets"] = out
     return board
 
 
 def markdown(boards: list[dict[str, Any]]) -> str:
     """The README table: one line per task and version, then the targets."""
-    out = ["| task | version | holdout edge / cloud / joint acc | holdout macro-F1 edge / cloud / joint | "
+    out = ["| task | version | labels | holdout edge / cloud / joint acc | holdout macro-F1 edge / cloud / joint | "
            "escalated (holdout / field) | on escalated: edge vs cloud | field edge / joint | uplink B/sample vs raw |",
-           "|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|"]
 
     def f(v: Any) -> str:
         return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -128,7 +181,8 @@ def markdown(boards: list[dict[str, Any]]) -> str:
             esc = r.get("holdout_escalated")
             fesc = r.get("field_escalation_ratio")
             out.append(
-                f"| {b['task'] if i == 0 else ''} | v{r['version']} | {f(r.get('holdout_edge_acc'))} / "
+                f"| {b['task'] if i == 0 else ''} | v{r['version']} | {f(r.get('labels'))} | "
+                f"{f(r.get('holdout_edge_acc'))} / "
                 f"{f(r.get('holdout_cloud_acc'))} / {f(r.get('holdout_joint_acc'))} | {f(r.get('holdout_edge_f1'))} / "
                 f"{f(r.get('holdout_cloud_f1'))} / {f(r.get('holdout_joint_f1'))} | "
                 f"{'–' if esc is None else f'{esc:.0%}'} / {'–' if fesc is None else f'{fesc:.0%}'} | "
@@ -137,5 +191,6 @@ def markdown(boards: list[dict[str, Any]]) -> str:
     out += ["", "| task | target | met | value |", "|---|---|---|---|"]
     for b in boards:
         for name, t in b["targets"].items():
-            out.append(f"| {b['task']} | {TARGETS[name]} | {'yes' if t['met'] else '**no**'} | {t['value']} |")
+            what = t.get("target") or describe(name, t.get("threshold"))
+            out.append(f"| {b['task']} | {what} | {'yes' if t['met'] else '**no**'} | {t['value']} |")
     return "\n".join(out)

@@ -127,6 +127,29 @@ class CloudCfg(_Strict):
         return self
 
 
+class TargetsCfg(_Strict):
+    """What the scoreboard of a run checks for this task (lepton_cli/scoreboard.py); None: not checked."""
+
+    cloud_accuracy: float | None = Field(None, ge=0, le=1, description="The cloud model's holdout accuracy at the "
+                                                                       "last version is at least this.")
+    cloud_macro_f1: float | None = Field(None, ge=0, le=1, description="... and its holdout macro-F1.")
+    cloud_over_edge: float | None = Field(0.02, ge=-1, le=1, description="At the last version the cloud is ahead "
+                                                                         "of the edge model on the holdout by at "
+                                                                         "least this (the cloud is worth asking).")
+    edge_within: float | None = Field(0.03, ge=0, le=1, description="At the last version the edge model is within "
+                                                                    "this of the cloud (the cloud taught it).")
+    escalated_max: float = Field(0.20, gt=0, le=1, description="At most this share of samples escalated "
+                                                               "(holdout), with joint >= cloud - 1 point.")
+    uplink_reduction: float | None = Field(None, ge=0, description="Raw samples are at least this many times "
+                                                                   "the uplink per sample. Default: 10 for "
+                                                                   "images; none for windows, whose raw sample "
+                                                                   "is about the size of its features. 0: not "
+                                                                   "checked.")
+    drift_accuracy: float | None = Field(None, ge=0, le=1, description="Field joint accuracy (100 predictions) "
+                                                                       "gets back to at least this in the drift "
+                                                                       "phase, unattended.")
+
+
 class DecisionCfg(_Strict):
     policy: Literal["max_prob", "margin", "entropy"] = Field("max_prob", description="Default escalation policy.")
     threshold: float = Field(0.8, ge=0, le=1, description="Its threshold.")
@@ -151,6 +174,7 @@ class TaskSpec(_Strict):
     decision: DecisionCfg = Field(default_factory=DecisionCfg, description="Decision defaults for agents.")
     cloud: CloudCfg = Field(default_factory=CloudCfg, description="The cloud's input contract (raw sample, "
                                                                   "its encoding and preprocessing).")
+    targets: TargetsCfg = Field(default_factory=TargetsCfg, description="What a run's scoreboard checks.")
     citation: str = Field("", max_length=500, description="Where the data comes from, and its licence.")
 
     @field_validator("classes")

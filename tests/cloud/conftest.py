@@ -56,6 +56,8 @@ def template_registry(tmp_path_factory: pytest.TempPathFactory, keydir: Path) ->
     lr = Learner(load_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
                  device=torch.device("cpu"))
     lr.bootstrap()
+    lr.ensure_cloud()  # what the worker's learner thread does next
+    lr.close()
     return Path(cfg.registry)
 
 

@@ -11,7 +11,9 @@ import numpy as np
 import onnxruntime as ort
 
 from lepton_tasks import load_task
+from shared import rawsample
 from shared.containers import FusedBatch, HardSample
+from shared.rawsample import RawRows
 from shared.mqtt import Message
 from shared.schemas import Manifest, loads
 
@@ -41,14 +43,37 @@ def fused_batch(task: str, onnx_bytes: bytes, version: int, idx: np.ndarray, *, 
                       model_version=np.full(n, version, np.int32), ctx=np.zeros((n, 1), np.float32))
 
 
+def raw_rows(task: str, idx: np.ndarray) -> RawRows:
+    """The dataset samples ``idx`` as an agent sends them, per the task's cloud contract."""
+    t = load_task(task)
+    d = t.dataset()
+    items = [rawsample.encode(d.raw[int(i)], t.cloud_encoding, t.spec.cloud.quality) for i in idx]
+    return RawRows.jpeg(items) if t.cloud_encoding == "jpeg" else RawRows.tensor(np.stack(items))
+
+
 def hard_sample(task: str, idx: np.ndarray, *, device: str = "cam-1", seq: int = 1,
-                x: np.ndarray | None = None) -> HardSample:
-    xs, _ = stream_inputs(task, idx) if x is None else (x, None)
-    n = len(xs)
+                x: np.ndarray | None = None, raw: bool = True) -> HardSample:
+    """An escalation as an agent sends it: the raw samples (per the cloud contract), no edge input;
+    ``x`` gives an edge input instead (as agents did before cloud contracts)."""
+    n = len(idx)
     c = len(load_task(task).classes)
+    xs = np.zeros((n, 0), np.float16) if x is None else x.astype(np.float32)
     return HardSample(device=device, stream="main", task=task, boot=1, seq=seq, model_version=1,
-                      sample=np.asarray(idx, np.int64), x=xs.astype(np.float32), feat=np.zeros((n, 64), np.float32),
-                      scores=np.full((n, c), 1.0 / c, np.float32), ts=np.full(n, time.time()))
+                      sample=np.asarray(idx, np.int64), x=xs, feat=np.zeros((n, 64), np.float32),
+                      scores=np.full((n, c), 1.0 / c, np.float32), ts=np.full(n, time.time()),
+                      raw=raw_rows(task, np.asarray(idx)) if raw and x is None else None)
+
+
+def prepare_for(task: str):
+    """What a learner's ``prepare`` does: a raw sample -> (edge input, cloud input)."""
+    t = load_task(task)
+    edge, cloud = t.pipeline(), t.cloud_pipeline()
+
+    def prepare(item: np.ndarray, wire: str) -> tuple[np.ndarray, np.ndarray]:
+        sample = rawsample.decode(item, wire)
+        return edge(sample)[0], cloud(sample)[0]
+
+    return prepare
 
 
 class Collector:
@@ -78,3 +103,23 @@ def manifest_versions(items: list[Message]) -> list[int]:
 
 def manifest_obj(payload: bytes) -> dict:
     return json.loads(payload)
+
+
+def answered(lr, task: str, idx: np.ndarray, *, device: str = "cam-1", labels: np.ndarray | None = None,
+             conf: np.ndarray | None = None, version: int = 1, raw: bool = True) -> None:
+    """What the answering thread hands a learner for escalations of samples ``idx`` (the cloud's own
+    answers unless ``labels``/``conf`` say otherwise), as if agents had sent them with their samples."""
+    keys = [(device, int(s)) for s in idx]
+    n = len(keys)
+    if not raw:
+        lr.ingest_answered(keys, np.full(n, version), np.zeros(n, np.int64) if labels is None else labels,
+                           np.full(n, 0.5) if conf is None else conf)
+        return
+    rows = raw_rows(task, np.asarray(idx))
+    items = [(rows.item(i), rows.encoding) for i in range(n)]
+    prepared = [lr.prepare(it, w) for it, w in items]
+    ex = np.stack([p[0] for p in prepared])
+    cx = np.stack([p[1] for p in prepared])
+    probs = lr.cloud.predict(cx) if lr.cloud is not None else np.full((n, len(lr.task.classes)), 0.5)
+    lr.ingest_answered(keys, np.full(n, version), probs.argmax(1) if labels is None else labels,
+                       probs.max(1) if conf is None else conf, items, ex, cx)

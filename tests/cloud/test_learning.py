@@ -14,7 +14,7 @@ from shared.schemas import Manifest
 from shared.topics import Topics
 
 from .conftest import make_config
-from .helpers import fused_batch, hard_sample, stream_inputs
+from .helpers import answered, fused_batch
 
 
 def learner(tmp_path, keydir, registry_copy, **over) -> tuple[Learner, list]:
@@ -78,38 +78,40 @@ def test_features_from_another_backbone_are_not_mixed_in(tmp_path, keydir, regis
 def test_hard_samples_with_labels_train_the_whole_model(tmp_path, keydir, registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy, training={"whole_min_raw": 150})
     stream = load_task("digits").dataset().stream[:250]
-    x, _ = stream_inputs("digits", stream)
-    hs = hard_sample("digits", stream)
-    probs = lr.cloud.predict(x)
-    keys = [("cam-1", int(s)) for s in hs.sample]
-    lr.ingest_hard(keys, x, probs.argmax(1), probs.max(1))
-    pending_before = len(lr.pending)
+    answered(lr, "digits", stream)  # escalations with their samples, answered by the cloud
+    held = lr.raw.counts()
 
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream))  # the labels arrive via the bridge
     d = lr.retrain("labels")
 
-    assert pending_before == 250 and len(lr.pending) == 0
-    assert d["candidate"] == "whole" and d["data"]["raw"] == 250
+    assert held == {"rows": 250, "ground_truth": 0, "pseudo": 250}  # the cloud's answers, until labels come
+    assert lr.raw.counts() == {"rows": 250, "ground_truth": 250, "pseudo": 0} and len(lr.intake.pending) == 0
+    assert d["candidate"] == "whole" and d["data"]["raw"] == 250 and d["data"]["distilled"] == 370
     assert d["published"], d["why"]
     rec = lr.registry.get("digits", 2).record
     assert rec["backbone"] == 2 and rec["kind"] == "whole"  # a new backbone: old features no longer match
+    assert 0.05 < rec["metrics"]["temperature"] < 20 and "ece" in rec["metrics"]  # calibrated on the holdout
 
 
-def test_confident_cloud_answers_become_low_weight_pseudo_labels(tmp_path, keydir, registry_copy):
-    lr, _ = learner(tmp_path, keydir, registry_copy, buffer={"pseudo_confidence": 0.5, "pseudo_weight": 0.25})
+def test_unlabelled_raw_samples_are_learned_from_the_clouds_answers(tmp_path, keydir, registry_copy):
+    lr, _ = learner(tmp_path, keydir, registry_copy, buffer={"pseudo_confidence": 0.5, "pseudo_weight": 0.25},
+                    training={"whole_min_raw": 40})
     stream = load_task("digits").dataset().stream[:50]
-    x, _ = stream_inputs("digits", stream)
-    keys = [("cam-1", int(s)) for s in stream]
-    lr.ingest_hard(keys, x, np.zeros(50, np.int64), np.r_[np.full(30, 0.9), np.full(20, 0.1)])
+    answered(lr, "digits", stream, labels=np.zeros(50, np.int64), conf=np.r_[np.full(30, 0.9), np.full(20, 0.1)])
     unlabelled = fused_batch("digits", lr.deployed.onnx, 1, stream, labels=np.full(50, -1))
 
     lr.ingest_fused(unlabelled)
 
-    assert lr.raw.counts() == {"rows": 30, "ground_truth": 0, "pseudo": 30}
-    assert lr.features.counts()["pseudo"] == 30
-    assert {r.weight for r in lr.features.rows()} == {0.25}
+    # Every raw sample is kept for distillation (the edge learns the cloud's soft answer, at a lower
+    # weight); only confident answers pseudo-label the feature rows.
+    assert lr.raw.counts() == {"rows": 50, "ground_truth": 0, "pseudo": 50}
+    assert {r.weight for r in lr.raw.all()} == {0.25}
+    assert lr.features.counts()["pseudo"] == 30 and {r.weight for r in lr.features.rows()} == {0.25}
     assert lr.counters.get("learn.rows.unlabelled_unused") == 20
-    assert lr.new_labels == 0  # guesses do not trigger retraining
+    assert lr.intake.new_labels == 0  # guesses do not trigger retraining
+    d = lr.retrain("manual")
+    assert d["candidate"] == "whole" and d["data"] == {"seed": 120, "raw": 0, "pseudo": 50, "features": 0,
+                                                       "distilled": 170}
 
 
 def test_promote_makes_a_new_version_with_the_old_weights(tmp_path, keydir, registry_copy):
@@ -140,7 +142,7 @@ def test_audited_edge_accuracy_drop_fires_drift_and_lets_an_equal_candidate_thro
 
     lr.ingest_fused(fb)  # the field says: the edge model is wrong on every labelled row
 
-    assert lr.audit.accuracy(1) == (0.0, 80)
+    assert lr.intake.audit.accuracy(1) == (0.0, 80)
     assert lr.due() == "drift" and lr.degraded()
     d = lr.retrain("drift")
     assert d["degraded"] and d["published"] and "degraded" in d["why"], d["why"]
@@ -160,20 +162,23 @@ def test_rows_with_features_of_another_width_are_counted_not_stored(tmp_path, ke
 def test_replay_buffer_survives_a_restart(tmp_path, keydir, registry_copy):
     lr, _ = learner(tmp_path, keydir, registry_copy)
     stream = load_task("digits").dataset().stream[:40]
-    x, _ = stream_inputs("digits", stream[:10])
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream))
-    lr.ingest_hard([("cam-1", int(s)) for s in stream[:10]], x, np.zeros(10, np.int64), np.full(10, 0.99))
-    lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream[:10]))  # their labels
+    answered(lr, "digits", stream[:10], labels=np.zeros(10, np.int64), conf=np.full(10, 0.99))
+    answered(lr, "digits", stream[10:12], device="cam-2")  # no label: still the cloud's guess
+    lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream[:10]))  # copies: learned once already
 
     lr.save_buffer()
     again, _ = learner(tmp_path, keydir, registry_copy)
 
     assert again.features.counts() == lr.features.counts() == {"rows": 40, "ground_truth": 40, "pseudo": 0}
-    assert again.raw.counts() == lr.raw.counts() == {"rows": 10, "ground_truth": 10, "pseudo": 0}
+    assert lr.raw.counts() == {"rows": 12, "ground_truth": 10, "pseudo": 2}  # labels came before the samples
+    assert again.raw.counts() == lr.raw.counts()
     a = {r.key: (r.label, r.version) for r in again.features.rows()}
     assert a == {r.key: (r.label, r.version) for r in lr.features.rows()}
     k = ("cam-1", int(stream[3]))
     assert np.array_equal(again.raw.get(k).data, lr.raw.get(k).data)
+    np.testing.assert_array_equal(again.raw.cloud_inputs([again.raw.get(k)]), lr.raw.cloud_inputs([lr.raw.get(k)]))
+    assert again.learned.admit(("cam-1", int(stream[0])), int(load_task("digits").dataset().y[stream[0]])) is False
 
 
 @pytest.mark.parametrize("damage", [b"not an npz", b"PK\x03\x04truncated zip"])
@@ -188,20 +193,19 @@ def test_damaged_buffer_file_is_ignored(tmp_path, keydir, registry_copy, damage)
 
 def test_enough_labelled_raw_rows_refresh_the_cloud_model_and_only_keep_it_if_not_worse(tmp_path, keydir,
                                                                                         registry_copy):
-    lr, _ = learner(tmp_path, keydir, registry_copy, training={"cloud_refresh_raw": 60})
+    lr, _ = learner(tmp_path, keydir, registry_copy, training={"cloud_refresh_rows": 60})
     stream = load_task("digits").dataset().stream[:80]
-    x, _ = stream_inputs("digits", stream)
     before = lr.cloud
-    lr.ingest_hard([("cam-1", int(s)) for s in stream], x, np.zeros(80, np.int64), np.zeros(80))
+    answered(lr, "digits", stream)
     lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, 1, stream))
 
     d = lr.retrain("labels")
 
     c = d["cloud"]
-    assert c["trained"] and c["rows"] == 200 and c["previous_acc"] == before.accuracy
-    assert c["kept"] == (c["candidate_acc"] >= before.accuracy)
-    assert lr.cloud.accuracy == max(before.accuracy, c["candidate_acc"])
+    assert c["trained"] and c["rows"] == 200 and c["labelled_raw"] == 80 and c["previous_acc"] == before.accuracy
+    assert c["kept"] == (c["candidate_acc"] >= before.accuracy - lr.cfg.training.cloud_max_holdout_loss)
     assert (lr.cloud is not before) == c["kept"]
     assert lr.registry.load_cloud("digits")[1]["accuracy"] == lr.cloud.accuracy
-    assert lr.raw_since_cloud == 0
+    assert lr.intake.new_raw_truth == (0 if c["kept"] else 80)
     assert lr.registry.decisions("digits")[-1]["cloud"] == c
+    assert lr.retrain("labels")["cloud"] == {"trained": False, "new_labelled_raw": lr.intake.new_raw_truth}

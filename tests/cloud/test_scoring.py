@@ -68,7 +68,9 @@ def test_the_field_overrules_the_holdout_on_whether_to_defer(tmp_path, keydir, r
     fb = fused_batch("digits", lr.deployed.onnx, 1, stream)
     # The cloud answered every one of these escalations wrongly; the edge was right on most
     wrong = (fb.label + 1) % 10
-    lr.ingest_hard([("cam-1", int(s)) for s in fb.sample], np.zeros((len(stream), 0), np.float32), wrong,
-                   np.full(len(stream), 0.9))
+    lr.ingest_answered([("cam-1", int(s)) for s in fb.sample], np.full(len(stream), 1), wrong,
+                       np.full(len(stream), 0.9))
     lr.ingest_fused(fb)
-    assert len(lr.field_escalations) == FIELD_DEFER_MIN and lr.defer
+    assert lr.intake.field.of(1)[2] == FIELD_DEFER_MIN and lr.defer
+    # Like with like: another version's escalations say nothing about this one's.
+    assert lr.intake.field.of(2) == (0.0, 0.0, 0)

@@ -186,13 +186,13 @@ def test_answered_escalations_wait_for_their_labels_and_become_raw_training_rows
         dev.publish(topics.hub_infer("digits"), hard_sample("digits", np.array([s]), seq=i).encode(), qos=1,
                     response_topic=topics.reply("cam-1"), correlation_data=b"%d" % i)
     assert replies.wait_for(lambda items: len(items) == 5, 20)
-    assert wait_until(lambda: len(lr.pending) == 5, 10)
+    assert wait_until(lambda: len(lr.intake.pending) == 5, 10)
     fb = fused_batch("digits", lr.deployed.onnx, 1, stream)  # the labels, joined by the bridge
     dev.publish(topics.hub_batch("digits"), fb.encode(), qos=1)
 
     # A counter, not the stores: the stores belong to the learner thread while it works.
     assert wait_until(lambda: w.counters.get("learn.raw.labelled") == 5, 10), w.counters.snapshot()
-    assert len(lr.pending) == 0 and lr.features.counts()["ground_truth"] == 5
-    assert sorted(r.key for r in lr.raw.rows()) == [("cam-1", int(s)) for s in sorted(stream)]
+    assert len(lr.intake.pending) == 0 and lr.features.counts()["ground_truth"] == 5
+    assert sorted(r.key for r in lr.raw.truth()) == [("cam-1", int(s)) for s in sorted(stream)]
     w.stop()
     assert (w.registry.task_dir("digits") / "buffer.npz").exists()  # saved by the learner thread on stop

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_worker import policy, train
+from cloud_worker import augment, policy, train
 from cloud_worker.buffer import Audit, BalancedStore, Pending, Row
 from cloud_worker.config import GateSettings, TriggerSettings, WorkerConfig
 from cloud_worker.keys import init_keys
@@ -154,7 +154,7 @@ def test_augment_shifts_by_at_most_one_and_keeps_shape():
     x = torch.zeros(50, 1, 8, 8)
     x[:, :, 4, 4] = 1.0
 
-    out = train.augment(x, g)
+    out = augment.jitter(x, g)
 
     assert out.shape == x.shape
     pos = out[:, 0].flatten(1).argmax(1)
