@@ -53,7 +53,12 @@ def _labels(y: Any, classes: Sequence[str], where: str) -> np.ndarray:
     y = np.asarray(y)
     if y.dtype.kind in "iu":
         if y.size and (y.min() < 0 or y.max() >= len(classes)):
-            raise TaskSpecError(f"{where}: labels outside 0..{len(classes) - 1}")
+            found = np.unique(y)
+            shown = ", ".join(str(int(v)) for v in found[:8]) + (f", ... ({len(found)} values)" if len(found) > 8 else "")
+            raise TaskSpecError(
+                f"{where}: integer labels are read as class indexes 0..{len(classes) - 1} (classes "
+                f"{list(classes)}), but the labels hold {shown}; renumber them, or store class names instead "
+                f"(strings equal to the class names)")
         return y.astype(np.int64)
     index = {c: i for i, c in enumerate(classes)}
     names = [str(v) for v in y.tolist()]

@@ -52,3 +52,55 @@ def test_run_process_answers_and_goes_offline_on_sigterm(tmp_path, keydir, broke
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_sigterm_in_the_middle_of_a_retrain_stops_within_seconds(tmp_path, keydir, broker, topics, mqtt_factory,
+                                                                   registry_copy):
+    # A retrain that would take hours (a cloud refresh of 100,000 epochs) starts on the first labelled batch.
+    from cloud_worker.registry import Registry
+    from lepton_tasks import load_task
+
+    from .helpers import fused_batch
+
+    reg = registry_copy()
+    conf = tmp_path / "worker.toml"
+    conf.write_text(f'root = "{topics.root}"\nworker_id = "proc-2"\nregistry = "{reg}"\n'
+                    f'signing_key = "{keydir / "signing.key"}"\nstatus_interval_s = 0.5\nack_interval_s = 0.2\n'
+                    f'[mqtt]\nport = {broker.port}\n[triggers]\nmin_new_labels = 1\ncooldown_s = 0\n'
+                    f'[training]\ncloud_refresh_epochs = 100000\ncloud_refresh_rows = 1\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
+    sub = mqtt_factory()
+    status = Collector()
+    sub.subscribe_and_wait(topics.cloud_status("proc-2"), 1, status)
+    proc = subprocess.Popen([sys.executable, "-m", "cloud_worker", "run", "--config", str(conf), "--duration", "300"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert status.wait_for(lambda items: any("digits.version" in loads(m.payload, ServiceStatus).gauges
+                                                 and loads(m.payload, ServiceStatus).state == "online"
+                                                 for m in items), 60)
+        stream = load_task("digits").dataset().stream[:10]
+        replies = Collector()
+        sub.subscribe_and_wait(topics.reply("cam-1"), 1, replies)
+        for i, s in enumerate(stream):  # escalations with their samples: the cloud learns from them once labelled
+            sub.publish(topics.hub_infer("digits"), hard_sample("digits", np.array([s]), seq=i).encode(), qos=1,
+                        response_topic=topics.reply("cam-1"), correlation_data=b"%d" % i)
+        assert replies.wait_for(lambda items: len(items) == len(stream), 30)
+        onnx = Registry(reg).latest("digits").onnx
+        sub.publish(topics.hub_batch("digits"), fused_batch("digits", onnx, 1, stream).encode(), qos=1)
+        assert status.wait_for(lambda items: loads(items[-1].payload, ServiceStatus).counters.get(
+            "learn.trigger.labels", 0) >= 1, 30)  # the retrain is under way
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        took = time.monotonic() - t0
+        out = proc.stdout.read().decode()
+        assert rc == 0, out[-2000:]
+        assert took < 10, took
+        assert "stopping in the middle of a retrain" in out
+        assert status.wait_for(lambda items: loads(items[-1].payload, ServiceStatus).state == "offline", 10)
+        final = loads(status.items[-1].payload, ServiceStatus).counters
+        assert final.get("learn.interrupted") == 1 and final.get("learn.published", 0) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -147,6 +147,19 @@ def test_window_tasks_from_npz_and_csv(tmp_path):
         assert d.skipped == ({"unparsable_row": 1} if src == "csv" else {})
 
 
+def test_npz_integer_labels_outside_the_class_range_are_named(tmp_path):
+    x = np.zeros((10, 8), np.float32)
+    np.savez(tmp_path / "w.npz", x=x, y=np.array([-1, 1] * 5))
+    f = tmp_path / "t.toml"
+    f.write_text('name = "t"\nkind = "window"\nclasses = ["normal", "fault"]\npreprocess = [{op = "batch"}]\n'
+                 '[input]\nshape = [1, 8]\nlayout = "NCT"\n[dataset]\nsource = "npz"\npath = "w.npz"\n'
+                 '[split]\nseed = 2\nholdout = 2\n')
+    with pytest.raises(TaskSpecError) as e:
+        load_task(str(f)).dataset()
+    msg = str(e.value)
+    assert "dataset.path" in msg and "-1, 1" in msg and "0..1" in msg and "class names" in msg
+
+
 def test_the_window_model_keeps_stretches_apart_and_still_exports():
     from cloud_worker import nets
     from cloud_worker.export import check_onnx, to_onnx
