@@ -26,7 +26,7 @@ from shared.containers import FusedBatch
 from shared.counters import Counters
 from shared.topics import Topics
 
-from . import buffer_io, nets, policy, scoring, train
+from . import buffer_io, nets, policy, relabel, scoring, train
 from .buffer import Audit, BalancedStore, Key, Pending, Row
 from .candidates import CandidateTrainer, head_set
 from .cloud import CloudModel, CloudTrainer
@@ -70,6 +70,7 @@ class Learner:
         self.pending = Pending(b.pending_hard)
         self.labels_seen: dict[Key, int] = {}  # ground truth that arrived before its hard sample
         self.learned = LearnedSet(b.learned_keys)
+        self.corrections = relabel.Corrections(b.learned_keys)  # supersession (cloud_worker/relabel.py)
         self.dirty = False  # ingested since the buffer was last saved
         self.audit = Audit()
         # The most recent labelled field rows (features, label, edge version): under drift, what the
@@ -257,6 +258,9 @@ class Learner:
         Each (device, sample, label) is learned from once, however many copies arrive."""
         c = self.counters
         self.dirty = True
+        fb = relabel.drop_superseded(self, fb)
+        if fb is None:
+            return
         n = len(fb.sample)
         fresh = np.fromiter((self.learned.admit((fb.devices[int(fb.device_idx[i])], int(fb.sample[i])),
                                                 int(fb.label[i])) for i in range(n)), bool, n)
