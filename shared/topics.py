@@ -312,6 +312,9 @@ class Topics:
     def hub_infers(self, task: str = "+") -> Filter:
         return self._f("hub", "infer", task if task == "+" else check_segment(task, "task"))
 
+    def cloud_statuses(self) -> Filter:
+        return self._f("cloud", "+", "status")
+
     def hub_relabels(self, task: str = "+") -> Filter:
         return self._f("hub", "relabel", task if task == "+" else check_segment(task, "task"))
 
