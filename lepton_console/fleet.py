@@ -42,7 +42,8 @@ class FleetExtras:
         with self._lock:
             e = self.devices[dev]
             if k is Kind.STATUS:
-                e.since = v.ts
+                # A will (offline) carries the time its device connected: the change is when it arrives.
+                e.since = time.time() if e.since and v.state == "offline" else v.ts
                 e.events.append((v.ts, f"{v.state} (boot {v.boot})"))
             elif k is Kind.TELEMETRY:
                 self._telemetry(e, v)
