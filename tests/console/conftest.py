@@ -110,7 +110,6 @@ def jpeg_frame(seed: int, w: int = 160, h: int = 120) -> bytes:
 
 def hard(device: str, sample: int, scores: list[float], *, raw: RawRows | None = None, x: np.ndarray | None = None,
          task: str = "digits", stream: str = "cam", seq: int | None = None) -> bytes:
-    n = len(scores)
     xs = np.zeros((1, 0), np.float32) if x is None else x[None].astype(np.float32)
     return HardSample(device, stream, task, 1, sample if seq is None else seq, 1, np.array([sample], np.int64), xs,
                       np.zeros((1, 4), np.float32), np.array([scores], np.float32), np.array([time.time()]),
