@@ -139,6 +139,10 @@ function queuePage() {
   async function refresh() {
     const d = await getJSON("/api/queue");
     items = d.items.filter(x => !pending.has(x.key)); classes = d.classes;
+    // The sample on screen stays until the person acts on it (or someone labels it): a more valuable one
+    // arriving meanwhile waits its turn, so a key never lands on a sample that just replaced the one seen.
+    const cur = items.find(x => x.key === shownKey);
+    if (cur) items = [cur, ...items.filter(x => x !== cur)];
     renderCurrent(); renderSide(d);
     document.body.dataset.ready = "1";
   }

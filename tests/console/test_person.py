@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from lepton_console.person import QueuePerson
-from lepton_console.state import ConsoleState, Item
 from lepton_console.samples import placeholder
+from lepton_console.state import ConsoleState, Item
 from lepton_tasks import load_task
 from shared import schemas
 
