@@ -67,6 +67,11 @@ class BalancedStore:
         self._where[row.key] = row.label
         return True
 
+    def remove(self, key: Key) -> Row | None:
+        """Take a row out (a correction retracted or moved its label); returns it."""
+        cls = self._where.pop(key, None)
+        return None if cls is None else self._by_class[cls].pop(key)
+
     def get(self, key: Key) -> Row | None:
         cls = self._where.get(key)
         return None if cls is None else self._by_class[cls][key]

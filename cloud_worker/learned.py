@@ -36,6 +36,13 @@ class LearnedSet:
             self._labels.popitem(last=False)
         return True
 
+    def replace(self, key: Key, label: int) -> None:
+        """A correction: ``label`` (-1: none) is now what this row carries, whatever it carried before."""
+        self._labels[key] = label if label >= 0 else _UNLABELLED
+        self._labels.move_to_end(key)
+        while len(self._labels) > self.capacity:
+            self._labels.popitem(last=False)
+
     def __len__(self) -> int:
         return len(self._labels)
 

@@ -31,7 +31,7 @@ from shared.containers import FusedBatch
 from shared.counters import Counters
 from shared.topics import Topics
 
-from . import buffer_io, nets, policy, scoring, train
+from . import buffer_io, nets, policy, relabel, scoring, train
 from .buffer import BalancedStore, Key
 from .calibrate import ece, softmax
 from .candidates import CandidateTrainer, WholeSet, head_set
@@ -82,6 +82,7 @@ class Learner:
         self.learned = LearnedSet(b.learned_keys)
         self.intake = Intake(b, self.n_classes, self.features, self.raw, self.learned, self.counters,
                              cfg.gate.field_rows)
+        self.corrections = relabel.Corrections(b.learned_keys)  # supersession (cloud_worker/relabel.py)
         self.edge: nets.EdgeNet | None = None
         self.cloud: RawCloud | None = None  # answers escalations that carry their sample; teaches the edge
         self.cloud_features: FeatureCloud | None = None  # answers escalations of features only
@@ -294,8 +295,10 @@ class Learner:
 
     # ---- ingestion -----------------------------------------------------------------
     def ingest_fused(self, fb: FusedBatch) -> None:
-        """Rows from the bridge (see :mod:`.intake`)."""
-        self.intake.fused(fb, int(self.edge.feat_dim) if self.edge is not None else -1)
+        """Rows from the bridge (see :mod:`.intake`), without labels a correction superseded."""
+        kept = relabel.drop_superseded(self, fb)
+        if kept is not None:
+            self.intake.fused(kept, int(self.edge.feat_dim) if self.edge is not None else -1)
 
     def ingest_answered(self, keys: list[Key], versions: np.ndarray, labels: np.ndarray, conf: np.ndarray,
                         raw: list[tuple[np.ndarray, str]] | None = None, edge_x: np.ndarray | None = None,

@@ -85,6 +85,11 @@ class RawStore:
         row = Row(key, label, 1.0, False, old.data, old.version)
         return self.add(row, self._wire[key], (self._edge_x[key], self._cloud_x[key]))
 
+    def remove(self, key: Key) -> None:
+        """Take a sample out (its label was retracted)."""
+        if self.rows.remove(key) is not None:
+            self._forget(key)
+
     def _forget(self, key: Key) -> None:
         self._wire.pop(key, None)
         self._edge_x.pop(key, None)

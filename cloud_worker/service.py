@@ -27,8 +27,10 @@ from shared.schemas import MAX_RANGES, BatchAck, ServiceStatus, dumps
 from shared.service import Service
 from shared.signing import load_private, load_public
 from shared.topics import Kind, Topic, TopicError, Topics
+from shared.wire import WireError, decode
 
 from . import answer as ans
+from . import relabel
 from .config import WorkerConfig
 from .export import ExportError
 from .learner import Learner, Signer
@@ -119,6 +121,8 @@ class WorkerService(Service):
                 self.client.subscribe(self.topics.hub_infers(name).shared(cfg.share_group), 1, self._on_infer)
             if cfg.learn:
                 self.client.subscribe(self.topics.hub_batches(name).shared(cfg.share_group), 1, self._on_batch)
+                # Corrections go to every worker (no $share): any of them may hold the old label.
+                self.client.subscribe(self.topics.hub_relabels(name), 1, self._on_relabel)
         self.spawn(self._answer_loop, "answer")
         self.spawn(self._learn_loop, "learn")
         self.spawn(self._status_loop, "status")
@@ -145,6 +149,27 @@ class WorkerService(Service):
     def _on_batch(self, msg: Message) -> None:
         if self.learn_q.put(("fused", msg)) is not None:
             self.counters.inc("learn.dropped_oldest")
+
+    def _on_relabel(self, msg: Message) -> None:
+        if self.learn_q.put(("relabel", msg)) is not None:
+            self.counters.inc("learn.dropped_oldest")
+
+    def _ingest_relabel(self, msg: Message) -> None:
+        """hub/relabel/{task}: a correction, applied on the learner thread (it owns the stores)."""
+        try:
+            lb = decode(self.topics, msg.topic, msg.payload).value
+        except WireError as exc:
+            self.counters.inc(f"learn.rejected.relabel.{exc.reason}")
+            return
+        lr = self.learners.get(lb.task)
+        if lr is None or not lb.supersedes:
+            self.counters.inc("learn.rejected.relabel.unexpected")
+            return
+        for item in lb.items:
+            if item.label < lr.n_classes:
+                relabel.apply(lr, (lb.device, item.sample), item.label)
+            else:
+                self.counters.inc("learn.rejected.relabel.bad_label")
 
     # ---- publishing -----------------------------------------------------------
     def _publish(self, entry) -> None:
@@ -245,6 +270,9 @@ class WorkerService(Service):
     def _ingest(self, items: list) -> None:
         for kind, payload in items:
             try:
+                if kind == "relabel":
+                    self._ingest_relabel(payload)
+                    continue
                 if kind == "hard":
                     lr = self.learners.get(payload.task)
                     if lr is not None:

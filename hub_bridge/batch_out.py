@@ -14,6 +14,7 @@ from collections.abc import Callable
 from hub_bridge.acks import Acker
 from hub_bridge.custody import Handoff
 from hub_bridge.fusion import Emitted
+from hub_bridge.label_custody import LabelTicket
 from shared.counters import Counters
 from shared.mqtt import MqttClient, MqttError
 from shared.topics import Topics
@@ -38,7 +39,8 @@ class BatchOut:
         now = self.clock()
         for e in emitted:
             payload = e.batch.encode()
-            self.handoff.emitted(e.batch.seq, e.batch.task, payload, e.src, e.samples, now)
+            tickets = [r for r in e.refs if isinstance(r, LabelTicket)]  # their custody waits for a worker
+            self.handoff.emitted(e.batch.seq, e.batch.task, payload, e.src, e.samples, now, tickets)
             self._queue.append((e.batch.task, payload, e.refs, e.batch.seq))
         self.flush()
 
@@ -69,6 +71,6 @@ class BatchOut:
             self.counters.inc("out.batch_denied")
         else:
             self.handoff.broker_acked(seq)
-        for r in refs:
-            self.acker.release(r)
+        for r in refs:  # the MQTT acks; a label ticket's custody is the Handoff's to let go
+            self.acker.release(r.tok if isinstance(r, LabelTicket) else r)
         self.acker.flush()

@@ -42,6 +42,7 @@ from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
 from hub_bridge.custody_notes import CustodyNotes
 from hub_bridge.fusion import Fuser
 from hub_bridge.gc_policy import GcPolicy
+from hub_bridge.label_custody import LabelCustody, LabelTicket
 from hub_bridge.scheduler import Item, PriorityScheduler
 from shared import codec, schemas, strictjson, wire
 from shared.counters import Counters
@@ -55,6 +56,10 @@ HI, BULK = 0, 1
 _ROUTE_CACHE_MAX = 200_000
 _ACK_EVERY_S = 0.002
 _POLL_EVERY_S = 0.01
+def _label_custody_payload(publisher: str, boot: int, ranges: list[tuple[int, int]], ts: float) -> bytes:
+    return schemas.dumps(schemas.LabelCustody(publisher=publisher, boot=boot, ranges=ranges, ts=ts))
+
+
 _TELEMETRY_KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
 
 
@@ -78,12 +83,13 @@ class HubBridge(Service):
         self.boot = int(time.time() * 1000)
         cc = cfg.custody
         self.ledger = CustodyLedger(cfg.dedup_streams, cc.interval_s)
+        self.labels = LabelCustody(CustodyLedger(cfg.dedup_streams, cc.interval_s), clock)
         self.handoff = Handoff(cc.features, cc.republish_s, cc.republish_max_s, cc.max_unacked_batches,
                                on_held=lambda key: self.ledger.finish(key, self.clock()),
-                               on_abandon=self._abandoned)
+                               on_abandon=self._abandoned, on_label_held=self.labels.release)
         self.clients: list[MqttClient] = []
         self.acker = Acker([self._ack_hi, self._ack_bulk])
-        self.fuser = Fuser(cfg.fusion, cfg.id, self.context, counters=self.counters, release=self.acker.release,
+        self.fuser = Fuser(cfg.fusion, cfg.id, self.context, counters=self.counters, release=self._release_ref,
                            boot=self.boot)
         self.devices_online: dict[str, int] = {}
         self.delivered = [0] * 5
@@ -96,6 +102,8 @@ class HubBridge(Service):
         self.out = BatchOut(self.t, self.handoff, self.acker, self.counters, ttl_s=self._ttl[FEATURE],
                             client=lambda: self.clients[BULK] if self.clients else None, clock=clock)
         self.notes = CustodyNotes(self.t, self.ledger, self.counters)
+        self.label_notes = CustodyNotes(self.t, self.labels.ledger, self.counters, topic_of=self.t.label_custody,
+                                        payload_of=_label_custody_payload, counter="label_custody")
         self._rate_prev: tuple[float, list[int]] | None = None
         self._status_lock = threading.Lock()
 
@@ -259,6 +267,8 @@ class HubBridge(Service):
         name = CLASS_NAMES[item.cls]
         self.counters.inc(f"{reason}.{name}")
         self.dev_counters.inc(f"{reason}.{name}.{item.device}")
+        if item.cls == LABEL and not item.payload[3]:
+            self.labels.settle(item.payload[0].payload)  # shed (counted): its publisher may forget it
         if item.cls in (EVENT, ESCALATION, FEATURE):
             # Shed by policy is a final fate (counted): the device may forget it, or it would send it again.
             admitted = item.payload[3]
@@ -295,6 +305,8 @@ class HubBridge(Service):
         name = CLASS_NAMES[cls]
         self.counters.inc(f"rejected.{name}.{reason}")
         self.dev_counters.inc(f"rejected.{name}.{device}")
+        if msg is not None and cls == LABEL:
+            self.labels.settle(msg.payload)  # it would be rejected again: its publisher may forget it
         if msg is not None and device is not None and cls in (EVENT, ESCALATION, FEATURE):
             # Rejected (counted) is a final fate: when the message names itself, its device may forget it
             # instead of sending it again and again.
@@ -333,6 +345,7 @@ class HubBridge(Service):
                 for b in self.handoff.due(now):
                     self.out.resend(b.task, b.payload, b.seq)
                 self.notes.tell(self.clients[BULK] if len(self.clients) > BULK else None, now)
+                self.label_notes.tell(self.clients[HI] if self.clients else None, now)
                 if self.cfg.gc_collect_every_s and now >= next_gc:
                     next_gc = now + self.cfg.gc_collect_every_s
                     t0 = time.perf_counter()
@@ -433,9 +446,61 @@ class HubBridge(Service):
 
     def _do_label(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
         lb = wire.decode_parsed(parsed, msg.payload)
+        ticket = None
+        if lb.seq is not None:  # under custody: deduplicated by (publisher, boot, seq)
+            key = (lb.publisher, lb.boot, lb.seq)
+            if not self.labels.admit(key):
+                self.counters.inc("duplicate.label")
+                return False
+            ticket = LabelTicket(tok, key)
         self.counters.inc("labels.in", len(lb.items))
-        self.fuser.add_labels(lb, now, tok, self.acker.hold)
+        if lb.supersedes:
+            self._forward_relabel(lb, msg, tok, ticket, now)
+        else:
+            self.fuser.add_labels(lb, now, ticket or tok, self._hold_ref)
+        if ticket is not None:
+            self.labels.release(ticket)  # the processing reference: what carries an item holds its own
         return True
+
+    def _forward_relabel(self, lb, msg: Message, tok: AckToken | None, ticket: LabelTicket | None,
+                         now: float) -> None:
+        """A correction: fix what fusion holds, and send the message unchanged to every worker
+        (hub/relabel/{task}); its fate is final once the broker has that."""
+        self.fuser.supersede(lb, now)
+        self.acker.hold(tok)
+        if ticket is not None:
+            self.labels.hold(ticket)
+
+        def acked(rc: int) -> None:
+            if rc >= 0x80:
+                self.counters.inc("out.relabel_denied")
+            if ticket is not None:
+                self.labels.release(ticket)
+            self.acker.release(tok)
+            self.acker.flush()
+
+        try:
+            self.clients[HI].publish(self.t.hub_relabel(lb.task), msg.payload, qos=1, on_ack=acked)
+            self.counters.inc("out.relabel")
+        except MqttError:
+            # Not forwarded: the message is acknowledged without custody, so its publisher sends it again.
+            self.counters.inc("out.relabel_unsent")
+            if ticket is not None:
+                self.labels.lose(ticket)
+            self.acker.release(tok)
+
+    def _hold_ref(self, ref) -> None:
+        if isinstance(ref, LabelTicket):
+            self.labels.hold(ref)
+            ref = ref.tok
+        self.acker.hold(ref)
+
+    def _release_ref(self, ref) -> None:
+        """Fusion lets a label go (unmatched, evicted, replaced): its ack and, for a ticket, its custody."""
+        if isinstance(ref, LabelTicket):
+            self.labels.release(ref)
+            ref = ref.tok
+        self.acker.release(ref)
 
     def _do_feature(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
         fb = wire.decode_parsed(parsed, msg.payload)
@@ -474,6 +539,8 @@ class HubBridge(Service):
         self.counters.inc("custody.batches_abandoned")
         for key in batch.rows:
             self.ledger.abandon(key)
+        for t in batch.tickets:
+            self.labels.lose(t)
         self.fuser.forget(batch.samples)
 
     # ---- status -------------------------------------------------------------------
@@ -498,6 +565,8 @@ class HubBridge(Service):
                     counters.setdefault(f"{what}.{name}", 0)
             counters["dedup.duplicates"] = self.ledger.duplicates
             counters["custody.finished"] = self.ledger.finished
+            counters["label_custody.finished"] = self.labels.ledger.finished
+            counters["label_custody.lost"] = self.labels.lost
             counters["custody.batches_republished"] = self.handoff.republished
             counters["acks.sent"] = self.acker.acked
             counters["acks.stale"] = self.acker.stale

@@ -140,6 +140,7 @@ class _Batch:
     samples: list[tuple[str, int]]  # (device, sample) of those rows
     sent: float
     attempts: int = 1
+    tickets: list = field(default_factory=list)  # label tickets (hub_bridge/label_custody.py) its rows carry
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Handoff:
     max_batches: int
     on_held: Callable[[Key], None]  # every row of this device message is held downstream
     on_abandon: Callable[[_Batch], None]  # a batch given up (memory bound): its rows are nobody's
+    on_label_held: Callable[[object], None] = lambda ticket: None  # a label item this batch carried is held
     _batches: OrderedDict[int, _Batch] = field(default_factory=OrderedDict)
     _outstanding: Counter = field(default_factory=Counter)  # Key -> rows not yet held
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -168,11 +170,11 @@ class Handoff:
             self._outstanding[key] += rows
 
     def emitted(self, seq: int, task: str, payload: bytes, rows: Counter, samples: list[tuple[str, int]],
-                now: float) -> None:
-        if not rows:
-            return  # label-only rows: nothing of a device message to hold
+                now: float, tickets: list | None = None) -> None:
+        if not rows and not tickets:
+            return  # label-only rows of labels without custody: nothing to hold
         with self._lock:
-            self._batches[seq] = _Batch(seq, task, payload, rows, samples, now)
+            self._batches[seq] = _Batch(seq, task, payload, rows, samples, now, tickets=list(tickets or ()))
             over = len(self._batches) - self.max_batches
             victims = [self._batches.popitem(last=False)[1] for _ in range(max(0, over))]
             for v in victims:
@@ -198,11 +200,13 @@ class Handoff:
 
     def _held(self, seqs: list[int]) -> None:
         done: list[Key] = []
+        tickets: list = []
         with self._lock:
             for seq in seqs:
                 b = self._batches.pop(seq, None)
                 if b is None:
                     continue
+                tickets += b.tickets
                 for key, n in b.rows.items():
                     if key not in self._outstanding:
                         continue
@@ -212,6 +216,8 @@ class Handoff:
                         done.append(key)
         for key in done:
             self.on_held(key)
+        for t in tickets:
+            self.on_label_held(t)
 
     def due(self, now: float) -> list[_Batch]:
         """Batches no worker acknowledged in time, to publish again (doubling the wait each time)."""

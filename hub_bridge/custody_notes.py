@@ -7,6 +7,7 @@ repairs a lost one, and nothing waits for an acknowledgement (1,000 devices: ~1,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from hub_bridge.custody import CustodyLedger, custody_payload
 from shared.counters import Counters
@@ -17,10 +18,18 @@ _TOPIC_CACHE_MAX = 200_000
 
 
 class CustodyNotes:
-    def __init__(self, topics: Topics, ledger: CustodyLedger, counters: Counters) -> None:
+    """Devices' notes by default; label publishers' with ``topic_of``/``payload_of`` (hub/custody/{publisher})."""
+
+    def __init__(self, topics: Topics, ledger: CustodyLedger, counters: Counters, *,
+                 topic_of: Callable[[str], object] | None = None,
+                 payload_of: Callable[[str, int, list[tuple[int, int]], float], bytes] = custody_payload,
+                 counter: str = "custody") -> None:
         self.t = topics
         self.ledger = ledger
         self.counters = counters
+        self._topic_of = topic_of or topics.custody
+        self._payload_of = payload_of
+        self._counter = counter
         self._topics: dict[str, object] = {}
 
     def tell(self, client: MqttClient | None, now: float) -> None:
@@ -34,12 +43,12 @@ class CustodyNotes:
             if topic is None:
                 if len(topics) >= _TOPIC_CACHE_MAX:
                     topics.clear()
-                topic = topics[device] = self.t.custody(device)
-            out.append((topic, custody_payload(device, boot, ranges, ts)))
+                topic = topics[device] = self._topic_of(device)
+            out.append((topic, self._payload_of(device, boot, ranges, ts)))
         if not out:
             return
         try:
             client.publish_many_qos0(out)
-            self.counters.inc("custody.sent", len(out))
+            self.counters.inc(f"{self._counter}.sent", len(out))
         except MqttError:
-            self.counters.inc("custody.unsent", len(out))
+            self.counters.inc(f"{self._counter}.unsent", len(out))

@@ -272,6 +272,32 @@ class Fuser:
                 if eref is not None:
                     self._release(eref)
 
+    def supersede(self, lb: Labels, now: float) -> int:
+        """A correction (``lb.supersedes``): the new label (or -1, none) replaces the old one wherever
+        fusion still holds it: a row not yet sent, a label waiting for its row. Rows already sent are
+        the workers' to correct (the bridge forwards the message to hub/relabel/{task}); their label
+        here is updated too, so a later copy of the new label is a duplicate. Returns the items applied."""
+        self._expire(now)
+        d = self._rows.get(lb.device) or {}
+        applied = 0
+        for item in lb.items:
+            c = d.get(item.sample)
+            if c is not None:
+                if c.task != lb.task:
+                    self.counters.inc("labels.task_mismatch")
+                    continue
+                c.label[c.row(item.sample)] = item.label
+                applied += 1
+                continue
+            old = self._pending.pop((lb.device, item.sample), None)
+            if old is not None and old[3] is not None:
+                self._release(old[3])
+            if item.label >= 0 and item.sample not in self._tomb.get(lb.device, ()):
+                self._pending[(lb.device, item.sample)] = (item.label, lb.task, now, None)
+            applied += 1
+        self.counters.inc("labels.superseded", applied)
+        return applied
+
     # ---- time -------------------------------------------------------------
     def _to_builder(self, c: Chunk, ready: float) -> None:
         # Rows batch together when they stack: the same feature width and dtype, and raw samples of one

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from lepton_tasks import TaskSpecError, load_task
 from shared import schemas
 from shared.counters import Counters
+from shared.label_outbox import LabelOutbox, LabelSender
 from shared.mqtt import Message, MqttClient, MqttSettings
 from shared.service import Service
 from shared.topics import Kind, Topics
@@ -77,13 +78,16 @@ class Labeller(Service):
     name = "labeller"
 
     def __init__(self, mqtt: MqttSettings, topics: Topics, fraction: float = 0.3, delay: float = 2.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, publisher: str = "labeller_1", custody_timeout_s: float = 30.0) -> None:
         super().__init__()
         self.topics = topics
         self.counters = Counters()
         self.plan = LabelPlan(fraction, delay, seed)
         self._lock = threading.Lock()
         self.client = MqttClient(mqtt, client_id="lepton-labeller", counters=self.counters)
+        # Every label is kept until the bridge gives custody (shared/label_outbox.py).
+        self.sender = LabelSender(self.client, topics, LabelOutbox(publisher, timeout_s=custody_timeout_s,
+                                                                   counters=self.counters))
 
     def _start(self) -> None:
         self.client.subscribe(self.topics.edge_kind(Kind.PRED), 0, self._on_pred)
@@ -104,7 +108,11 @@ class Labeller(Service):
                 self.counters.inc("labels.planned")
 
     def _loop(self) -> None:
+        last_pump = 0.0
         while not self.stopping.wait(0.1):
+            if time.monotonic() - last_pump >= 1.0:
+                last_pump = time.monotonic()
+                self.sender.pump()
             with self._lock:
                 due = self.plan.due(time.monotonic())
             groups: dict[tuple[str, str, str], list[schemas.LabelItem]] = {}
@@ -114,8 +122,4 @@ class Labeller(Service):
             for (device, stream, task), items in groups.items():
                 msg = schemas.Labels(device=device, stream=stream, task=task, items=items, source="labeller",
                                      ts=time.time())
-                try:
-                    self.client.publish(self.topics.label(device, stream), schemas.dumps(msg), qos=1)
-                    self.counters.inc("labels.sent", len(items))
-                except Exception:
-                    self.counters.inc("labels.unsent", len(items))
+                self.sender.send(msg)  # sent now, or by pump() once the broker is back

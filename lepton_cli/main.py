@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
     "tasks": "lepton_tasks.cli",
+    "console": "lepton_console.cli",
 }
 
 

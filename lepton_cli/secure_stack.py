@@ -21,7 +21,7 @@ from lepton_cli.secure_broker import PasswordFile, SecureBroker, write_acl, writ
 
 # One identity per connection: the broker uses the username as the client id.
 SERVICES = {"worker": "worker_1", "bridge": "bridge_1", "bridge-bulk": "bridge_1-bulk", "labeller": "labeller_1",
-            "watcher": "monitor_1", "user": "monitor_2"}
+            "watcher": "monitor_1", "user": "monitor_2", "console": "console_1"}
 
 
 @dataclass

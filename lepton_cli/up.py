@@ -158,6 +158,8 @@ class Stack:
         self.secure: SecureAccess | None = None
         self.procs: list[Proc] = []
         self.labeller: Labeller | None = None
+        self.console = None  # lepton_console.service.ConsoleService (start_console)
+        self.person = None  # lepton_console.person.QueuePerson (--labeller queue)
         self.watcher: Watcher | None = None
         self.topics = Topics(args.root)
 
@@ -187,9 +189,13 @@ class Stack:
             self.procs.append(Proc(name, _command(name.split("-")[0], conf), self.run_dir / f"{name}.log"))
         for p in self.procs:
             p.start()
-        self.labeller = Labeller(MqttSettings(**access.service("labeller")), self.topics,
-                                 fraction=a.label_fraction, delay=a.label_delay)
-        self.labeller.start()
+        if a.labeller == "random":
+            self.labeller = Labeller(MqttSettings(**access.service("labeller")), self.topics,
+                                     fraction=a.label_fraction, delay=a.label_delay)
+            self.labeller.start()
+        self.console = start_console(a, access, self.run_dir)
+        if a.labeller == "queue":
+            self.person = start_person(self.console, a.person_rate)
 
     def check(self) -> None:
         for p in self.procs:
@@ -204,6 +210,9 @@ class Stack:
             codes[p.name] = p.stop()
         if self.labeller is not None:
             self.labeller.stop()
+        for svc in (self.person, self.console):
+            if svc is not None:
+                svc.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.broker is not None:
@@ -220,6 +229,45 @@ class Stack:
                 f"port {b.mtls_port if b else '?'}\n"
                 f"  watch: lepton monitor --port {port} --username monitor_2 --password-file {f}\n"
                 f"     or: mosquitto_sub -v -p {port} -u monitor_2 -P \"$(cat {f})\" -t '{self.args.root}/#'")
+
+
+def start_console(args: argparse.Namespace, access: PlainAccess | SecureAccess, run_dir: Path):
+    """The web console (lepton_console), in this process, on the run's broker; None with --no-console."""
+    if args.no_console:
+        return None
+    from lepton_console.config import ConsoleConfig
+    from lepton_console.service import ConsoleService
+
+    cfg = ConsoleConfig(mqtt=MqttSettings(**access.service("console")), root=args.root, port=args.console_port,
+                        registry=run_dir / "registry")
+    svc = ConsoleService(cfg)
+    try:
+        svc.start()
+    except OSError:  # the port is taken (another run's console): any free one will do
+        svc.stop()
+        svc = ConsoleService(cfg.model_copy(update={"port": 0}))
+        svc.start()
+    if not svc.wait_ready(10):
+        raise UpError("the console's web server did not start")
+    return svc
+
+
+def start_person(console, rate: float):
+    """The scripted person of --labeller queue: labels what the console's queue shows first."""
+    from lepton_console.person import QueuePerson
+
+    if console is None:
+        raise UpError("--labeller queue needs the console (drop --no-console)")
+    person = QueuePerson(console.state, console.label, rate=rate)
+    person.start()
+    return person
+
+
+def console_line(stack: Stack) -> str:
+    c = stack.console
+    if c is None:
+        return ""
+    return f"\n  console: {c.url}   log in: {c.login_url}"
 
 
 def _validate(args: argparse.Namespace) -> str | None:
@@ -239,6 +287,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--port must be within 1..65535"
     if args.duration is not None and args.duration < 0:
         return "--duration must be 0 (run until stopped) or positive"
+    if args.person_rate <= 0:
+        return "--person-rate must be positive"
     if args.sample_every <= 0:
         return "--sample-every must be positive"
     return None
@@ -270,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
             return 69
         port = stack.broker.port if stack.broker else None
         print(f"lepton up: broker on 127.0.0.1:{port}{' (secure.conf)' if args.secure else ''}, "
-              f"run dir {stack.run_dir}\n{stack.watch_hint()}", flush=True)
+              f"run dir {stack.run_dir}\n{stack.watch_hint()}{console_line(stack)}", flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         w = stack.watcher
         assert w is not None
@@ -306,6 +356,8 @@ def run(args: argparse.Namespace) -> int:
             timeline.append(stack.watcher.stats.point())
             summary["events"] = stack.watcher.stats.events()
         labeller = stack.labeller.counters.snapshot() if stack.labeller else {}
+        if stack.person is not None:
+            labeller = {"mode": "queue", **stack.person.counters.snapshot()}
         secure = stack.secure.describe() if stack.secure else None
         codes = stack.stop()
         for s, h in old.items():
@@ -391,6 +443,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="frames (or windows) per second per agent")
     p.add_argument("--label-fraction", type=float, default=0.3, help="fraction of samples the labeller corrects")
     p.add_argument("--label-delay", type=float, default=2.0, help="seconds before a label is published")
+    p.add_argument("--labeller", choices=("random", "queue", "none"), default="random",
+                   help="random: label --label-fraction of all predictions; queue: a scripted person labels the "
+                        "console's queue in the order shown, --person-rate labels a second; none: nobody labels")
+    p.add_argument("--person-rate", type=float, default=1.0, help="labels a second of --labeller queue")
+    p.add_argument("--no-console", action="store_true", help="do not start the web console")
+    p.add_argument("--console-port", type=int, default=8765, help="the web console's port on 127.0.0.1 (0: a free one)")
     p.add_argument("--retrain-labels", type=int, default=100, help="new labels that trigger a retrain")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds; 0 or unset runs until Ctrl-C or SIGTERM")

@@ -7,5 +7,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-.venv/bin/python -m pip install -q -e ".[edge,hub,cloud,data,dev]"
+.venv/bin/python -m pip install -q -e ".[edge,hub,cloud,data,console,dev]"
 echo "lepton installed in .venv"

@@ -42,6 +42,7 @@ class Role(str, enum.Enum):
     WORKER = "worker"
     LABELLER = "labeller"
     OPERATOR = "operator"
+    CONSOLE = "console"
     MONITOR = "monitor"
 
 
@@ -61,7 +62,7 @@ class Grant:
 
     access: Access
     kind: Kind | None = None
-    own: bool = False  # the {device} placeholder becomes %u: the identity's own topics
+    own: bool = False  # the {device} / {publisher} placeholder becomes %u: the identity's own topics
     tree: str | None = None  # a Topics filter method name, e.g. "edge_tree", "all"
 
     def filter(self, root: str, *, user: str | None = None) -> str:
@@ -71,7 +72,7 @@ class Grant:
         assert self.kind is not None
         parts = []
         for p in SPEC_BY_KIND[self.kind].pattern.split("/"):
-            if p == "{device}" and self.own:
+            if p in ("{device}", "{publisher}") and self.own:
                 parts.append(user if user is not None else "%u")
             elif p.startswith("{"):
                 parts.append("+")
@@ -101,6 +102,8 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(W, Kind.HUB_INFER),
         Grant(W, Kind.HUB_STATUS),
         Grant(W, Kind.CUSTODY),
+        Grant(W, Kind.LABEL_CUSTODY),
+        Grant(W, Kind.HUB_RELABEL),
         Grant(R, Kind.HUB_ACK),
     ),
     # The only identity that can change what runs on the fleet (model/), answer devices and
@@ -108,6 +111,7 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
     Role.WORKER: (
         Grant(R, Kind.HUB_BATCH),
         Grant(R, Kind.HUB_INFER),
+        Grant(R, Kind.HUB_RELABEL),
         Grant(R, Kind.MODEL_STATE),
         Grant(R, Kind.MANIFEST),
         Grant(R, Kind.ARTIFACT),
@@ -121,6 +125,7 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
     Role.LABELLER: (
         Grant(R, Kind.PRED),
         Grant(W, Kind.LABEL),
+        Grant(R, Kind.LABEL_CUSTODY, own=True),
     ),
     # Commands to any device; sees fleet state to know what to command.
     Role.OPERATOR: (
@@ -129,6 +134,26 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(R, Kind.MODEL_STATE),
         Grant(R, Kind.HUB_STATUS),
         Grant(R, Kind.CLOUD_STATUS),
+    ),
+    # The console (lepton_console): a labeller and an operator in one, and what it shows to do
+    # either: escalations with their raw samples, predictions, the cloud's replies, fleet and model
+    # state, and other consoles' labels (so an item labelled on one screen leaves every queue).
+    # It may publish labels and device commands only: never models, replies or predictions.
+    Role.CONSOLE: (
+        Grant(W, Kind.LABEL),
+        Grant(W, Kind.CMD),
+        Grant(R, Kind.LABEL_CUSTODY, own=True),
+        Grant(R, Kind.LABEL),
+        Grant(R, Kind.HARD),
+        Grant(R, Kind.PRED),
+        Grant(R, Kind.REPLY),
+        Grant(R, Kind.STATUS),
+        Grant(R, Kind.TELEMETRY),
+        Grant(R, Kind.MODEL_STATE),
+        Grant(R, Kind.EVENT),
+        Grant(R, Kind.HUB_STATUS),
+        Grant(R, Kind.CLOUD_STATUS),
+        Grant(R, Kind.MANIFEST),
     ),
     Role.MONITOR: (Grant(R, tree="all"),),
 }
@@ -169,8 +194,8 @@ def render_acl(root: str, identities: Iterable[str] = ()) -> str:
         if role is Role.DEVICE:
             continue  # covered by the patterns above
         out += ["", f"user {ident}"]
-        for g in RULES[role]:
-            out.append(f"topic {g.access.value} {g.filter(root)}")
+        for g in RULES[role]:  # `topic` lines take no %u: an own grant names the identity itself
+            out.append(f"topic {g.access.value} {g.filter(root, user=ident if g.own else None)}")
     return "\n".join(out) + "\n"
 
 

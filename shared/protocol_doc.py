@@ -35,7 +35,7 @@ Every JSON topic is readable there; binary topics carry the tensor container des
 (`lepton monitor` decodes them).
 
 Placeholders: `device` matches `^[a-z0-9][a-z0-9-]{{0,47}}$`; `stream`, `task`, `name`, `worker`,
-`bridge` match `^[a-z0-9][a-z0-9_-]{{0,47}}$`; `version` is a positive integer.
+`bridge`, `publisher` match `^[a-z0-9][a-z0-9_-]{{0,47}}$`; `version` is a positive integer.
 """
 
 DELIVERY = """## Delivery guarantee
@@ -72,9 +72,32 @@ survives a broker SIGKILL at any moment, with the bridge or the workers down, an
 once.** What bounds it is counted, never silent: the agent's outbox (`outbox.max_bytes` with
 lowest-class-first eviction, per-class TTLs) and the bridge's policy drops and expiries.
 
-Not covered: labels (`label/...`) come from apps and people; the bridge acknowledges them once
-joined, and a publisher that must survive a broker crash keeps its labels until then. Apps that
-subscribe to events directly get the broker's at-least-once while they are connected.
+**Labels are under custody too,** when their publisher names itself: a `Labels` message with
+`publisher`, `boot` (the publisher's start, ms) and `seq` (per boot) is kept by its publisher
+(`shared/label_outbox.py`: the console, `lepton up`'s labeller, any app) until the bridge gives
+custody on `hub/custody/{publisher}` (`LabelCustody`, cumulative ranges like a device's), and sent
+again without it after `custody_timeout_s` (30 s, doubling up to 600 s). The bridge drops copies by
+(publisher, boot, seq) in a ledger of its own and announces custody again for copies it already
+holds. A label's fate is final when every fused batch carrying one of its items is held by a worker
+(the same acknowledgement as feature rows), when a correction has been forwarded to
+`hub/relabel/{task}` and acknowledged by the broker, or when each item was counted instead
+(`labels.duplicate`, `late`, `unmatched`, `evicted`, `task_mismatch`, or the message was dropped,
+expired or rejected). A fused batch given up (`custody.max_unacked_batches`) keeps custody back
+from its labels (`label_custody.lost`): their publishers send them again. Label messages without
+`publisher`/`seq` are processed as before, acknowledged once joined, with no custody. The
+publisher's outbox lives in memory: a publisher that must survive its own restart persists it.
+
+**Corrections supersede.** A `Labels` message with `supersedes: true` replaces any earlier label of
+its samples (label `-1` retracts one: the sample is unlabelled again). The bridge fixes rows and
+waiting labels it still holds, and forwards the message unchanged to `hub/relabel/{task}`, which
+every worker receives (not a shared subscription: any worker may hold the old row). A worker
+replaces the old label in its feature and raw stores, its recent field rows (the gate's field
+holdout) and its learned-once ledger, and from then on skips copies of the old label
+(`learn.rows.superseded`). The corrections a worker remembers are bounded
+(`buffer.learned_keys`) and, unlike the learned set, not saved across its restarts.
+
+Not covered: apps that subscribe to events directly get the broker's at-least-once while they are
+connected.
 
 With a broker that acknowledges only what is on disk (for example EMQX durable sessions on disk
 or HiveMQ persistence; check your broker's documentation for when its PUBACK is sent), custody is

@@ -11,7 +11,15 @@ import json
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared import strictjson
 from shared.topics import DEVICE_RE, SEGMENT_RE
@@ -203,17 +211,51 @@ class LabelItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample: int = Field(ge=0, description="Sample id.")
-    label: int = Field(ge=0, description="True class index.")
+    label: int = Field(ge=-1, description="True class index; -1 (only in a message that supersedes) retracts an "
+                                          "earlier label: the sample is unlabelled again.")
 
 
 class Labels(Msg):
+    """Ground truth for samples of one device and stream. With ``publisher`` and ``seq`` the message is
+    under custody: its publisher keeps it until the bridge says so on ``hub/custody/{publisher}``."""
+
     kind: Literal["label"] = "label"
     device: DeviceId
     stream: Segment
     task: Segment
     items: list[LabelItem] = Field(min_length=1, max_length=4096, description="Ground truth by sample id.")
     source: str = Field("human", max_length=64, description="Who labelled (human, app, labeller).")
+    supersedes: bool = Field(False, description="A correction: these labels replace any earlier label of the same "
+                                                "samples at the hub and at every worker, and copies of the old "
+                                                "label are ignored from then on.")
+    publisher: Annotated[str, Field(pattern=r"^$|" + SEGMENT_RE.pattern)] = Field(
+        "", description="Label publisher's name for custody (its identity in a secure broker); empty: no custody.")
+    boot: int = Field(0, ge=0, description="Publisher's boot epoch (ms); (publisher, boot, seq) is the dedup key.")
+    seq: int | None = Field(None, ge=0, description="Per-boot sequence number of this label message, for custody; "
+                                                    "None: no custody.")
     ts: Finite = Field(description="Unix time of this message.")
+
+    @model_validator(mode="after")
+    def _retract_only_when_superseding(self) -> Labels:
+        if not self.supersedes and any(i.label < 0 for i in self.items):
+            raise ValueError("label -1 (retract) is allowed only with supersedes")
+        if (self.seq is None) != (self.publisher == ""):
+            raise ValueError("publisher and seq go together (custody needs both)")
+        return self
+
+
+class LabelCustody(Msg):
+    """The bridge's word that label messages of one (publisher, boot) reached their final fate: joined
+    into a fused batch a worker holds, forwarded as a correction, or counted (late, unmatched, ...)."""
+
+    kind: Literal["label_custody"] = "label_custody"
+    publisher: Segment = Field(description="Label publisher (also the topic leaf).")
+    boot: int = Field(ge=0, description="Publisher's boot epoch the sequence numbers belong to.")
+    ranges: list[SeqRange] = Field(min_length=1, max_length=MAX_RANGES,
+                                   description="Inclusive [first, last] label message sequence ranges in custody.")
+    ts: Finite = Field(description="Unix time of this message.")
+
+    _ranges = field_validator("ranges")(_check_ranges)
 
 
 class ServiceStatus(Msg):
@@ -308,13 +350,13 @@ class Manifest(Msg):
 
 
 JsonMsg = (Status | Telemetry | Prediction | Event | Reply | Custody | BatchAck | ModelState | Command | Labels
-           | ServiceStatus | Manifest)
+           | LabelCustody | ServiceStatus | Manifest)
 AnyMsg = Annotated[JsonMsg, Field(discriminator="kind")]
 _ANY = TypeAdapter(AnyMsg)
 
 SCHEMAS: dict[str, type[Msg]] = {
     m.__name__: m for m in (Status, Telemetry, Prediction, Event, Reply, Custody, BatchAck, ModelState, Command, Labels,
-                            ServiceStatus, Manifest)
+                            LabelCustody, ServiceStatus, Manifest)
 }
 
 # Objects that payloads nest (documented in docs/PROTOCOL.md beside the payloads).

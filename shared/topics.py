@@ -119,6 +119,8 @@ class Kind(str, enum.Enum):
     HUB_STATUS = "hub_status"
     HUB_ACK = "hub_ack"
     CLOUD_STATUS = "cloud_status"
+    LABEL_CUSTODY = "label_custody"
+    HUB_RELABEL = "hub_relabel"
     MANIFEST = "manifest"
     ARTIFACT = "artifact"
 
@@ -170,6 +172,12 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               "Bridge health: queue depths, rates, drops and expiries per class, devices online."),
     TopicSpec(Kind.HUB_ACK, "hub/ack/{bridge}", "cloud worker", "bridge", "BatchAck", "json", 1, False,
               "A worker's word that it holds these fused batches of one bridge boot durably."),
+    TopicSpec(Kind.LABEL_CUSTODY, "hub/custody/{publisher}", "bridge", "label publisher", "LabelCustody", "json", 0,
+              False, "Custody for labels: these label messages of (publisher, boot) reached their final fate at the "
+              "hub; the publisher forgets them. Cumulative, like a device's custody."),
+    TopicSpec(Kind.HUB_RELABEL, "hub/relabel/{task}", "bridge", "cloud workers (every one)", "Labels", "json", 1, False,
+              "Corrections (Labels with supersedes) forwarded unchanged to every worker, which replaces the old "
+              "label wherever it has got to."),
     TopicSpec(Kind.CLOUD_STATUS, "cloud/{worker}/status", "cloud worker", "monitor", "ServiceStatus", "json", 1, True,
               "Worker health and counters."),
     TopicSpec(Kind.MANIFEST, "model/{task}/manifest", "cloud worker", "agents", "Manifest", "json", 1, True,
@@ -191,6 +199,7 @@ class ParsedTopic:
     worker: str | None = None
     version: int | None = None
     bridge: str | None = None
+    publisher: str | None = None
 
 
 class Topics:
@@ -251,6 +260,12 @@ class Topics:
     def hub_ack(self, bridge: str) -> Topic:
         return self._t("hub", "ack", check_segment(bridge, "bridge"))
 
+    def label_custody(self, publisher: str) -> Topic:
+        return self._t("hub", "custody", check_segment(publisher, "publisher"))
+
+    def hub_relabel(self, task: str) -> Topic:
+        return self._t("hub", "relabel", check_segment(task, "task"))
+
     def cloud_status(self, worker: str) -> Topic:
         return self._t("cloud", check_segment(worker, "worker"), "status")
 
@@ -296,6 +311,12 @@ class Topics:
 
     def hub_infers(self, task: str = "+") -> Filter:
         return self._f("hub", "infer", task if task == "+" else check_segment(task, "task"))
+
+    def cloud_statuses(self) -> Filter:
+        return self._f("cloud", "+", "status")
+
+    def hub_relabels(self, task: str = "+") -> Filter:
+        return self._f("hub", "relabel", task if task == "+" else check_segment(task, "task"))
 
     def manifests(self, task: str = "+") -> Filter:
         return self._f("model", task if task == "+" else check_segment(task, "task"), "manifest")
@@ -344,6 +365,10 @@ class Topics:
                 return ParsedTopic(Kind.HUB_INFER, task=check_segment(p[2], "task"))
             if n == 3 and p[1] == "ack":
                 return ParsedTopic(Kind.HUB_ACK, bridge=check_segment(p[2], "bridge"))
+            if n == 3 and p[1] == "custody":
+                return ParsedTopic(Kind.LABEL_CUSTODY, publisher=check_segment(p[2], "publisher"))
+            if n == 3 and p[1] == "relabel":
+                return ParsedTopic(Kind.HUB_RELABEL, task=check_segment(p[2], "task"))
         elif head == "cloud" and n == 3 and p[2] == "status":
             return ParsedTopic(Kind.CLOUD_STATUS, worker=check_segment(p[1], "worker"))
         elif head == "model" and n >= 3:

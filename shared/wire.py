@@ -77,7 +77,7 @@ def decode_parsed(parsed: ParsedTopic, payload: bytes) -> Any:
 
 def _check_identity(t: ParsedTopic, v: Any) -> None:
     """The payload must agree with its topic: a device cannot speak for another in the body."""
-    for attr in ("device", "stream", "task"):
+    for attr in ("device", "stream", "task", "publisher"):
         want = getattr(t, attr)
         if want is None:
             continue

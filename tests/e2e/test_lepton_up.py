@@ -68,6 +68,7 @@ def test_the_output_shows_the_run_as_it_is(run):
     out = proc.stdout
     # status lines off a terminal, then the printed summary with the hub and workers sections
     assert out.count("] broker=connected devices=2 ") >= 10
+    assert "  console: http://127.0.0.1:" in out and "/login?token=" in out  # the web console, with its login
     printed = out[out.index("\n{") + 1:out.index("\nsummary written to")]
     assert '"hub": {' in printed and '"classes": {' in printed and '"workers": {' in printed
     assert '"gate_refusals": ' in printed and '"agent_model_rejections": 0' in printed

@@ -76,11 +76,12 @@ def test_secure_stack_runs_end_to_end_and_refuses_strangers(tmp_path):
     assert s["broker"]["config"] == "mosquitto/secure.conf"
     assert len(re.findall(r"(?m)^plugin ", rendered)) == 3 and len(re.findall(r"(?m)^allow_anonymous false", rendered)) == 3
     assert set(secure["identities"]) == {"worker_1", "bridge_1", "bridge_1-bulk", "labeller_1", "monitor_1",
-                                         "monitor_2", "cam-1"}
+                                         "monitor_2", "console_1", "cam-1"}
     # Every role did its job through the ACLs: the agent ran a signed model over mTLS and got cloud
     # answers (bridge -> worker -> reply), the labeller's labels reached the bridge, the worker published.
     assert s["devices"]["cam-1"]["model"] >= 1 and s["hot_swaps"] >= 1
     assert s["predictions"] > 50 and s["cloud_answers"] > 0
+    assert s["labeller"].get("labels.custody", 0) > 0  # the bridge's custody reached the labeller through its ACL
     assert s["labeller"].get("labels.sent", 0) > 0 and s["hub"]["counters"].get("in.label", 0) > 0
     assert s["workers"]["worker-1"]["state"] == "online" and s["agent_model_rejections"] == 0
     assert all(c == 0 for c in s["exit_codes"].values()), s["exit_codes"]

@@ -269,3 +269,29 @@ def test_packet_above_max_packet_size_disconnects_its_sender(secure_env: SecureE
     assert publish_ack(connect("d2"), t.status("d2"), b"barrier") < 0x80
     assert inbox.wait_for(lambda ms: any(m.payload == b"barrier" for m in ms))
     assert inbox.topics() == {str(t.status("d2"))}
+
+
+def test_console_publishes_labels_and_commands_but_not_models_or_another_devices_predictions(secure_env: SecureEnv,
+                                                                                             connect):
+    # Prepare: the console's own identity (lepton up --secure gives it console_1)
+    t = secure_env.topics
+    console, d1 = connect("console_1"), connect("d1")
+    own_custody, codes_own = subscribe(console, t.label_custody("console_1"))
+    _, codes_other = subscribe(console, t.label_custody("labeller_1"))
+    _, codes_hard = subscribe(console, t.edge_kind(Kind.HARD))
+    inbox, _ = subscribe(d1, t.cmds("d1"))
+
+    # Execute
+    label = publish_ack(console, t.label("d1", "cam"), b"{}")
+    cmd = publish_ack(console, t.cmd("d1", "thresholds"), b"{}")
+    model = publish_ack(console, t.manifest("digits"), b"{}", retain=True)
+    artifact = publish_ack(console, t.artifact("digits", 9), b"x", retain=True)
+    pred = publish_ack(console, t.pred("d1", "cam"), b"{}")
+    reply = publish_ack(console, t.reply("d1"), b"{}")
+    batch = publish_ack(console, t.hub_batch("digits"), b"x")
+
+    # Assert: what a labeller and an operator need, nothing more
+    assert label < 0x80 and cmd < 0x80
+    assert (model, artifact, pred, reply, batch) == (NOT_AUTHORIZED,) * 5
+    assert codes_own[0] < 0x80 and codes_hard[0] < 0x80 and codes_other == [NOT_AUTHORIZED]
+    assert inbox.wait_for(lambda ms: len(ms) == 1) and inbox.topics() == {str(t.cmd("d1", "thresholds"))}

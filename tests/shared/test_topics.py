@@ -20,6 +20,8 @@ BUILT = {
     Kind.HUB_INFER: (T.hub_infer("digits"), dict(task="digits")),
     Kind.HUB_STATUS: (T.hub_status(), {}),
     Kind.HUB_ACK: (T.hub_ack("bridge-1"), dict(bridge="bridge-1")),
+    Kind.LABEL_CUSTODY: (T.label_custody("console_1"), dict(publisher="console_1")),
+    Kind.HUB_RELABEL: (T.hub_relabel("digits"), dict(task="digits")),
     Kind.CLOUD_STATUS: (T.cloud_status("w1"), dict(worker="w1")),
     Kind.MANIFEST: (T.manifest("digits"), dict(task="digits")),
     Kind.ARTIFACT: (T.artifact("digits", 12), dict(task="digits", version=12)),
