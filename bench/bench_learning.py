@@ -2,17 +2,22 @@
 """Learning benchmark: every shipped scenario, headless, through the whole stack; the scoreboard per scenario.
 
     .venv/bin/python bench/bench_learning.py [--tasks camera industrial traffic health]
-                                            [--duration 200] [--fps 10] [--agents 2]
+                                            [--duration 300] [--durations camera=600] [--fps 10] [--agents 2]
+                                            [--labeller random|queue] [--person-rate 3] [--no-reference]
                                             [--out bench/results/bench_learning.json] [--markdown FILE]
 
 Each scenario is one `lepton up --task NAME` run (real mosquitto, bridge, worker, agents replaying the
-task's stream, a labeller correcting 30% of samples after 2 s), whose summary holds the scoreboard
+task's stream, and a labeller: `random` corrects 30% of all predictions after 2 s; `queue` is a scripted
+person labelling the console's queue of escalated samples in its order, `--person-rate` a second), whose
+summary holds the scoreboard
 (lepton_cli/scoreboard.py): per model version the holdout accuracy and macro-F1 of edge-only,
 cloud-only and joint decisions, the escalation ratio, edge against cloud on the escalated samples,
 the field accuracies against ground truth, uplink bytes per sample against the raw samples, and for
 a task with a drift phase the labels and seconds it took to recover. The targets of docs/TASKS.md
-are checked per scenario; a missed one says so. Writes JSON, prints the markdown table (and writes it
-to --markdown for the README and docs).
+are checked per scenario; a missed one says so. After each live run, the reference method is trained
+offline on the same split (bench/reference.py: MiniRocket for windows, the cloud CNN on every non-holdout
+frame for images) and scored on the same holdout. Writes JSON, prints the markdown tables (and writes
+them to --markdown for the README and docs).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lepton_cli.scoreboard import markdown  # noqa: E402
+from bench.reference import reference  # noqa: E402
+from lepton_cli.scoreboard import headline, markdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bench_learning.json"
 SCENARIOS = ("camera", "industrial", "traffic", "health")
@@ -39,23 +45,39 @@ SCENARIOS = ("camera", "industrial", "traffic", "health")
 def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
     summary = workdir / "summary.json"
     t0 = time.monotonic()
+    duration = args.durations.get(task, args.duration)
+    labeller = ["--labeller", args.labeller] + (["--person-rate", str(args.person_rate)] if args.labeller == "queue"
+                                                else [])
     proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--task", task, "--duration",
-                           str(args.duration), "--agents", str(args.agents), "--fps", str(args.fps), "--no-tui",
-                           "--workdir", str(workdir / "stack"), "--summary", str(summary)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 300)
+                           str(duration), "--agents", str(args.agents), "--fps", str(args.fps), "--no-tui",
+                           *labeller, "--workdir", str(workdir / "stack"), "--summary", str(summary)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=duration + 300)
     if proc.returncode != 0 or not summary.exists():
         return {"task": task, "error": f"lepton up exited {proc.returncode}: {proc.stderr[-2000:]}"}
     s = json.loads(summary.read_text())
     boards = [b for b in s.get("scoreboard", []) if b["task"] == task]
-    return {"task": task, "wall_s": round(time.monotonic() - t0, 1), "exit_codes": s.get("exit_codes"),
-            "board": boards[0] if boards else None, "predictions": s.get("predictions"),
-            "models": s.get("models"), "qos1_seq_gaps": s.get("qos1_seq_gaps")}
+    return {"task": task, "duration_s": duration, "wall_s": round(time.monotonic() - t0, 1),
+            "exit_codes": s.get("exit_codes"), "board": boards[0] if boards else None,
+            "predictions": s.get("predictions"), "labeller": s.get("labeller"), "models": s.get("models"),
+            "workers": s.get("workers"), "qos1_seq_gaps": s.get("qos1_seq_gaps")}
+
+
+def _durations(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, text.split(",")):
+        name, _, secs = part.partition("=")
+        out[name.strip()] = float(secs)
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(SCENARIOS))
-    p.add_argument("--duration", type=float, default=200.0)
+    p.add_argument("--duration", type=float, default=300.0, help="seconds per scenario")
+    p.add_argument("--durations", type=_durations, default={}, help="per scenario, e.g. camera=600,traffic=240")
+    p.add_argument("--labeller", choices=("random", "queue"), default="random")
+    p.add_argument("--person-rate", type=float, default=3.0, help="labels a second of the queue labeller")
+    p.add_argument("--no-reference", action="store_true", help="skip the offline reference methods")
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--agents", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -65,12 +87,16 @@ def main() -> int:
     for task in args.tasks:
         with tempfile.TemporaryDirectory(prefix=f"lepton-learn-{task}-") as d:
             r = run_one(task, args, Path(d))
+        if not args.no_reference:  # after the live run: the two must not share the CPU
+            r["reference"] = reference(task)
+            if r.get("board"):
+                r["board"]["reference"] = r["reference"]
         runs.append(r)
         status = r.get("error") or ", ".join(f"{k}: {'met' if v['met'] else 'MISSED'}"
                                              for k, v in (r["board"] or {}).get("targets", {}).items())
         print(f"{task}: {status}", flush=True)
     boards = [r["board"] for r in runs if r.get("board")]
-    table = markdown(boards)
+    table = headline(boards) + "\n\n" + markdown(boards)
     print("\n" + table)
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "loadavg": Path("/proc/loadavg").read_text().split()[:3]},

@@ -68,7 +68,11 @@ class TrainSettings(_Strict):
     cloud_refresh_rows: int = Field(40, ge=1, description="Labelled raw samples since the cloud model's last fit "
                                                           "that make a retrain refresh it first.")
     cloud_max_rows: int = Field(4000, ge=10, description="At most this many labelled raw samples per cloud fit "
-                                                         "(a random subset beyond).")
+                                                         "from scratch (a random subset beyond).")
+    cloud_refresh_max_rows: int = Field(800, ge=10, description="At most this many per refresh of a network: "
+                                                                "the newest half and a random half of the "
+                                                                "rest (it remembers what earlier refreshes "
+                                                                "taught it).")
     cloud_max_holdout_loss: float = Field(0.02, ge=0, le=1, description="A refreshed cloud model replaces the "
                                                                        "last one unless it loses more than this on "
                                                                        "the holdout.")

@@ -35,6 +35,7 @@ from . import buffer_io, nets, policy, relabel, scoring, train
 from .buffer import BalancedStore, Key
 from .calibrate import ece, softmax
 from .candidates import CandidateTrainer, WholeSet, head_set
+from .cloudjob import CloudJob
 from .cloudmodels import CloudTrainer, FeatureCloud, RawCloud
 from .config import WorkerConfig
 from .intake import Intake
@@ -58,7 +59,7 @@ class Learner:
     def __init__(self, task: Task, cfg: WorkerConfig, registry: Registry, signer: Signer | None,
                  topics: Topics, *, device: torch.device, counters: Counters | None = None,
                  publish: Callable[[Entry], None] | None = None, data: Dataset | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, background: bool = False) -> None:
         self.task = task
         self.cfg = cfg
         self.registry = registry
@@ -98,6 +99,8 @@ class Learner:
         self.candidates = CandidateTrainer(cfg.training, device, task.kind, self.n_classes, self.hold_x, self.hold_y,
                                            stop)
         self.clouds = CloudTrainer(task, cfg.training, registry, device, self.hold_cx, self.hold_y, self.hold_x, stop)
+        self.cloud_job = CloudJob(background)  # the cloud model trains off this thread (service) or inline
+        self.last_cloud: dict | None = None  # what the last cloud fit did (for decisions and status)
         # Reference inputs travel in every manifest (base64): at most ~128 KiB of them for large inputs.
         per = 4 * int(np.prod(task.input_shape))
         n_ref = max(1, min(cfg.export.reference_samples, len(self.hold_x), (128 * 1024) // per))
@@ -146,13 +149,11 @@ class Learner:
         return True
 
     def ensure_cloud(self) -> bool:
-        """Fit the raw cloud model when there is none yet (after bootstrap, or a classifier after a
-        restart); True when this call fitted it. On the learner's thread: it may take a while."""
-        if self.cloud is not None or self.edge is None:
+        """Start fitting the raw cloud model when there is none yet (after bootstrap, or a classifier after
+        a restart); True when this call started it."""
+        if self.cloud is not None or self.edge is None or self.cloud_job.busy:
             return False
-        self.refresh_cloud(force=True)
-        self._fit_cloud_features()
-        return True
+        return self.refresh_cloud(force=True).get("started", False)
 
     def save_buffer(self) -> None:
         buffer_io.save(self.registry, self.task.name, self.features, self.learned)
@@ -160,6 +161,7 @@ class Learner:
         self.intake.dirty = False
 
     def close(self) -> None:
+        self.cloud_job.join(5.0)  # a stopping worker interrupts it; its result is not used
         self.raw.close()
 
     def sync(self) -> bool:
@@ -199,32 +201,63 @@ class Learner:
 
     # ---- the cloud's models ---------------------------------------------------------------
     def refresh_cloud(self, force: bool = False) -> dict:
-        """Fit the raw cloud model again on every labelled raw sample, when enough new ones came."""
+        """Fit the raw cloud model again on the labelled raw samples when enough new ones came (or
+        ``force``): on a snapshot, off this thread when the learner runs in the background (the result
+        is taken by :meth:`poll_cloud`), else inline."""
         t = self.cfg.training
+        if self.cloud_job.busy:
+            return {"started": False, "running": True}
         if not force and self.intake.new_raw_truth < t.cloud_refresh_rows:
-            return {"trained": False, "new_labelled_raw": self.intake.new_raw_truth}
+            return {"started": False, "new_labelled_raw": self.intake.new_raw_truth}
         truth = self.raw.truth()
-        if len(truth) > t.cloud_max_rows:  # the most recent ones (rows() keeps arrival order per class)
-            rng = np.random.default_rng(t.seed)
-            truth = [truth[i] for i in np.sort(rng.choice(len(truth), t.cloud_max_rows, replace=False))]
+        cap = t.cloud_max_rows if self.cloud is None or not self.cloud.is_torch else t.cloud_refresh_max_rows
+        if len(truth) > cap:
+            # A network fine-tuned from the last fit needs the new samples and a reminder of the old ones
+            # (half of each); a model refitted from scratch gets a uniform sample.
+            rng = np.random.default_rng(t.seed + len(truth))
+            new = cap // 2 if self.cloud is not None and self.cloud.is_torch else 0
+            old_idx = rng.choice(len(truth) - new, cap - new, replace=False)
+            truth = [truth[i] for i in np.sort(old_idx)] + (truth[-new:] if new else [])
         x = np.concatenate([self.seed_cx, self.raw.cloud_inputs(truth).astype(np.float32)]) if truth else self.seed_cx
         y = np.concatenate([self.seed_y, np.array([r.label for r in truth], np.int64)])
         old = self.cloud
         generation = old.generation + 1 if old else 1
-        cand = self.clouds.raw(x, y, generation, init=old)
-        kept = old is None or cand.accuracy >= old.accuracy - t.cloud_max_holdout_loss
+        self.intake.new_raw_truth = 0  # counted from this snapshot on
+        meta = {"rows": len(y), "labelled_raw": len(truth), "generation": generation}
+        self.cloud_job.run(lambda: self.clouds.raw(x, y, generation, init=old), meta)
+        info = {"started": True, **meta}
+        if not self.cloud_job.background:
+            info = self.poll_cloud() or info
+        return info
+
+    def poll_cloud(self) -> dict | None:
+        """Take a finished cloud fit: it answers from now on unless it lost more than
+        ``cloud_max_holdout_loss`` on the holdout. None while none has finished."""
+        done = self.cloud_job.take()
+        if done is None:
+            return None
+        cand, meta = done
+        if isinstance(cand, BaseException):
+            self.counters.inc("learn.cloud_interrupted" if isinstance(cand, train.Interrupted)
+                              else "learn.cloud_failed")
+            self.last_cloud = {"trained": False, "error": f"{type(cand).__name__}: {cand}"[:300], **meta}
+            return self.last_cloud
+        old = self.cloud
+        kept = old is None or cand.accuracy >= old.accuracy - self.cfg.training.cloud_max_holdout_loss
         if kept:
             self.cloud = cand
             self.clouds.save(cand)
-            self.intake.new_raw_truth = 0
         self.counters.inc("learn.cloud_refreshed" if kept else "learn.cloud_refresh_rejected")
         self._score()
-        info = {"trained": True, "rows": len(y), "labelled_raw": len(truth), "candidate_acc": cand.accuracy,
-                "previous_acc": old.accuracy if old else None, "kept": kept, "model": self.cloud.name if self.cloud
-                else None, "train_s": cand.train_s}
-        log.info("%s: cloud model %s on %d rows: holdout %.3f (%s)", self.task.name, cand.name, len(y), cand.accuracy,
-                 "kept" if kept else f"kept {old.name if old else None} at {old.accuracy if old else 0:.3f}")
-        return info
+        if kept:
+            self._fit_cloud_features()
+        log.info("%s: cloud model %s on %d rows: holdout %.3f (%s)", self.task.name, cand.name, meta["rows"],
+                 cand.accuracy, "kept" if kept else f"kept {old.name if old else None} at "
+                 f"{old.accuracy if old else 0:.3f}")
+        self.last_cloud = {"trained": True, **meta, "candidate_acc": cand.accuracy,
+                           "previous_acc": old.accuracy if old else None, "kept": kept,
+                           "model": self.cloud.name if self.cloud else None, "train_s": round(cand.train_s, 1)}
+        return self.last_cloud
 
     def _fit_cloud_features(self) -> None:
         """The cloud section on the deployed backbone's features, from every labelled row there is."""
@@ -353,7 +386,7 @@ class Learner:
         self.last_train = time.time()
         self.intake.new_labels = 0
         rng = np.random.default_rng(t.seed)
-        cloud_info = self.refresh_cloud()  # first: the teacher should be the best there is
+        cloud_info = self.refresh_cloud()  # inline: first, so the teacher is the best there is; else started
         degraded = self.degraded()
         backbone = self.backbones.get(self.version, self.version)
         recent = [(f, y) for f, y, v in self.intake.recent if self.backbones.get(v, v) == backbone]

@@ -50,6 +50,8 @@ class RawStore:
         self._cloud_x: dict[Key, np.ndarray] = {}
         self._db: sqlite3.Connection | None = None
         self.rejected: dict[str, int] = {}
+        self._arrived: dict[Key, int] = {}  # key -> when it was stored (or became ground truth), a counter
+        self._clock = 0
 
     # ---- rows ---------------------------------------------------------------------
     def add(self, row: Row, wire: str, inputs: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
@@ -66,6 +68,8 @@ class RawStore:
         if not self.rows.add(row):
             return False
         self._wire[row.key] = wire
+        self._clock += 1
+        self._arrived[row.key] = self._clock
         self._edge_x[row.key] = np.asarray(inputs[0], np.float16)
         self._cloud_x[row.key] = np.asarray(inputs[1], np.float16)
         if self._db is not None:
@@ -92,6 +96,7 @@ class RawStore:
 
     def _forget(self, key: Key) -> None:
         self._wire.pop(key, None)
+        self._arrived.pop(key, None)
         self._edge_x.pop(key, None)
         self._cloud_x.pop(key, None)
         if self._db is not None:
@@ -110,7 +115,10 @@ class RawStore:
         return self.rows.rows()
 
     def truth(self) -> list[Row]:
-        return [r for r in self.rows.rows() if not r.pseudo]
+        """Ground-truth rows, oldest first (by when they became ground truth)."""
+        rows = [r for r in self.rows.rows() if not r.pseudo]
+        rows.sort(key=lambda r: self._arrived.get(r.key, 0))
+        return rows
 
     def counts(self) -> dict[str, int]:
         return self.rows.counts()

@@ -109,7 +109,7 @@ class WorkerService(Service):
                         self.client.last_connect_error)
         for name, task in self.tasks.items():
             lr = Learner(task, cfg, self.registry, signer, self.topics, device=device, counters=self.counters,
-                         publish=self._publish, stop=self.stopping)
+                         publish=self._publish, stop=self.stopping, background=True)
             if not lr.load():
                 if not cfg.bootstrap_missing:
                     raise RuntimeError(f"task {name!r} has no model in {cfg.registry} and bootstrap_missing is off")
@@ -231,11 +231,13 @@ class WorkerService(Service):
                 self._republish_latest()
             self._ingest([item, *self.learn_q.drain()] if item is not None else [])
             for lr in self.learners.values():
-                try:
-                    if lr.ensure_cloud():
-                        c.inc("learn.cloud_fitted")
-                except Interrupted:
-                    break
+                # The cloud model trains on its own thread: take a finished fit, start the first one
+                # (or a refitted classifier after a restart), and a refresh when new labels came.
+                lr.poll_cloud()
+                if lr.ensure_cloud():
+                    c.inc("learn.cloud_fitted")
+                elif self.cfg.learn:
+                    lr.refresh_cloud()
             if not self.cfg.learn:
                 continue
             for lr in self.learners.values():

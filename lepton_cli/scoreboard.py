@@ -165,6 +165,28 @@ def build(task: str, kind: str, versions: dict[int, dict[str, Any]], uplink: dic
     return board
 
 
+def headline(boards: list[dict[str, Any]]) -> str:
+    """One line per task: its last version beside the reference method trained offline on the same split
+    (``board["reference"]``, from bench/reference.py), when the board has one."""
+    out = ["| task | last version | labels | holdout acc edge / cloud / joint | macro-F1 edge / cloud / joint | "
+           "reference, same split (offline) | escalated | uplink vs raw |", "|---|---|---|---|---|---|---|---|"]
+    for b in boards:
+        last = next((r for r in reversed(b["versions"]) if r.get("holdout_cloud_acc") is not None), None)
+        if last is None:
+            continue
+        ref = b.get("reference")
+        ref_s = (f"{ref['method'].split(' (')[0]}: {ref['holdout_acc']:.3f} (F1 {ref['holdout_macro_f1']:.3f}, "
+                 f"{ref['rows']} rows)") if ref else "–"
+        up = f"{b['raw_over_uplink']}x less" if b.get("raw_over_uplink") else "–"
+        if b.get("raw_over_uplink") and b["raw_over_uplink"] < 1:
+            up = f"{1 / b['raw_over_uplink']:.1f}x more"
+        out.append(f"| {b['task']} | v{last['version']} | {last.get('labels', '–')} | "
+                   f"{last['holdout_edge_acc']:.3f} / {last['holdout_cloud_acc']:.3f} / {last['holdout_joint_acc']:.3f} | "
+                   f"{last.get('holdout_edge_f1') or 0:.3f} / {last.get('holdout_cloud_f1') or 0:.3f} / "
+                   f"{last.get('holdout_joint_f1') or 0:.3f} | {ref_s} | {last['holdout_escalated']:.0%} | {up} |")
+    return "\n".join(out)
+
+
 def markdown(boards: list[dict[str, Any]]) -> str:
     """The README table: one line per task and version, then the targets."""
     out = ["| task | version | labels | holdout edge / cloud / joint acc | holdout macro-F1 edge / cloud / joint | "

@@ -56,7 +56,8 @@ def test_run_process_answers_and_goes_offline_on_sigterm(tmp_path, keydir, broke
 
 def test_sigterm_in_the_middle_of_a_retrain_stops_within_seconds(tmp_path, keydir, broker, topics, mqtt_factory,
                                                                    registry_copy):
-    # A retrain that would take hours (a cloud refresh of 100,000 epochs) starts on the first labelled batch.
+    # A retrain that would take hours (100,000 epochs of the edge model, and of the cloud model's refresh on
+    # its own thread) starts on the first labelled batch.
     from cloud_worker.registry import Registry
     from lepton_tasks import load_task
 
@@ -67,7 +68,8 @@ def test_sigterm_in_the_middle_of_a_retrain_stops_within_seconds(tmp_path, keydi
     conf.write_text(f'root = "{topics.root}"\nworker_id = "proc-2"\nregistry = "{reg}"\n'
                     f'signing_key = "{keydir / "signing.key"}"\nstatus_interval_s = 0.5\nack_interval_s = 0.2\n'
                     f'[mqtt]\nport = {broker.port}\n[triggers]\nmin_new_labels = 1\ncooldown_s = 0\n'
-                    f'[training]\ncloud_refresh_epochs = 100000\ncloud_refresh_rows = 1\n')
+                    f'[training]\ncloud_refresh_epochs = 100000\ncloud_refresh_rows = 1\nwhole_epochs = 100000\n'
+                    f'whole_min_raw = 5\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
     sub = mqtt_factory()
     status = Collector()
