@@ -117,24 +117,38 @@ class Pending:
 
 
 class Audit:
-    """Rolling edge accuracy (edge_label vs ground truth) per edge model version.
+    """Rolling edge accuracy (edge_label vs ground truth) per edge model version, beside what the
+    edge's calibrated confidence on those same rows expected it to be.
+
+    Which samples get labels is not random: a person labels what the console's queue shows, the most
+    uncertain first. The accuracy on those rows is low by design, so comparing it with the holdout
+    accuracy would cry drift all day. The confidence the (calibrated) model had on the same rows says
+    what to expect of them; drift is accuracy falling below *that*.
 
     Locked: the status thread reads it while the learner thread appends (iterating a deque
     that another thread extends raises)."""
 
     def __init__(self, window: int = 500) -> None:
         self.window = window
-        self._hits: dict[int, deque[bool]] = {}
+        self._hits: dict[int, deque[tuple[bool, float]]] = {}
         self._lock = threading.Lock()
 
-    def add(self, version: int, correct: np.ndarray) -> None:
+    def add(self, version: int, correct: np.ndarray, conf: np.ndarray | None = None) -> None:
+        conf = np.full(len(correct), np.nan) if conf is None else np.asarray(conf, np.float64)
         with self._lock:
             d = self._hits.setdefault(int(version), deque(maxlen=self.window))
-            d.extend(bool(c) for c in correct)
+            d.extend((bool(c), float(p)) for c, p in zip(correct, conf, strict=True))
 
     def accuracy(self, version: int) -> tuple[float, int]:
+        acc, n, _ = self.read(version)
+        return acc, n
+
+    def read(self, version: int) -> tuple[float, int, float | None]:
+        """(accuracy, rows, expected accuracy from the confidences; None when some rows lack one)."""
         with self._lock:
-            d = self._hits.get(int(version))
-            if not d:
-                return 0.0, 0
-            return sum(d) / len(d), len(d)
+            d = list(self._hits.get(int(version), ()))
+        if not d:
+            return 0.0, 0, None
+        confs = [p for _, p in d]
+        expected = None if any(p != p for p in confs) else sum(confs) / len(confs)
+        return sum(c for c, _ in d) / len(d), len(d), expected

@@ -24,8 +24,9 @@ class TriggerSettings(_Strict):
     min_new_labels: int = Field(200, ge=1, description="Retrain once this many new ground-truth rows arrived.")
     interval_s: float = Field(600.0, gt=0, description="Retrain after this long if any new labelled row arrived.")
     cooldown_s: float = Field(5.0, ge=0, description="Never retrain more often than this.")
-    drift_drop: float = Field(0.10, gt=0, le=1, description="Retrain when audited edge accuracy falls this far "
-                                                            "below the deployed model's holdout accuracy.")
+    drift_drop: float = Field(0.10, gt=0, le=1, description="Retrain when audited edge accuracy (labelled field "
+                                                            "rows) falls this far below what the edge's "
+                                                            "calibrated confidence on those rows expected.")
     drift_min_rows: int = Field(50, ge=1, description="Audited rows (edge_label vs label) needed to judge drift.")
 
 

@@ -91,7 +91,7 @@ class Intake:
         labelled = fb.label >= 0
         for v in np.unique(fb.model_version[labelled]):
             m = labelled & (fb.model_version == v)
-            self.audit.add(int(v), fb.edge_label[m] == fb.label[m])
+            self.audit.add(int(v), fb.edge_label[m] == fb.label[m], fb.edge_conf[m])
         bad = labelled & (fb.label >= self.n_classes)
         if bad.any():
             c.inc("learn.rows_rejected.bad_label", int(bad.sum()))

@@ -340,15 +340,21 @@ class Learner:
         self.intake.answered(keys, versions, labels, conf, raw, edge_x, cloud_x)
 
     # ---- retraining -------------------------------------------------------------------
+    def _audit(self) -> tuple[float, int, float]:
+        """Audited edge accuracy of the deployed version, its rows, and what to expect of those rows: the
+        edge's own calibrated confidence on them (the holdout accuracy when rows carry no confidence)."""
+        acc, n, expected = self.intake.audit.read(self.version)
+        return acc, n, self.deployed_acc if expected is None else expected
+
     def due(self, now: float | None = None) -> str | None:
-        acc, n = self.intake.audit.accuracy(self.version)
+        acc, n, expected = self._audit()
         return policy.retrain_due(self.cfg.triggers, now=time.time() if now is None else now,
                                   last_train=self.last_train, new_labels=self.intake.new_labels, audited_acc=acc,
-                                  audited_n=n, deployed_acc=self.deployed_acc)
+                                  audited_n=n, deployed_acc=expected)
 
     def degraded(self) -> bool:
-        acc, n = self.intake.audit.accuracy(self.version)
-        return n >= self.cfg.triggers.drift_min_rows and acc < self.deployed_acc - self.cfg.triggers.drift_drop
+        acc, n, expected = self._audit()
+        return n >= self.cfg.triggers.drift_min_rows and acc < expected - self.cfg.triggers.drift_drop
 
     def _whole_set(self) -> WholeSet | None:
         """Seed, labelled raw samples and the cloud's answers on the rest, as edge inputs; None when the
@@ -416,10 +422,11 @@ class Learner:
             field = self._field_whole(cand.net)
         g = policy.gate(self.cfg.gate, candidate_acc=acc, deployed_acc=self.deployed_acc, degraded=degraded,
                         field=field)
-        audited, audited_n = self.intake.audit.accuracy(self.version)
+        audited, audited_n, expected = self._audit()
         decision = Decision("retrain", g.publish, g.why, trigger=trigger, candidate=cand.kind, candidate_acc=acc,
                             deployed_version=self.version, deployed_acc=self.deployed_acc,
-                            details={"audited_edge_acc": audited, "audited_rows": audited_n, "degraded": degraded,
+                            details={"audited_edge_acc": audited, "audited_rows": audited_n,
+                                     "audited_expected_acc": expected, "degraded": degraded,
                                      "field": None if field is None else {"candidate_acc": field[0],
                                                                           "deployed_acc": field[1], "rows": field[2]},
                                      "data": cand.data, "label_noise": label_noise, "train_s": cand.stats.seconds,

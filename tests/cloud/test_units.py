@@ -79,6 +79,19 @@ def test_audit_accuracy_per_version():
     assert a.accuracy(3) == (0.0, 0)
 
 
+def test_audit_expects_what_the_calibrated_confidence_on_the_labelled_rows_says():
+    # A person labels the most uncertain samples: half right at confidence 0.5 is no drift; half right
+    # at confidence 0.95 is.
+    a = Audit()
+    a.add(1, np.array([True, False] * 50), np.full(100, 0.5))
+    a.add(2, np.array([True, False] * 50), np.full(100, 0.95))
+    acc1, n1, exp1 = a.read(1)
+    acc2, _, exp2 = a.read(2)
+    assert (acc1, n1) == (0.5, 100) and abs(exp1 - 0.5) < 1e-9 and abs(exp2 - 0.95) < 1e-9
+    a.add(3, np.array([True]))  # rows without a confidence: nothing to expect from them
+    assert a.read(3)[2] is None
+
+
 T = TriggerSettings(min_new_labels=100, interval_s=60, cooldown_s=5, drift_drop=0.1, drift_min_rows=20)
 
 
