@@ -1,0 +1,53 @@
+"""The cloud teaches the edge: with a fixed label budget, the edge learns from the cloud's answers on raw
+samples nobody labelled, and every release is calibrated. Directions, not figures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloud_worker import train
+from cloud_worker.calibrate import _nll, ece, fit_temperature, softmax
+from lepton_tasks import load_task
+
+from .helpers import answered
+from .test_learning import learner
+
+
+def test_with_no_new_label_the_edge_improves_from_the_clouds_answers(tmp_path, keydir, registry_copy):
+    lr, published = learner(tmp_path, keydir, registry_copy, training={"whole_min_raw": 100})
+    v1 = lr.deployed_acc
+    assert lr.cloud.accuracy > v1  # the cloud sees the frame at twice the resolution, with a bigger model
+    stream = load_task("digits").dataset().stream[:400]
+
+    answered(lr, "digits", stream)  # escalations with their samples; nobody labels them
+    d = lr.retrain("manual")
+
+    assert d["data"]["raw"] == 0 and d["data"]["pseudo"] == 400 and d["data"]["distilled"] == 520
+    assert d["candidate_acc"] > v1, d  # taught by the cloud alone
+    assert d["published"] and lr.version == 2
+
+
+def test_temperature_scaling_fixes_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(5, 0.7), size=3000)
+    y = np.array([rng.choice(5, p=row) for row in p])
+    logits = np.log(p) * 4.0  # four times too sure of itself
+    temp = fit_temperature(logits, y)
+    assert 3.0 < temp < 5.0
+    assert ece(softmax(logits, temp), y) < 0.5 * ece(softmax(logits, 1.0), y)
+
+
+def test_every_release_is_calibrated_on_the_holdout(tmp_path, keydir, registry_copy):
+    lr, _ = learner(tmp_path, keydir, registry_copy)
+    logits = train.predict_logits(lr.edge, lr.hold_x, lr.device)
+    temp = float(lr.edge.temperature)
+    assert temp != 1.0
+    # The temperature is the holdout likelihood's best: better than none, and than its neighbours.
+    assert _nll(logits, lr.hold_y, temp) <= min(_nll(logits, lr.hold_y, t) for t in (1.0, temp * 0.9, temp * 1.1))
+    m = lr.deployed.record["metrics"]
+    assert abs(m["temperature"] - temp) < 1e-6 and abs(m["ece"] - ece(softmax(logits, temp), lr.hold_y)) < 1e-6
+    # The exported graph applies it: the agent's probabilities are the calibrated ones.
+    from .helpers import ort_run
+
+    _, probs = ort_run(lr.deployed.onnx, lr.hold_x[:16])
+    np.testing.assert_allclose(probs, softmax(logits[:16], temp), atol=1e-4)
