@@ -40,6 +40,8 @@ class Answered:
     x: np.ndarray
     labels: np.ndarray
     conf: np.ndarray
+    versions: np.ndarray | None = None  # edge model version per row (the rollout judge's arms)
+    edge: np.ndarray | None = None  # the edge model's own label per row
 
 
 @dataclass
@@ -133,7 +135,7 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], model
             x = np.concatenate([hs.x.astype(np.float32, copy=False) for _, hs in with_x])
             probs = np.concatenate([model.predict(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
             keys = _reply(out, task, with_x, probs, model, worker, ts, model.defer)
-            out.answered.append(Answered(task, keys, x, probs.argmax(1), probs.max(1)))
+            out.answered.append(Answered(task, keys, x, probs.argmax(1), probs.max(1), *_edge(with_x)))
         if feat_only:
             feat = np.concatenate([hs.feat.astype(np.float32, copy=False) for _, hs in feat_only])
             ver = np.concatenate([np.full(len(hs.sample), hs.model_version) for _, hs in feat_only])
@@ -146,8 +148,15 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], model
                 keys = _reply(out, task, feat_only, probs, model, worker, ts, model.defer)
                 # No input to learn from, but the answers still serve as pseudo-labels for the feature rows.
                 out.answered.append(Answered(task, keys, np.zeros((len(keys), 0), np.float32), probs.argmax(1),
-                                             probs.max(1)))
+                                             probs.max(1), *_edge(feat_only)))
     return out
+
+
+def _edge(items: list[tuple[Message, HardSample]]) -> tuple[np.ndarray, np.ndarray]:
+    """(edge model version, edge label) per row, in reply order."""
+    versions = np.concatenate([np.full(len(hs.sample), hs.model_version, np.int64) for _, hs in items])
+    labels = np.concatenate([hs.scores.argmax(1) for _, hs in items])
+    return versions, labels
 
 
 def _reply(out: Outcome, task: str, items: list[tuple[Message, HardSample]], probs: np.ndarray, model: Model,

@@ -357,11 +357,12 @@ class Learner:
         acc, n = self.audit.accuracy(self.version)
         return n >= self.cfg.triggers.drift_min_rows and acc < self.deployed_acc - self.cfg.triggers.drift_drop
 
-    def retrain(self, trigger: str = "manual", *, label_noise: bool = False) -> dict:
+    def retrain(self, trigger: str = "manual", *, label_noise: bool = False, force_release: bool = False) -> dict:
         """Train a candidate, gate it on the holdout, publish it if it passes; return the decision.
 
         ``label_noise`` shuffles the candidate's training labels: a deliberately bad candidate,
-        for showing (and testing) that the gate refuses it."""
+        for showing (and testing) that the gate refuses it. ``force_release`` publishes a refused
+        candidate anyway, marked ``forced`` (the staged-rollout demo: the field must catch it)."""
         assert self.edge is not None and self.deployed is not None
         t = self.cfg.training
         self.last_train = time.time()
@@ -403,7 +404,11 @@ class Learner:
                                      "data": cand.data, "label_noise": label_noise, "train_s": cand.stats.seconds,
                                      "train_samples_per_s": cand.stats.samples_per_s})
         self.counters.inc("learn.candidates")
-        if g.publish:
+        if force_release and not g.publish:
+            decision.why = f"FORCED release (demo), the gate said: {g.why}"
+            decision.published = True
+            decision.details["forced"] = True
+        if g.publish or force_release:
             parent = self.version
             entry = self.releaser.register(cand.net, parent=parent,
                                            backbone=None if whole else self.backbones.get(parent, parent),

@@ -103,7 +103,10 @@ def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
 
 
 def _schema_table(model: type[schemas.Msg]) -> list[str]:
-    js = model.model_json_schema(by_alias=True)
+    return _table(model.model_json_schema(by_alias=True))
+
+
+def _table(js: dict[str, Any]) -> list[str]:
     defs = js.get("$defs", {})
     req = set(js.get("required", []))
     out = ["| field | type | required | description |", "|---|---|---|---|"]
@@ -134,9 +137,17 @@ def render(root: str = DEFAULT_ROOT) -> str:
               " within int64, finite numbers only (no `NaN`/`Infinity`), nesting at most"
               f" {strictjson.MAX_DEPTH} levels, no lone UTF-16 surrogates; anything else is `not_json`, counted"
               " like every rejection, and a rejected message is acknowledged so it never comes back.", ""]
+    parts: dict[str, dict[str, Any]] = {}
     for name, model in schemas.SCHEMAS.items():
         lines += [f"### {name}", "", (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "", ""]
         lines += _schema_table(model)
+        lines.append("")
+        parts.update(model.model_json_schema(by_alias=True).get("$defs", {}))
+    lines += ["### Nested objects", "", "The objects the payloads above contain, by the name their tables use.", ""]
+    for name in sorted(parts):
+        doc = parts[name].get("description", "").strip().splitlines()
+        lines += [f"#### {name}", "", doc[0] if doc else "", ""]
+        lines += _table(parts[name])
         lines.append("")
     lim = codec.DEFAULT_LIMITS
     lines += ["## Tensor container", "",
