@@ -21,6 +21,8 @@ def parse_stage(text: str) -> Stage:
             if not 0.0 <= value <= 100.0 or share is not None:
                 raise ValueError(f"stage {text!r}: one share within 0..100% at most")
             share = value
+        elif part.replace(".", "", 1).isdigit():
+            raise ValueError(f"stage {text!r}: a share of the fleet needs a '%' ({part}%)")
         else:
             groups.append(check_group(part))
     if share is None and not groups:

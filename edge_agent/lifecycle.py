@@ -210,6 +210,9 @@ class ModelLifecycle:
             m = parse_manifest(raw, task=self.cfg.task, highest=self.store.state.highest, public_key=self.public_key,
                                topics=self.topics, now=time.time(),
                                max_artifact_bytes=self.cfg.model.max_artifact_bytes, allowed=self.gate.target)
+            if cur is not None and m.version == cur.version:
+                self.counters.inc("model.manifest.current")  # the release let it past "not newer": it serves
+                return
             if not self.gate.permits(m.version):
                 self.counters.inc("model.ignored.not_in_stage")
                 log.debug("manifest v%d is not for this device's stage (%s runs v%s)", m.version,

@@ -101,6 +101,12 @@ def test_a_canary_runs_the_candidate_then_goes_back_to_control_from_disk(fleet, 
     assert canary.store.state.highest == 3
     st = col.of(Kind.MODEL_STATE)[-1]
     assert st.state == "loaded" and "release digits-v3" in st.reason
+    # the candidate's manifest on the fleet topic too (what a promotion publishes) is not loaded again
+    current = canary.counters.get("model.manifest.current")
+    publish_release(pub, topics, versions[3])
+    wait_until(lambda: canary.counters.get("model.manifest.current") > current, what="v3 recognised as serving")
+    assert [v for _, v in canary.swaps].count(3) == 1
+    publish_release(pub, topics, versions[2])  # the fleet back on control, as during the stage
     # ... and is rolled back: control again, from disk, although v3 is the highest it accepted
     frames = canary.meter.frames
     send(pub, topics.release("digits"), sign_msg(rel(11, state="rolled_back"), key))
