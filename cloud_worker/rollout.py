@@ -327,10 +327,12 @@ class RolloutManager:
             return
         self.cmd_ids.append(cmd.id)
         self.counters.inc(f"rollout.cmd.{cmd.action}")
+        if cmd.action in ("pin", "unpin"):
+            self._pin(cmd)
+            return
         r = self.rel
-        if cmd.action in ("pause", "resume", "promote", "abort") and not self.active:
+        if r is None or not self.active:
             return self._refuse(cmd, f"no release is running ({self.describe()})")
-        assert r is not None or cmd.action in ("pin", "unpin")
         figs = self.last.figures if self.last is not None else None
         if cmd.action == "pause":
             if r.state != "running":
@@ -342,11 +344,8 @@ class RolloutManager:
             self._set_state("running", cmd, "operator resumed the automatic decisions")
         elif cmd.action == "promote":
             self._advance("operator promote", figs, cmd.id)
-        elif cmd.action == "abort":
-            self._rollback("aborted", "operator abort", figs.model_dump() if figs else None, cmd.id)
         else:
-            self._pin(cmd)
-        self.save()
+            self._rollback("aborted", "operator abort", figs.model_dump() if figs else None, cmd.id)
 
     def _set_state(self, state: str, cmd: RolloutCommand, why: str) -> None:
         r = self.rel
@@ -385,6 +384,7 @@ class RolloutManager:
 
     def _refuse(self, cmd: RolloutCommand, why: str) -> None:
         self.counters.inc("rollout.cmd.refused")
+        self.save()  # its id, so it is not run again after a restart
         r = self.rel
         self._event("refused", 0, 0, cmd.group or "", r.stage if r else 0, r.stage if r else 0,
                     f"{cmd.action} refused: {why}", None, cmd.id)
@@ -423,7 +423,7 @@ class RolloutManager:
         self._publish_release()
         self._event(action, from_v, to_v, group, stage_from, stage_to, reason, figures, command)
 
-    def _event(self, action: str, from_v: int, to_v: int, group: str, stage_from: int, stage_to: int, reason: str,
+    def _event(self, action: Any, from_v: int, to_v: int, group: str, stage_from: int, stage_to: int, reason: str,
                figures: Figures | None, command: str) -> None:
         r = self.rel
         ev = RolloutEvent(task=self.task, release=r.release if r else "", seq=r.seq if r else 0, action=action,

@@ -68,16 +68,19 @@ class RolloutView:
             p = f"{r.task}.rollout."
             live = ""
             if gauges.get(p + "candidate") == r.candidate and p + "candidate_labelled" in gauges:
-                def acc(arm: str) -> str:
+                def acc(arm: str, p: str = p) -> str:
                     a = gauges.get(p + f"{arm}_accuracy")
                     return f"{a:.3f}" if a is not None else "-"
 
-                live = (f"; candidate acc {acc('candidate')} (n={int(gauges[p + 'candidate_labelled'])}) vs control "
-                        f"{acc('control')} (n={int(gauges.get(p + 'control_labelled', 0))})")
+                live = (f"{r.release} so far: candidate acc {acc('candidate')} "
+                        f"(n={int(gauges[p + 'candidate_labelled'])}) vs control {acc('control')} "
+                        f"(n={int(gauges.get(p + 'control_labelled', 0))})")
                 if p + "lower" in gauges:
                     live += f", lower bound {gauges[p + 'lower']:+.3f} vs -{r.plan.margin:g}"
             out.append(f"{r.release} {r.state}: v{r.candidate} on stage {r.stage + 1}/{len(r.plan.stages)} "
-                       f"({_stage_text(r)}), others v{r.control}{live}")
+                       f"({_stage_text(r)}), others v{r.control}")
+            if live:
+                out.append(live)
         last = next((e for e in reversed(self.events) if e.action in DECISIONS), None)
         if last is not None:
             out.append(f"last decision: {last.release} {last.action} v{last.from_version}->v{last.to_version}: "

@@ -121,7 +121,7 @@ def test_a_worse_candidate_is_rolled_back_before_the_rest_and_a_better_one_is_pr
     assert not [s for s in watch.states if s.state == "rejected"]
     for dev in DEVICES:  # each swap is to another version: a promotion does not reload what a canary runs
         seq = [s.version for s in watch.states if s.device == dev and s.state == "loaded"]
-        assert all(a != b for a, b in zip(seq, seq[1:])), (dev, seq)
+        assert all(a != b for a, b in zip(seq, seq[1:], strict=False)), (dev, seq)
     assert all(c == 0 for c in codes.values()), codes
 
 

@@ -259,13 +259,14 @@ def test_release_and_command_checks_turn_every_family_into_a_typed_rejection(val
 def test_release_and_command_checks_name_each_failure():
     rel, cmd, key = _signed_release_and_command()
     rogue = Ed25519PrivateKey.generate().public_key()
+    trusted = key.public_key()
 
-    def release_reason(payload: bytes, seq: int = 0, public=key.public_key()) -> str:
+    def release_reason(payload: bytes, seq: int = 0, public=trusted) -> str:
         with pytest.raises(Rejection) as e:
             parse_release(payload, task="digits", public_key=public, seq=seq)
         return e.value.reason
 
-    def command_reason(payload: bytes, now: float = NOW, public=key.public_key()) -> str:
+    def command_reason(payload: bytes, now: float = NOW, public=trusted) -> str:
         with pytest.raises(CommandRejected) as e:
             verify_command(payload, task="digits", public=public, now=now)
         return e.value.reason
