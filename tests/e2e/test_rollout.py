@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -37,12 +38,14 @@ class Watch:
         self.events: list[RolloutEvent] = []
         self.releases: list[Release] = []
         self.states: list[ModelState] = []
+        self.fleet: list[int] = []  # versions seen on the fleet's manifest topic
         t = stack.topics
         self.client = MqttClient(MqttSettings(port=stack.broker.port, backoff_min=0.05, backoff_max=0.5),
                                  client_id="rollout-watch")
         self.client.subscribe(t.rollout_events(), 1, lambda m: self._on(m, RolloutEvent, self.events))
         self.client.subscribe(t.releases(), 1, lambda m: self._on(m, Release, self.releases))
         self.client.subscribe(t.edge_kind(Kind.MODEL_STATE), 1, lambda m: self._on(m, ModelState, self.states))
+        self.client.subscribe(t.manifests(), 1, self._on_manifest)
         self.client.start()
         assert self.client.wait_connected(10)
 
@@ -50,6 +53,11 @@ class Watch:
         if m.payload:
             with self.lock:
                 into.append(schemas.loads(m.payload, cls))
+
+    def _on_manifest(self, m: Message) -> None:
+        if m.payload:
+            with self.lock:
+                self.fleet.append(int(json.loads(m.payload)["version"]))
 
     def event(self, pred) -> RolloutEvent | None:
         with self.lock:
@@ -104,6 +112,8 @@ def test_a_worse_candidate_is_rolled_back_before_the_rest_and_a_better_one_is_pr
     assert len(canaries) == 1, targets(first)
     loaded_bad = {s.device for s in watch.states if s.state == "loaded" and s.version == bad}
     assert loaded_bad == canaries, loaded_bad
+    assert bad not in watch.fleet and rolled.to_version in watch.fleet, watch.fleet  # never offered to the fleet
+    assert rolled.group == start.group and rolled.group.count("cam-") == 1
     # ... rolled back by field evidence, with the figures in the event
     f = rolled.figures
     assert rolled.from_version == bad and rolled.forced and f is not None
