@@ -90,6 +90,7 @@ def test_a_worse_candidate_is_rolled_back_before_the_rest_and_a_better_one_is_pr
     stack = FaultStack(tmp_path, agents=5, fps=10.0, label_fraction=0.5, agent={"telemetry": {"interval_s": 1.0}},
                        worker={"triggers": {"min_new_labels": 100, "cooldown_s": 2.0},
                                "rollout": {**PLAN, "min_stage_s": 8, "inject_bad_release": 1}})
+    watch: Watch | None = None
     try:
         stack.start()
         watch = Watch(stack)
@@ -99,8 +100,11 @@ def test_a_worse_candidate_is_rolled_back_before_the_rest_and_a_better_one_is_pr
         final = promoted.to_version
         watch.wait(lambda: all(v >= final for v in serving(stack).values()) and len(serving(stack)) == 5, stack, 30,
                    "every device on the promoted version")
+        watch.client.stop()
         codes = stack.shutdown()
     except BaseException:
+        if watch is not None:
+            watch.client.stop()
         stack.kill_all()
         raise
     # Assert: the bad release went to one device of five (20 %) and to no other, then back
@@ -139,6 +143,7 @@ def test_a_rollout_resumes_in_the_same_stage_after_worker_kill9_and_broker_sigki
     stack = FaultStack(tmp_path, agents=5, fps=10.0, label_fraction=0.5, agent={"telemetry": {"interval_s": 1.0}},
                        worker={"triggers": {"min_new_labels": 100, "cooldown_s": 2.0},
                                "rollout": {**PLAN, "min_stage_s": 30}})
+    watch: Watch | None = None
     try:
         stack.start()
         watch = Watch(stack)
@@ -162,8 +167,11 @@ def test_a_rollout_resumes_in_the_same_stage_after_worker_kill9_and_broker_sigki
         final = watch.wait(lambda: next((r for r in reversed(watch.releases) if r.state == "promoted"
                                          and r.release == start.release), None), stack, 10, "the promoted release")
         watch.wait(lambda: serving(stack) == targets(final), stack, 30, "every device on its version")
+        watch.client.stop()
         codes = stack.shutdown()
     except BaseException:
+        if watch is not None:
+            watch.client.stop()
         stack.kill_all()
         raise
     # Assert: the same release, the same stage, the same assignment after both crashes
