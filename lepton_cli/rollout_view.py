@@ -17,7 +17,7 @@ DECISIONS = ("promote", "rollback", "abort")
 
 
 def _arm(a: ArmFigures) -> dict[str, Any]:
-    def r(v: float | None, n: int = 4) -> float | None:
+    def r(v: float | None, n: int = 6) -> float | None:
         return round(v, n) if v is not None else None
 
     return {"version": a.version, "devices": a.devices, "samples": a.samples, "labelled": a.labelled,
