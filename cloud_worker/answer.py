@@ -47,6 +47,7 @@ class Answered:
     raw: list[tuple[np.ndarray, str]] | None = None  # (sample as it travelled, wire encoding) per row
     edge_x: np.ndarray | None = None  # (N, *input_shape)
     cloud_x: np.ndarray | None = None  # (N, *cloud_input_shape)
+    edge: np.ndarray | None = None  # (N,) the edge model's own label (the rollout judge's agreement)
 
 
 @dataclass
@@ -149,7 +150,8 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], model
             probs = np.concatenate([model.predict(cx[i:i + max_batch]) for i in range(0, len(cx), max_batch)])
             keys = _reply(out, task, [(m, hs) for m, hs, _ in with_raw], probs, model, worker, ts, model.defer)
             raws = [(hs.raw.item(i), hs.raw.encoding) for _, hs, _ in with_raw for i in range(len(hs.sample))]
-            out.answered.append(Answered(task, keys, _versions(with_raw), probs.argmax(1), probs.max(1), raws, ex, cx))
+            out.answered.append(Answered(task, keys, _versions(with_raw), probs.argmax(1), probs.max(1), raws, ex, cx,
+                                         _edge_labels(with_raw)))
         if feat_only:
             feat = np.concatenate([hs.feat.astype(np.float32, copy=False) for _, hs, _ in feat_only])
             ver = _versions(feat_only)
@@ -162,12 +164,18 @@ def answer(msgs: list[Message], topics: Topics, tasks: Mapping[str, Task], model
             else:
                 keys = _reply(out, task, pairs, probs, model, worker, ts, model.defer_features)
                 # No sample to learn from, but the answers still serve as pseudo-labels for the feature rows.
-                out.answered.append(Answered(task, keys, ver, probs.argmax(1), probs.max(1)))
+                out.answered.append(Answered(task, keys, ver, probs.argmax(1), probs.max(1),
+                                             edge=_edge_labels(feat_only)))
     return out
 
 
 def _versions(items: list) -> np.ndarray:
     return np.concatenate([np.full(len(it[1].sample), it[1].model_version, np.int64) for it in items])
+
+
+def _edge_labels(items: list) -> np.ndarray:
+    """The edge model's own label per row, in reply order."""
+    return np.concatenate([it[1].scores.argmax(1) for it in items])
 
 
 def _prepare(hs: HardSample, model: Model, out: Outcome) -> tuple[np.ndarray, np.ndarray] | None:

@@ -6,10 +6,17 @@
     lepton-worker models show --task T [--version V] [--decisions N]
     lepton-worker models promote --task T --version V [--no-publish]
     lepton-worker models rollback --task T [--to V] [--no-publish]
+    lepton-worker rollout show --task T [--events N]
+    lepton-worker rollout pause|resume|promote|abort --task T
+    lepton-worker rollout pin --task T --group G --version V | unpin --task T --group G
 
 promote and rollback never lower the version number: agents only accept a higher version,
 so they register version N+1 carrying the chosen version's exact weights (same ONNX bytes
 and sha256) and publish it.
+
+rollout commands go to the running worker's release of a task (docs/WORKER.md, Staged rollout),
+signed with the model-signing key like a model; the worker answers with a rollout event, which
+is printed (exit 1 when it refused the command, 69 when no worker answered).
 """
 
 from __future__ import annotations
@@ -79,6 +86,26 @@ def _parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--to", type=int, help="version whose weights to go back to")
         sp.add_argument("--no-publish", action="store_true", help="register only; a running worker publishes it")
+    ro = sub.add_parser("rollout", help="staged rollouts: show a task's release, or command it")
+    rsub = ro.add_subparsers(dest="action", metavar="ACTION")
+    show = rsub.add_parser("show", help="the release and its events, from the registry")
+    cfg_arg(show)
+    show.add_argument("--task", required=True)
+    show.add_argument("--events", type=int, default=10, metavar="N", help="the last N events")
+    for name, helptext in (("pause", "stop automatic decisions (the judge still counts)"),
+                           ("resume", "automatic decisions again"),
+                           ("promote", "move the release to its next stage now (the last: the whole fleet)"),
+                           ("abort", "roll the release back now"),
+                           ("pin", "run one version on a group, whatever the release says"),
+                           ("unpin", "remove a group's pin")):
+        sp = rsub.add_parser(name, help=helptext)
+        cfg_arg(sp)
+        sp.add_argument("--task", required=True)
+        if name in ("pin", "unpin"):
+            sp.add_argument("--group", required=True, help="a group, e.g. site:garage, or device:<id>")
+        if name == "pin":
+            sp.add_argument("--version", type=int, required=True)
+        sp.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the worker's answer")
     return p
 
 
@@ -87,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(p, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.cmd is None or (args.cmd == "models" and args.action is None):
+    if args.cmd is None or (args.cmd in ("models", "rollout") and args.action is None):
         p.print_help()
         return EXIT_CONFIG
     try:
@@ -105,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(cfg, args)
         if args.cmd == "bootstrap":
             return _bootstrap(cfg, args)
+        if args.cmd == "rollout":
+            from .rollout_cli import rollout_command
+
+            return rollout_command(cfg, args)
         return _models(cfg, args)
     except FileNotFoundError as exc:
         print(f"lepton-worker: {exc}", file=sys.stderr)

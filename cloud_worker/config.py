@@ -110,6 +110,42 @@ class InferSettings(_Strict):
     max_batch: int = Field(256, ge=1, description="Rows answered in one forward pass.")
 
 
+class RolloutSettings(_Strict):
+    """Staged rollout of new versions (docs/WORKER.md, Staged rollout). Off: every version goes to the fleet."""
+
+    enabled: bool = Field(False, description="Release each new candidate in stages, judged in the field, instead "
+                                             "of publishing it to the whole fleet at once.")
+    stages: list[str] = Field(default_factory=lambda: ["5%", "25%", "100%"], min_length=1, max_length=16,
+                              description="Stages in order: 'N%' (a share of the fleet by hash ring), a group name "
+                                          "(site:garage), or both joined by '+'. Each includes the ones before; "
+                                          "the last one should be 100%.")
+    metric: Literal["accuracy", "cloud_agreement"] = Field("accuracy", description="The field metric that decides.")
+    margin: float = Field(0.02, ge=0, le=1, description="Non-inferiority margin on the metric.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="One-sided significance level of the decision test.")
+    min_samples: int = Field(200, ge=1, description="Samples per arm before any decision.")
+    min_labels: int = Field(100, ge=1, description="Labelled samples (answered escalations for cloud_agreement) per "
+                                                   "arm before any decision.")
+    min_stage_s: float = Field(60.0, ge=0, description="No decision before a stage has run this long.")
+    max_stage_s: float = Field(3600.0, gt=0, description="Roll back a stage that has no decision by then.")
+    max_escalation_increase: float = Field(0.05, ge=0, le=1, description="Escalation-rate increase that rolls back.")
+    max_latency_ratio: float = Field(2.0, ge=1, description="Median latency ratio (plus 1 ms) that rolls back.")
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, description="Error-rate increase that rolls back.")
+    max_swap_failures: int = Field(1, ge=1, description="Devices failing to load the candidate that roll back.")
+    tick_s: float = Field(1.0, ge=0, description="Seconds between two looks of the judge (0: every learner loop).")
+    inject_bad_release: int = Field(0, ge=0, description="Demo: the Nth release of this registry is trained with "
+                                                         "label noise and released although the holdout gate "
+                                                         "refuses it (its event says so). 0: never.")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[str]) -> list[str]:
+        from .rollout_plan import parse_stage
+
+        for item in v:
+            parse_stage(item)
+        return v
+
+
 class WorkerConfig(_Strict):
     ENV_ROLE: ClassVar[str] = "worker"  # LEPTON_WORKER__* env vars (shared.config)
 
@@ -145,6 +181,7 @@ class WorkerConfig(_Strict):
     training: TrainSettings = Field(default_factory=TrainSettings, description="Training hyper-parameters.")
     export: ExportSettings = Field(default_factory=ExportSettings, description="ONNX export and manifest settings.")
     infer: InferSettings = Field(default_factory=InferSettings, description="Escalation answering.")
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Staged rollout of new versions.")
 
     @field_validator("root")
     @classmethod

@@ -381,10 +381,12 @@ class Learner:
                 "distilled": len(y) if teacher is not None else 0}
         return WholeSet(x, y, w, truth, teacher, data)
 
-    def retrain(self, trigger: str = "manual", *, label_noise: bool = False) -> dict:
+    def retrain(self, trigger: str = "manual", *, label_noise: bool = False, force_release: bool = False) -> dict:
         """Refresh the cloud, train an edge candidate it teaches, gate it on the holdout, publish it if
         it passes; return the decision. ``label_noise`` shuffles the candidate's training labels: a
-        deliberately bad candidate, for showing (and testing) that the gate refuses it.
+        deliberately bad candidate, for showing (and testing) that the gate refuses it. ``force_release``
+        publishes a refused candidate anyway, marked ``forced`` (the staged-rollout demo: the field must
+        catch it).
 
         Raises train.Interrupted when the service stops meanwhile: nothing is published."""
         assert self.edge is not None and self.deployed is not None
@@ -433,7 +435,11 @@ class Learner:
                                      "train_samples_per_s": cand.stats.samples_per_s,
                                      "temperature": float(cand.net.temperature), "cloud": cloud_info})
         self.counters.inc("learn.candidates")
-        if g.publish:
+        if force_release and not g.publish:
+            decision.why = f"FORCED release (demo), the gate said: {g.why}"
+            decision.published = True
+            decision.details["forced"] = True
+        if g.publish or force_release:
             parent = self.version
             entry = self.releaser.register(cand.net, parent=parent,
                                            backbone=None if whole else self.backbones.get(parent, parent),

@@ -36,6 +36,7 @@ from .export import ExportError
 from .learner import Learner, Signer
 from .publisher import Publisher, PublishError
 from .registry import Registry
+from .rollout_io import Rollouts
 from .train import Interrupted, configure_torch, pick_device
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class WorkerService(Service):
         self.learn_q: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(cfg.batch_queue)
         self.client: MqttClient | None = None
         self.publisher: Publisher | None = None
+        self.rollouts: Rollouts | None = None  # staged rollout of new versions (cfg.rollout.enabled)
         self._republish = False
         self.started_at = 0.0
         self._unacked: dict[tuple[str, int, str], SeqSet] = {}  # (bridge, boot, task) -> batch seqs ingested
@@ -81,6 +83,8 @@ class WorkerService(Service):
                                     "uptime_s": max(0.0, time.time() - self.started_at)}
         for lr in list(self.learners.values()):
             gauges.update(lr.gauges())
+        if self.rollouts is not None:
+            gauges.update(self.rollouts.gauges())
         counters = {**self.counters.snapshot(), "infer.dropped": self.infer_q.dropped,
                     "learn.dropped": self.learn_q.dropped}
         return dumps(ServiceStatus(service="worker", id=self.cfg.worker_id, state=state, ts=time.time(),
@@ -115,6 +119,12 @@ class WorkerService(Service):
                     raise RuntimeError(f"task {name!r} has no model in {cfg.registry} and bootstrap_missing is off")
                 lr.bootstrap()
             self.learners[name] = lr
+        if cfg.learn and cfg.rollout.enabled and signer is not None:
+            self.rollouts = Rollouts(cfg, list(self.tasks), self.topics, self.registry, self.counters, self.client,
+                                     self.publisher, signer,
+                                     lambda task, v: self.learners[task].republish_as_new(v, "rollback"))
+            self.rollouts.load({name: lr.version for name, lr in self.learners.items()})
+            self.rollouts.subscribe()
         self._republish = cfg.republish_on_start
         for name in self.tasks:
             if cfg.answer:
@@ -174,9 +184,13 @@ class WorkerService(Service):
     # ---- publishing -----------------------------------------------------------
     def _publish(self, entry) -> None:
         assert self.publisher is not None
+        if self.rollouts is not None and self.rollouts.route(entry):
+            return  # a release: its own topic and stages, not the fleet's manifest
         try:
             self.publisher.publish(entry)
             log.info("published %s v%d", entry.record["task"], entry.version)
+            if self.rollouts is not None:
+                self.rollouts.on_fleet(entry)
         except PublishError as exc:
             # Registered but not on the broker: republished on the next connect / learner wake.
             self.counters.inc("publish.failed")
@@ -187,6 +201,9 @@ class WorkerService(Service):
         self._republish = False
         for name in self.tasks:
             latest = self.registry.latest(name)
+            fleet = self.rollouts.fleet_version(name) if self.rollouts is not None else 0
+            if fleet and latest is not None and fleet != latest.version:
+                latest = self.registry.get(name, fleet)  # mid-release the fleet runs control, not the newest
             if latest is not None:
                 self._publish(latest)
 
@@ -218,6 +235,9 @@ class WorkerService(Service):
                     c.inc("infer.replies")
                 except MqttError as exc:
                     c.inc(f"infer.reply_failed.{exc.reason}")
+            if self.rollouts is not None:
+                for a in out.answered:
+                    self.rollouts.answered(a)
             if self.cfg.learn:
                 for a in out.answered:
                     if self.learn_q.put(("hard", a)) is not None:
@@ -240,16 +260,25 @@ class WorkerService(Service):
                     lr.refresh_cloud()
             if not self.cfg.learn:
                 continue
+            if self.rollouts is not None:
+                self.rollouts.step()
             for lr in self.learners.values():
-                if lr.sync() and lr.deployed is not None and not lr.deployed.record.get("published"):
-                    self._publish(lr.deployed)  # registered by `models promote --no-publish`
+                if lr.sync() and lr.deployed is not None:
+                    if not lr.deployed.record.get("published"):
+                        self._publish(lr.deployed)  # registered by `models promote --no-publish`
+                    elif self.rollouts is not None:
+                        self.rollouts.on_fleet(lr.deployed)  # published by `models promote`
+                if self.rollouts is not None and self.rollouts.holds(lr.task.name):
+                    self._ack_held()
+                    continue
                 trigger = lr.due()
                 if trigger is None:
                     self._ack_held()
                     continue
                 c.inc(f"learn.trigger.{trigger}")
+                bad = self.rollouts is not None and self.rollouts.next_is_bad(lr.task.name)
                 try:
-                    lr.retrain(trigger)
+                    lr.retrain(trigger, label_noise=bad, force_release=bad)
                 except Interrupted:  # stopping: the half-trained candidate is dropped, what is held is kept
                     c.inc("learn.interrupted")
                     log.info("%s: stopping in the middle of a retrain; nothing published", lr.task.name)
@@ -337,6 +366,8 @@ class WorkerService(Service):
             c.inc("learn.rejected.task_mismatch")
             return
         c.inc("learn.batches")
+        if self.rollouts is not None:
+            self.rollouts.fused(lr.task.name, fb)
         try:
             lr.ingest_fused(fb)
         except (ValueError, IndexError) as exc:  # decodable but inconsistent: count it, keep serving

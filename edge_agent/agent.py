@@ -111,6 +111,8 @@ class Agent(Service):
         self.client.on_connect_hooks.append(self._on_connect)
         self.client.on_disconnect_hooks.append(self.sender.connection_changed)
         self.models.open(self.client, public_key)
+        # The release first: a retained manifest that arrives after it is judged by it.
+        self.client.subscribe(t.release(cfg.task), 1, self.models.offer_release)
         self.client.subscribe(t.manifest(cfg.task), 1, self.models.offer)
         self.client.subscribe(t.reply(cfg.device), 1, Receiver(t, self.escalations.on_reply, self.counters))
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
@@ -359,6 +361,7 @@ class Agent(Service):
         m = self.active
         return schemas.dumps(Status(device=self.cfg.device, state=state, boot=self.boot,  # type: ignore[arg-type]
                                     versions=_versions(), models={self.cfg.task: m.version} if m else {},
+                                    groups=list(self.cfg.groups), ring=round(self.models.gate.ring, 4),
                                     ts=time.time()))
 
     def _birth(self):
@@ -379,6 +382,7 @@ class Agent(Service):
 
     def _on_swap(self, model: LoadedModel) -> None:
         self.decisions.from_manifest(model.manifest.decision)
+        self.meter.new_model()  # latency in telemetry is the serving model's (a staged rollout compares them)
         # The retained status names the model in use; keep it true.
         self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
                              retain=True)
@@ -398,7 +402,8 @@ class Agent(Service):
                          latency_ms_p50=r.latency_ms_p50, latency_ms_p99=r.latency_ms_p99,
                          uplink_bytes=r.uplink_bytes, raw_bytes=r.raw_bytes, outbox_depth=self.outbox.depth(),
                          escalation_ratio=r.escalation_ratio, frames=r.frames,
-                         dropped_frames=self.frames_q.dropped, counters=self.counters.snapshot())
+                         dropped_frames=self.frames_q.dropped, counters=self.counters.snapshot(),
+                         models={self.cfg.task: m.version} if (m := self.active) is not None else {})
 
     def _telemetry_loop(self) -> None:
         while not self.stopping.wait(self.cfg.telemetry.interval_s):

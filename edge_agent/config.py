@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.mqtt import MqttSettings
+from shared.schemas import GROUP_RE
 from shared.topics import DEFAULT_ROOT, DEVICE_RE, SEGMENT_RE, check_root
 
 
@@ -199,6 +200,10 @@ class AgentConfig(_Cfg):
                                                               "classes, inputs and preprocessing come with the "
                                                               "signed model manifest, so no task table lives here.")
     stream: str = Field("cam", pattern=SEGMENT_RE.pattern, description="Stream name in pred/feat/hard/event topics.")
+    groups: list[Annotated[str, Field(pattern=GROUP_RE)]] = Field(
+        default_factory=list, max_length=64, description="Groups this device belongs to for staged rollouts, e.g. "
+                                                         "site:garage, ring:canary ([a-z0-9_.:-]); reported in its "
+                                                         "birth message. It is also always in device:<id>.")
     source: SourceConfig = Field(description="Where samples come from; `type` picks the kind.")
     capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Capture queue behaviour.")
     decision: DecisionSettings = Field(default_factory=DecisionSettings, description="Act locally or escalate.")

@@ -16,6 +16,11 @@ What is remembered about a failed offer depends on what failed:
 - **the model itself** (its bytes match the signed sha256 but the ONNX guard, onnxruntime, the
   contract or the reference outputs refuse it) is permanent for that (version, sha256): the
   signed manifest vouches for exactly those bytes, and loading them again would fail again.
+
+Under a staged rollout (:mod:`edge_agent.rollout`) the signed release names the version this
+device runs: a manifest it does not permit is ignored (``model.ignored.not_in_stage``), and the
+target comes from disk when it is kept there (a canary going back to control) or from its own
+retained manifest on ``model/{task}/version/{N}`` otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 
 from edge_agent.config import AgentConfig
 from edge_agent.model import LoadedModel, ModelRejected, load_model
+from edge_agent.rollout import ReleaseGate
 from edge_agent.store import ModelStore
 from edge_agent.verify import Rejection, check_artifact, parse_manifest
 from shared.bounded import DropOldestQueue
@@ -86,6 +92,7 @@ class ModelLifecycle:
         self.counters = counters
         self.stopping = stopping
         self.store = ModelStore(cfg.model_dir, keep=cfg.model.keep_versions)
+        self.gate = ReleaseGate(cfg.task, cfg.device, cfg.groups, cfg.model_dir / "release.json", counters)
         self.active: LoadedModel | None = None
         self.ready = threading.Event()
         self.swaps: deque[tuple[float, int]] = deque(maxlen=1000)  # (monotonic time, version), recent
@@ -97,6 +104,7 @@ class ModelLifecycle:
         self._jobs: DropOldestQueue[tuple[str, bytes | None]] = DropOldestQueue(16)
         self._bad_models: dict[tuple[int, str], str] = {}
         self._artifacts: dict[str, _ArtifactWatch] = {}  # by artifact topic
+        self._version_watch: Filter | None = None  # model/{task}/version/{target}, while the target is missing
         self._lock = threading.Lock()
 
     # ---- inputs (any thread) ---------------------------------------------------
@@ -104,11 +112,16 @@ class ModelLifecycle:
         self.client = client
         self.public_key = public_key
         self.store.open()
+        self.gate.open(public_key)
         self._jobs.put(("boot", None))
 
     def offer(self, msg: Message) -> None:
         """Handler for the retained manifest topic (network thread: only queues)."""
         self._jobs.put(("manifest", msg.payload))
+
+    def offer_release(self, msg: Message) -> None:
+        """Handler for the retained release topic (network thread: only queues)."""
+        self._jobs.put(("release", msg.payload))
 
     def request_rollback(self) -> None:
         self._jobs.put(("rollback", None))
@@ -124,6 +137,9 @@ class ModelLifecycle:
             try:
                 if kind == "boot":
                     self._load_at_boot()
+                    self._apply_target()
+                elif kind == "release":
+                    self._on_release(arg)  # type: ignore[arg-type]
                 elif kind in ("manifest", "retry"):
                     self._accept(arg, self._fetch)  # type: ignore[arg-type]
                 elif kind == "rollback":
@@ -133,6 +149,7 @@ class ModelLifecycle:
                 log.exception("model job %s failed", kind)
         for topic in list(self._artifacts):
             self._unwatch(topic)
+        self._watch_version(None)
 
     def _swap(self, model: LoadedModel) -> None:
         self.active = model
@@ -192,7 +209,15 @@ class ModelLifecycle:
         try:
             m = parse_manifest(raw, task=self.cfg.task, highest=self.store.state.highest, public_key=self.public_key,
                                topics=self.topics, now=time.time(),
-                               max_artifact_bytes=self.cfg.model.max_artifact_bytes)
+                               max_artifact_bytes=self.cfg.model.max_artifact_bytes, allowed=self.gate.target)
+            if cur is not None and m.version == cur.version:
+                self.counters.inc("model.manifest.current")  # the release let it past "not newer": it serves
+                return
+            if not self.gate.permits(m.version):
+                self.counters.inc("model.ignored.not_in_stage")
+                log.debug("manifest v%d is not for this device's stage (%s runs v%s)", m.version,
+                          self.gate.describe(), self.gate.target)
+                return
             known = self._bad_models.get((m.version, m.sha256))
             if known is not None:
                 self.counters.inc("model.ignored.known_bad")
@@ -221,10 +246,12 @@ class ModelLifecycle:
         self.store.switch(m.version)
         for topic in [t for t, w in self._artifacts.items() if w.version <= m.version]:
             self._unwatch(topic)
+        if m.version == self.gate.target:
+            self._watch_version(None)
         self._swap(model)
         self.counters.inc("model.loaded")
         log.info("model v%d loaded (was v%s)", m.version, cur.version if cur else None)
-        self._report("loaded", None, "")
+        self._report("loaded", None, self.gate.describe() if m.version == self.gate.target else "")
 
     def _rejected(self, reason: str, detail: str, version: int | None, cur: LoadedModel | None) -> None:
         if reason == "not_newer" and cur is not None and version == cur.version:
@@ -310,6 +337,61 @@ class ModelLifecycle:
         if w is not None and self.client is not None:
             self.client.unsubscribe(Filter(topic))
 
+    # ---- staged rollout: the release names this device's version ---------------------------
+    def _on_release(self, raw: bytes) -> None:
+        try:
+            new = self.gate.offer(raw)
+        except Rejection as exc:
+            if exc.reason == "empty":
+                self.counters.inc("release.cleared")
+                return
+            self.counters.inc(f"release.rejected.{exc.reason}")
+            log.warning("release ignored: %s: %s", exc.reason, exc.detail)
+            return
+        if new:
+            self._apply_target()
+
+    def _apply_target(self) -> None:
+        """Run the version the release assigns: already serving, kept on disk, or fetched from its own topic."""
+        target = self.gate.target
+        cur = self.active
+        if target is None or (cur is not None and cur.version == target):
+            self._watch_version(None)
+            return
+        if self.store.has(target):
+            try:
+                model = self._load_stored(target)
+            except (OSError, Rejection, ModelRejected) as exc:
+                self.counters.inc("release.stored_target_failed")
+                log.error("stored model v%d unusable: %s; fetching it", target, exc)
+            else:
+                self.store.switch(target)
+                self._watch_version(None)
+                self._swap(model)
+                self.counters.inc("model.release_switch")
+                log.warning("%s: switched from v%s to v%d (kept on disk)", self.gate.describe(),
+                            cur.version if cur else None, target)
+                self._report("loaded", None, f"{self.gate.describe()}: from v{cur.version if cur else 0}")
+                return
+        self._watch_version(target)
+
+    def _watch_version(self, version: int | None) -> None:
+        """Listen on the one version topic the release's target needs (None: on none)."""
+        assert self.client is not None or version is None
+        topic = Filter(str(self.topics.model_version(self.cfg.task, version))) if version is not None else None
+        with self._lock:
+            old, self._version_watch = self._version_watch, topic
+        if old is not None and old != topic and self.client is not None:
+            self.client.unsubscribe(old)
+        if topic is not None and topic != old:
+            self.client.subscribe(topic, 1, self.offer)  # type: ignore[union-attr]
+
+    def _load_stored(self, version: int) -> LoadedModel:
+        data, raw = self.store.read(version)
+        m = self._trusted(raw)
+        check_artifact(data, m)
+        return self._build(data, m, raw)
+
     # ---- rollback ------------------------------------------------------------------------
     def _rollback(self) -> None:
         st = self.store.state
@@ -319,10 +401,7 @@ class ModelLifecycle:
             self._report("rejected", None, "rollback: no previous model on disk")
             return
         try:
-            data, raw = self.store.read(st.previous)
-            m = self._trusted(raw)
-            check_artifact(data, m)
-            model = self._build(data, m, raw)
+            model = self._load_stored(st.previous)
         except (OSError, Rejection, ModelRejected) as exc:
             self.counters.inc("cmd.rollback.failed")
             self._report("rejected", st.previous, f"rollback failed: {exc}")

@@ -78,6 +78,10 @@ class Meter:
         with self._lock:
             self.inferred += 1
 
+    def new_model(self) -> None:
+        """A swap: latency percentiles start again, so they are the serving model's own."""
+        self.latencies.clear()
+
     def escalation(self) -> None:
         with self._lock:
             self.escalated += 1

@@ -67,6 +67,9 @@ class ModelStore:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
 
+    def has(self, version: int) -> bool:
+        return all(p.exists() for p in self.paths(version))
+
     def read(self, version: int) -> tuple[bytes, bytes]:
         onnx_path, manifest_path = self.paths(version)
         return onnx_path.read_bytes(), manifest_path.read_bytes()

@@ -36,8 +36,10 @@ def _offered(obj: Any) -> int | None:
 
 
 def parse_manifest(raw: bytes, *, task: str, highest: int, public_key: Ed25519PublicKey | None,
-                   topics: Topics, now: float, max_artifact_bytes: int) -> Manifest:
+                   topics: Topics, now: float, max_artifact_bytes: int, allowed: int | None = None) -> Manifest:
     """Check a manifest as received; returns it if the agent should fetch its artifact.
+
+    ``allowed``: a version a signed release assigns to this device, accepted even if not newer.
 
     Raises Rejection with reason empty, oversized, not_json, bad_signature, invalid, other_task,
     not_newer, bad_artifact_topic, too_large or expired (in that order of checks).
@@ -67,7 +69,7 @@ def parse_manifest(raw: bytes, *, task: str, highest: int, public_key: Ed25519Pu
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise Rejection("invalid", f"{loc or '<root>'}: {first['msg']}"[:300], version) from None
-    if m.version <= highest:
+    if m.version <= highest and m.version != allowed:
         raise Rejection("not_newer", f"version {m.version} <= highest accepted {highest}", m.version)
     if m.artifact != str(topics.artifact(task, m.version)):
         raise Rejection("bad_artifact_topic", f"artifact {m.artifact!r} is not {topics.artifact(task, m.version)}",

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lepton_cli import scoreboard
+from lepton_cli.rollout_view import RolloutView
 from lepton_tasks import TaskSpecError, load_task
 from shared import schemas
 from shared.containers import FeatureBatch
@@ -140,6 +141,7 @@ class FleetStats:
         self.manifests: dict[str, schemas.Manifest] = {}
         self.hub: schemas.ServiceStatus | None = None
         self.workers: dict[str, schemas.ServiceStatus] = {}
+        self.rollout = RolloutView()  # staged rollouts: releases and their stage changes
         # QoS 1 edge messages carry (device, boot, seq) from one per-boot counter: the seqs seen
         # must form one gap-free run, which is how a lost message shows up.
         self._seqs: dict[tuple[str, int], SeqSet] = defaultdict(SeqSet)
@@ -192,6 +194,12 @@ class FleetStats:
                 if len(self.published) < MAX_EVENTS:
                     self.published[(v.task, v.version)] = (v.created, v.metrics.get("accuracy"))
                     self.version_metrics[(v.task, v.version)] = dict(v.metrics)
+            elif k is Kind.MODEL_VERSION and len(self.version_metrics) < MAX_EVENTS:
+                self.version_metrics[(v.task, v.version)] = dict(v.metrics)  # a release's candidate
+            elif k is Kind.RELEASE:
+                self.rollout.release(v)
+            elif k is Kind.ROLLOUT_EVENT:
+                self.rollout.event(v)
             elif k is Kind.LABEL:
                 self.label_times[v.task].extend([v.ts] * len(v.items))
             elif k is Kind.HUB_STATUS:
@@ -287,6 +295,7 @@ class FleetStats:
             esc = sum(r.escalated for r in self.devices.values())
             uplink = sum(r.uplink for r in self.devices.values())
             raw = sum(r.raw for r in self.devices.values())
+            rollout = self.rollout.summary()
             return {
                 "accuracy_per_version_joint": acc(self.joint),
                 "accuracy_per_version_edge_only": acc(self.edge),
@@ -323,6 +332,7 @@ class FleetStats:
                 "messages_seen": dict(self.messages),
                 "bytes_seen": dict(self.bytes),
                 "scoreboard": self._scoreboard(),
+                **({"rollout": rollout} if rollout else {}),
             }
 
     def _scoreboard(self) -> list[dict[str, Any]]:
@@ -410,6 +420,12 @@ class FleetStats:
                 "published": [{"ts": t, "task": task, "version": v, "accuracy": a}
                               for (task, v), (t, a) in sorted(self.published.items(), key=lambda kv: kv[1][0])],
             }
+
+    def rollout_text(self) -> tuple[str, str]:
+        """(the monitor's rollout lines, the status line's token)."""
+        with self._lock:
+            gauges = {k: v for w in self.workers.values() for k, v in w.gauges.items() if ".rollout." in k}
+            return self.rollout.line(gauges), self.rollout.token()
 
     def rows(self) -> list[DeviceRow]:
         with self._lock:

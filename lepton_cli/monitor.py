@@ -82,7 +82,8 @@ def status_line(stats: FleetStats, state: ConnectionState | None = None) -> str:
             f"cloud_acc={_fmt(s['accuracy_cloud'])} escalated={_fmt(s['escalation_ratio'], True)} "
             f"uplink/raw={_fmt(s['uplink_vs_raw'], True)} capture_errors={s['capture_errors']} "
             f"reconnects={s['capture_reconnects']} hub_queued={queued} hub_dropped={drops} "
-            f"gate_refusals={s['gate_refusals']} agent_rejections={s['agent_model_rejections']}")
+            f"gate_refusals={s['gate_refusals']} agent_rejections={s['agent_model_rejections']}"
+            + (f" rollout={token}" if (token := stats.rollout_text()[1]) != "-" else ""))
 
 
 def table(stats: FleetStats, state: ConnectionState | None = None) -> Any:
@@ -114,6 +115,9 @@ def table(stats: FleetStats, state: ConnectionState | None = None) -> Any:
                  f"candidate(s); agents rejected {s['agent_model_rejections']} model(s)\n"
                  f"edge-only acc {_fmt(s['accuracy_edge_only'])} · joint acc {_fmt(s['accuracy_joint'])} · "
                  f"cloud acc {_fmt(s['accuracy_cloud'])}")
+    rollout = stats.rollout_text()[0]
+    if rollout:
+        t.caption += "\nrollout: " + rollout.replace("\n", "\nrollout: ")
     return t
 
 

@@ -9,7 +9,8 @@ samples of the fleet view that `lepton up` takes every ``--sample-every`` second
 - escalation ratio over time;
 - uplink bytes by topic, stacked, against the raw frames' JPEG size;
 - hub queue depth and drops (dropped + expired) per priority class;
-- the hot-swap timeline: which version each device ran when, publications and refusals.
+- the hot-swap timeline: which version each device ran when, publications and refusals;
+- staged rollouts (when the summary has them): every stage change with the figures behind it.
 
 Rates and accuracies are over a sliding window (``WINDOW_S``) of the cumulative counts, so a
 point says how the fleet did in the last few seconds, not since the start.
@@ -179,6 +180,32 @@ def _version_table(summary: dict[str, Any]) -> str:
     return f'<table class="versions">{head}{"".join(rows)}</table>' if rows else ""
 
 
+def _rollout_section(summary: dict[str, Any]) -> str:
+    """Each release's stage changes, the decisions with the field figures that made them."""
+    ro = summary.get("rollout")
+    if not ro:
+        return ""
+    t0 = float((summary.get("timeline") or {}).get("t0") or 0.0)
+    rows = []
+    for e in ro.get("events", []):
+        f = e.get("figures") or {}
+        c, k = f.get("candidate") or {}, f.get("control") or {}
+
+        def arm(a: dict[str, Any]) -> str:
+            return f"{_fmt(a.get('accuracy'))} <small>(n={a.get('labelled', 0)})</small>" if a else "–"
+
+        bounds = f.get("bounds")
+        cells = [f"{e['ts'] - t0:.0f} s", escape(e["release"]) + (" <b>forced</b>" if e.get("forced") else ""),
+                 escape(e["action"]), f"v{e['from_version']} → v{e['to_version']}", escape(e["group"]), arm(c),
+                 arm(k), escape(f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}] vs −{f['margin']:g}") if bounds else "–",
+                 escape(e["reason"])]
+        rows.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    head = ("<tr><th>at</th><th>release</th><th>change</th><th>versions</th><th>devices</th>"
+            "<th>candidate acc.</th><th>control acc.</th><th>difference bounds</th><th>why</th></tr>")
+    return (f'<h2 id="rollout">Staged rollout: {ro.get("promoted", 0)} promoted, {ro.get("rolled_back", 0)} rolled '
+            f'back</h2><table class="versions rollout">{head}{"".join(rows)}</table>')
+
+
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:20px;color:#222;background:#fff}
 h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:12px}
@@ -194,6 +221,7 @@ svg .frame{fill:none;stroke:#bbb} svg .mark{stroke-dasharray:3 3} svg .marklabel
 svg .nodata{fill:#999;font-size:13px} svg .spanlabel{fill:#fff;font-weight:600}
 table.versions{border-collapse:collapse;margin:8px 0 16px} .versions td,.versions th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 .versions th{background:#f6f6f6}
+h2{font-size:16px;margin:14px 0 4px} .rollout td,.rollout th{text-align:left;vertical-align:top} .rollout td:last-child{max-width:520px}
 """
 
 
@@ -230,6 +258,7 @@ def render(summary: dict[str, Any], title: str = "Lepton run") -> str:
         '<div class="figures">' + "".join(f'<div class="fig"><b>{v if isinstance(v, str) else _fmt(v)}</b>'
                                           f'<span>{escape(k)}</span></div>' for k, v in figures) + "</div>",
         _version_table(s),
+        _rollout_section(s),
         '<div class="grid2">', *accs,
         _figure("escalation", escalation_chart(pts, t0, w, marks).render(),
                 "Escalated samples as a share of predictions; it falls as the edge model improves."),

@@ -117,6 +117,7 @@ def _configs(args: argparse.Namespace, run: Path, access: PlainAccess | SecureAc
             "registry": str(run / "registry"), "signing_key": str(keys / "signing.key"),
             "public_key": str(keys / "signing.pub"), "status_interval_s": 2.0,
             "triggers": {"min_new_labels": args.retrain_labels, "interval_s": 30.0, "cooldown_s": 5.0},
+            **({"rollout": r} if (r := rollout_settings(args)) else {}),
         },
         "bridge": {"mqtt": access.service("bridge"), "root": args.root, "id": "bridge-1", "status_interval": 2.0,
                    **access.bridge_extra()},
@@ -138,6 +139,59 @@ def _configs(args: argparse.Namespace, run: Path, access: PlainAccess | SecureAc
             "state_dir": str(run / "agents" / device),
         }
     return out
+
+
+# `--rollout` plan keys -> the worker's RolloutSettings fields; defaults sized for a run of a few minutes.
+ROLLOUT_KEYS = {"canary": "stages", "then": "stages", "margin": "margin", "alpha": "alpha", "metric": "metric",
+                "min-labels": "min_labels", "min-samples": "min_samples", "min-stage": "min_stage_s",
+                "max-stage": "max_stage_s"}
+ROLLOUT_DEMO = {"margin": 0.05, "min_labels": 40, "min_samples": 100, "min_stage_s": 15.0, "max_stage_s": 90.0}
+
+
+def add_rollout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rollout", metavar="PLAN", default=None,
+                   help="release each new model in stages, judged in the field (docs/WORKER.md): comma-separated "
+                        "key=value, e.g. canary=40%% (a share of the fleet by hash ring, or a group such as "
+                        "site:garage), then=50%%:100%% (further stages; default 100%%), margin=0.05, min-labels=40, "
+                        "min-samples=100, min-stage=15 (s), max-stage=90 (s), metric=accuracy|cloud_agreement, "
+                        "alpha=0.05")
+    p.add_argument("--inject-bad-release", nargs="?", type=int, const=2, default=0, metavar="N",
+                   help="demo, with --rollout: the Nth release (default the 2nd) is trained with label noise and "
+                        "released although the worker's gate refuses it, for the field judge to roll back")
+
+
+def rollout_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The worker's `rollout` table from --rollout / --inject-bad-release; ValueError says what is wrong."""
+    plan, bad = getattr(args, "rollout", None), getattr(args, "inject_bad_release", 0) or 0
+    if bad and not plan:
+        raise ValueError("--inject-bad-release needs --rollout (the bad release is caught by the staged rollout)")
+    if bad < 0:
+        raise ValueError("--inject-bad-release must be a positive release number")
+    if not plan:
+        return None
+    out: dict[str, Any] = {"enabled": True, **ROLLOUT_DEMO, "inject_bad_release": bad}
+    first, then = "5%", ["100%"]
+    for item in (x.strip() for x in plan.split(",") if x.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ROLLOUT_KEYS:
+            raise ValueError(f"--rollout: {item!r} is not one of {', '.join(k + '=' for k in ROLLOUT_KEYS)}")
+        if key == "canary":
+            first = value
+        elif key == "then":
+            then = [v for v in value.split(":") if v]
+        else:
+            out[ROLLOUT_KEYS[key]] = value
+    out["stages"] = [first, *then]
+    from pydantic import ValidationError
+
+    from cloud_worker.config import RolloutSettings
+
+    try:
+        checked = RolloutSettings.model_validate(out)
+    except ValidationError as exc:
+        first_error = exc.errors()[0]
+        raise ValueError(f"--rollout: {'.'.join(map(str, first_error['loc']))}: {first_error['msg']}") from None
+    return checked.model_dump()
 
 
 def _command(name: str, conf: Path) -> list[str]:
@@ -291,6 +345,10 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--person-rate must be positive"
     if args.sample_every <= 0:
         return "--sample-every must be positive"
+    try:
+        rollout_settings(args)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -460,6 +518,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write a self-contained HTML report with plots here (see also `lepton report`)")
     p.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples of the time series")
     p.add_argument("--workdir", default=None, help="run directory (configs, logs, registry); default var/up/<time>")
+    add_rollout_args(p)
     p.add_argument("--no-tui", action="store_true", help="print a status line instead of the live table")
     p.add_argument("--print-every", type=float, default=10.0, help="seconds between status lines without the TUI")
     p.set_defaults(func=run)

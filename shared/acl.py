@@ -93,6 +93,8 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(R, Kind.CMD, own=True),
         Grant(R, Kind.MANIFEST),
         Grant(R, Kind.ARTIFACT),
+        Grant(R, Kind.RELEASE),
+        Grant(R, Kind.MODEL_VERSION),
     ),
     # Reads the whole edge tree and the labels; writes only hub/.
     Role.BRIDGE: (
@@ -108,6 +110,8 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
     ),
     # The only identity that can change what runs on the fleet (model/), answer devices and
     # report cloud status. The signing key, not this ACL, is what devices finally trust.
+    # A staged rollout also reads births and telemetry (the field figures) and operators' signed
+    # commands; its CLI (`lepton-worker rollout`) may send those commands with the worker's identity.
     Role.WORKER: (
         Grant(R, Kind.HUB_BATCH),
         Grant(R, Kind.HUB_INFER),
@@ -115,8 +119,16 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(R, Kind.MODEL_STATE),
         Grant(R, Kind.MANIFEST),
         Grant(R, Kind.ARTIFACT),
+        Grant(R, Kind.STATUS),
+        Grant(R, Kind.TELEMETRY),
+        Grant(R, Kind.ROLLOUT_CMD),
+        Grant(R, Kind.ROLLOUT_EVENT),
         Grant(W, Kind.MANIFEST),
         Grant(W, Kind.ARTIFACT),
+        Grant(W, Kind.RELEASE),
+        Grant(W, Kind.MODEL_VERSION),
+        Grant(W, Kind.ROLLOUT_EVENT),
+        Grant(W, Kind.ROLLOUT_CMD),
         Grant(W, Kind.REPLY),
         Grant(W, Kind.HUB_ACK),
         Grant(W, Kind.CLOUD_STATUS),
@@ -127,9 +139,13 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(W, Kind.LABEL),
         Grant(R, Kind.LABEL_CUSTODY, own=True),
     ),
-    # Commands to any device; sees fleet state to know what to command.
+    # Commands to any device and to releases (those signed: the key, not this ACL, is what counts);
+    # sees fleet and rollout state to know what to command.
     Role.OPERATOR: (
         Grant(W, Kind.CMD),
+        Grant(W, Kind.ROLLOUT_CMD),
+        Grant(R, Kind.RELEASE),
+        Grant(R, Kind.ROLLOUT_EVENT),
         Grant(R, Kind.STATUS),
         Grant(R, Kind.MODEL_STATE),
         Grant(R, Kind.HUB_STATUS),

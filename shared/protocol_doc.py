@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from shared import codec, schemas, strictjson
 from shared.containers import LAYOUT
 from shared.topics import DEFAULT_ROOT, TOPIC_SPECS
@@ -127,8 +125,11 @@ def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     return t
 
 
-def _schema_table(model: type[BaseModel]) -> list[str]:
-    js = model.model_json_schema(by_alias=True)
+def _schema_table(model: type[schemas.Msg]) -> list[str]:
+    return _table(model.model_json_schema(by_alias=True))
+
+
+def _table(js: dict[str, Any]) -> list[str]:
     defs = js.get("$defs", {})
     req = set(js.get("required", []))
     out = ["| field | type | required | description |", "|---|---|---|---|"]
@@ -159,15 +160,17 @@ def render(root: str = DEFAULT_ROOT) -> str:
               " within int64, finite numbers only (no `NaN`/`Infinity`), nesting at most"
               f" {strictjson.MAX_DEPTH} levels, no lone UTF-16 surrogates; anything else is `not_json`, counted"
               " like every rejection, and a rejected message is acknowledged so it never comes back.", ""]
+    parts: dict[str, dict[str, Any]] = {}
     for name, model in schemas.SCHEMAS.items():
         lines += [f"### {name}", "", (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "", ""]
         lines += _schema_table(model)
         lines.append("")
-    lines += ["### Objects inside payloads", ""]
-    for model in schemas.NESTED:
-        doc = (model.__doc__ or "").strip().splitlines()
-        lines += [f"#### {model.__name__}", "", doc[0] if doc else "", ""]
-        lines += _schema_table(model)
+        parts.update(model.model_json_schema(by_alias=True).get("$defs", {}))
+    lines += ["### Nested objects", "", "The objects the payloads above contain, by the name their tables use.", ""]
+    for name in sorted(parts):
+        doc = parts[name].get("description", "").strip().splitlines()
+        lines += [f"#### {name}", "", doc[0] if doc else "", ""]
+        lines += _table(parts[name])
         lines.append("")
     lim = codec.DEFAULT_LIMITS
     lines += ["## Tensor container", "",

@@ -32,6 +32,11 @@ MAX_MANIFEST_BYTES = 2 * 1024 * 1024
 DeviceId = Annotated[str, Field(pattern=DEVICE_RE.pattern, description="Device id, [a-z0-9-], max 48 chars.")]
 Segment = Annotated[str, Field(pattern=SEGMENT_RE.pattern, description="Topic-safe name, [a-z0-9_-].")]
 Prob = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+GROUP_RE = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+GroupName = Annotated[str, Field(pattern=GROUP_RE, description="Device group, e.g. site:garage or ring:canary "
+                                                               "([a-z0-9_.:-], max 64 chars); device:<id> names one "
+                                                               "device.")]
+Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -78,6 +83,11 @@ class Status(Msg):
     boot: int = Field(ge=0, description="Boot epoch (unix seconds at process start); part of the dedup key.")
     versions: dict[str, str] = Field(default_factory=dict, description="Software versions (lepton, onnxruntime, ...).")
     models: dict[str, int] = Field(default_factory=dict, description="Model version in use per task.")
+    groups: list[GroupName] = Field(default_factory=list, max_length=64,
+                                    description="Groups the device belongs to (its config), for staged rollouts.")
+    ring: Percent | None = Field(None, description="The device's place on the stable hash ring, 0-100 "
+                                                   "(shared/groups.py): a release's share of the fleet is the "
+                                                   "devices below a threshold.")
     ts: Finite = Field(description="Unix time of this message.")
 
 
@@ -96,6 +106,8 @@ class Telemetry(Msg):
     frames: int = Field(ge=0, description="Frames processed since boot.")
     dropped_frames: int = Field(ge=0, description="Frames dropped by the capture queue since boot.")
     counters: dict[str, int] = Field(default_factory=dict, description="Other counters (rejections, swaps, ...).")
+    models: dict[str, int] = Field(default_factory=dict, description="Model version serving per task when this was "
+                                                                     "sent; latency figures are of that model.")
 
 
 class Prediction(Msg):
@@ -349,18 +361,175 @@ class Manifest(Msg):
         return v
 
 
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(_Part):
+    """One stage of a release: the devices that run the candidate once it is reached (with every earlier stage's)."""
+
+    share: Percent | None = Field(None, description="Percent of the fleet by hash-ring position (100: everyone).")
+    groups: list[GroupName] = Field(default_factory=list, max_length=64,
+                                    description="Named groups in the stage: a device in any of them is in.")
+    ring_below: Percent | None = Field(None, description="Set by the worker when the stage starts: devices whose ring "
+                                                         "position is below it are in the stage (the share turned into "
+                                                         "a threshold over the fleet it knew then, so a device that "
+                                                         "comes online later decides alone and the same way).")
+
+
+class ReleasePlan(_Part):
+    """How a release is staged and judged (the worker's `rollout` config when the release started)."""
+
+    stages: list[Stage] = Field(min_length=1, max_length=16, description="Stages in order; the last one normally "
+                                                                         "covers the fleet (share 100).")
+    metric: Literal["accuracy", "cloud_agreement"] = Field("accuracy", description="Field metric that decides: "
+                                                           "accuracy against labels, or agreement with the cloud on "
+                                                           "escalations.")
+    margin: Prob = Field(0.02, description="Non-inferiority margin: the candidate may be at most this much worse "
+                                           "than control on the metric.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="One-sided significance level of the decision test.")
+    min_samples: int = Field(200, ge=1, description="Samples per arm (candidate and control) before any decision.")
+    min_labels: int = Field(100, ge=1, description="Labelled samples (or answered escalations, for cloud_agreement) "
+                                                   "per arm before any decision on the metric.")
+    min_stage_s: float = Field(60.0, ge=0, allow_inf_nan=False, description="No decision before a stage has run "
+                                                                             "this long.")
+    max_stage_s: float = Field(3600.0, gt=0, allow_inf_nan=False, description="A stage without a decision by then "
+                                                                               "rolls back: no evidence is not a "
+                                                                               "promotion.")
+    max_escalation_increase: Prob = Field(0.05, description="Roll back when the candidate escalates more than "
+                                                            "control by more than this (one-sided test).")
+    max_latency_ratio: float = Field(2.0, ge=1, allow_inf_nan=False, description="Roll back when the candidate's "
+                                                                                 "median inference latency exceeds "
+                                                                                 "control's times this, plus 1 ms.")
+    max_error_rate_increase: Prob = Field(0.01, description="Roll back when the candidate's inference error rate "
+                                                            "exceeds control's by more than this.")
+    max_swap_failures: int = Field(1, ge=1, description="Roll back once this many devices failed to load the "
+                                                        "candidate.")
+
+
+class Pin(_Part):
+    """An operator's pin: the devices of a group run one version, whatever the release says."""
+
+    group: GroupName = Field(description="The pinned group (device:<id> for one device).")
+    version: int = Field(ge=1, description="The version the group runs.")
+
+
+class ArmFigures(_Part):
+    """What one arm (candidate or control devices) did in the field during the current stage."""
+
+    version: int = Field(ge=0, description="Model version of the arm.")
+    devices: int = Field(ge=0, description="Devices seen on that version in the stage.")
+    samples: int = Field(ge=0, description="Samples scored by that version (fused feature rows).")
+    labelled: int = Field(ge=0, description="Of those, samples with a ground-truth label.")
+    correct: int = Field(ge=0, description="Labelled samples the edge model got right.")
+    accuracy: Prob | None = Field(None, description="correct / labelled.")
+    escalations: int = Field(ge=0, description="Escalations of that version answered by this worker.")
+    agree: int = Field(ge=0, description="Escalations where the edge's label was the cloud's.")
+    agreement: Prob | None = Field(None, description="agree / escalations.")
+    escalation_rate: Prob | None = Field(None, description="escalations / samples.")
+    latency_ms_p50: Finite | None = Field(None, ge=0, description="Median of the devices' reported median "
+                                                                  "inference latency on that version, ms.")
+    frames: int = Field(ge=0, description="Frames the devices reported processing on that version.")
+    errors: int = Field(ge=0, description="Inference errors and refused inputs reported on that version.")
+    error_rate: Prob | None = Field(None, description="errors / frames.")
+    swap_failures: int = Field(ge=0, description="Devices that refused to load that version (ModelState rejected).")
+
+
+class Figures(_Part):
+    """The evidence behind a rollout decision."""
+
+    candidate: ArmFigures = Field(description="The canary devices on the candidate version.")
+    control: ArmFigures = Field(description="The other devices, on the control version, over the same period.")
+    elapsed_s: Finite = Field(ge=0, description="Seconds the stage had run.")
+    metric: Literal["accuracy", "cloud_agreement"] = Field(description="The deciding metric.")
+    difference: Finite | None = Field(None, description="Candidate minus control on the metric.")
+    lower: Finite | None = Field(None, description="One-sided lower confidence bound of the difference (Newcombe "
+                                                   "hybrid score interval).")
+    upper: Finite | None = Field(None, description="One-sided upper confidence bound of the difference.")
+    margin: Prob = Field(description="The plan's non-inferiority margin.")
+    test: str = Field(max_length=128, description="The test, e.g. newcombe-score 1-sided alpha=0.05.")
+
+
+class Release(Msg):
+    """A task's staged rollout, signed (retained on model/{task}/release); agents pick their version from it."""
+
+    kind: Literal["release"] = "release"
+    task: Segment
+    release: str = Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$", description="Release id.")
+    seq: int = Field(ge=1, description="Increases with every change; agents refuse a lower one (a replay).")
+    state: Literal["running", "paused", "promoted", "rolled_back", "aborted"] = Field(
+        description="running/paused: the stages decide; promoted: everyone runs the candidate; rolled_back/aborted: "
+                    "everyone runs `restored` (control's weights).")
+    candidate: int = Field(ge=1, description="The version being rolled out.")
+    control: int = Field(ge=1, description="The version the rest of the fleet runs meanwhile.")
+    restored: int | None = Field(None, ge=1, description="After a rollback: the version carrying control's weights "
+                                                         "that everyone runs (agents only move forward).")
+    stage: int = Field(ge=0, description="Index of the current stage in plan.stages.")
+    plan: ReleasePlan = Field(description="Stages and decision rule of this release.")
+    pins: list[Pin] = Field(default_factory=list, max_length=256, description="Groups pinned to a version by an "
+                                                                              "operator; a pin outranks the stages.")
+    forced: bool = Field(False, description="Released although the holdout gate refused it (the demo's "
+                                            "--inject-bad-release).")
+    reason: str = Field("", max_length=512, description="Why the last change happened.")
+    figures: Figures | None = Field(None, description="The latest field figures of the current stage.")
+    started: Finite = Field(description="Unix time the release started.")
+    updated: Finite = Field(description="Unix time of this change.")
+    key_id: str = Field("", max_length=64, description="Fingerprint of the signing key.")
+    signature: str = Field("", max_length=256, description="Base64 Ed25519 signature over the canonical JSON without "
+                                                           "this field.")
+
+
+class RolloutEvent(Msg):
+    """One stage change of a release, with the figures behind it (signed, on rollout/{task}/event)."""
+
+    kind: Literal["rollout_event"] = "rollout_event"
+    task: Segment
+    release: str = Field(max_length=64, description="Release id.")
+    seq: int = Field(ge=0, description="The release's seq after the change.")
+    action: Literal["start", "advance", "promote", "rollback", "pause", "resume", "abort", "pin", "unpin",
+                    "refused"] = Field(description="What happened; refused: an operator command that was not applied.")
+    from_version: int = Field(ge=0, description="Version the group ran before.")
+    to_version: int = Field(ge=0, description="Version the group runs now.")
+    group: str = Field(max_length=512, description="The devices the change applies to, e.g. ring<48.2 (cam-1, cam-4).")
+    stage_from: int = Field(ge=0, description="Stage index before.")
+    stage_to: int = Field(ge=0, description="Stage index after.")
+    reason: str = Field(max_length=512, description="Why, in words (the decision rule's verdict or the operator's).")
+    figures: Figures | None = Field(None, description="The field figures behind the decision.")
+    forced: bool = Field(False, description="The release went out although the holdout gate refused it (demo).")
+    command: str = Field("", max_length=64, description="Id of the operator command that caused it, if any.")
+    ts: Finite = Field(description="Unix time of the change.")
+    key_id: str = Field("", max_length=64, description="Fingerprint of the signing key.")
+    signature: str = Field("", max_length=256, description="Base64 Ed25519 signature over the canonical JSON without "
+                                                           "this field.")
+
+
+class RolloutCommand(Msg):
+    """An operator's command to a task's release (signed with the model-signing key, on rollout/{task}/cmd)."""
+
+    kind: Literal["rollout_cmd"] = "rollout_cmd"
+    task: Segment
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Unique command id; the worker answers "
+                                                                       "with an event carrying it, and runs it once.")
+    action: Literal["pause", "resume", "promote", "abort", "pin", "unpin"] = Field(
+        description="pause/resume the automatic decisions, promote to the next stage now, abort (roll back), "
+                    "pin a group to a version or unpin it.")
+    group: GroupName | None = Field(None, description="pin/unpin: the group.")
+    version: int | None = Field(None, ge=1, description="pin: the version.")
+    ts: Finite = Field(description="Unix time the command was made; the worker refuses one older than 5 minutes.")
+    key_id: str = Field("", max_length=64, description="Fingerprint of the signing key.")
+    signature: str = Field("", max_length=256, description="Base64 Ed25519 signature over the canonical JSON without "
+                                                           "this field.")
+
+
 JsonMsg = (Status | Telemetry | Prediction | Event | Reply | Custody | BatchAck | ModelState | Command | Labels
-           | LabelCustody | ServiceStatus | Manifest)
+           | LabelCustody | ServiceStatus | Manifest | Release | RolloutEvent | RolloutCommand)
 AnyMsg = Annotated[JsonMsg, Field(discriminator="kind")]
 _ANY = TypeAdapter(AnyMsg)
 
 SCHEMAS: dict[str, type[Msg]] = {
     m.__name__: m for m in (Status, Telemetry, Prediction, Event, Reply, Custody, BatchAck, ModelState, Command, Labels,
-                            LabelCustody, ServiceStatus, Manifest)
+                            LabelCustody, ServiceStatus, Manifest, Release, RolloutEvent, RolloutCommand)
 }
-
-# Objects that payloads nest (documented in docs/PROTOCOL.md beside the payloads).
-NESTED: tuple[type[BaseModel], ...] = (LabelItem, InputSpec, TensorSpec, DecisionDefaults, CloudInput)
 
 M = TypeVar("M", bound=Msg)
 

@@ -1,6 +1,7 @@
-"""Ed25519 signing of model manifests.
+"""Ed25519 signing of model manifests and of the other messages that change what runs on the fleet.
 
-The signature covers the canonical JSON of the manifest without its ``signature`` field
+Manifests, releases, rollout events and rollout commands carry ``key_id`` and ``signature``.
+The signature covers the canonical JSON of the message without its ``signature`` field
 (sorted keys, no whitespace), so it does not depend on how a producer formatted the bytes
 but any change of any value breaks it. Verification works on the received dict, before
 the pydantic model is built, so nothing is normalised away between check and use.
@@ -18,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from shared.schemas import Manifest, canonical, dumps
+from shared.schemas import Manifest, Msg, canonical, dumps
 
 
 class SignatureError(ValueError):
@@ -57,13 +58,23 @@ def load_public(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def sign_manifest(manifest: Manifest, private: Ed25519PrivateKey) -> bytes:
-    """Return the wire bytes of ``manifest`` with key_id and signature filled in."""
-    obj = json.loads(dumps(manifest.model_copy(update={"key_id": key_id(private.public_key()), "signature": ""})))
+def sign_msg(msg: Msg, private: Ed25519PrivateKey) -> bytes:
+    """Return the wire bytes of ``msg`` (a message with ``key_id`` and ``signature``) signed by ``private``."""
+    obj = json.loads(dumps(msg.model_copy(update={"key_id": key_id(private.public_key()), "signature": ""})))
     obj.pop("signature")
     sig = private.sign(canonical(obj))
     obj["signature"] = base64.b64encode(sig).decode()
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def sign_manifest(manifest: Manifest, private: Ed25519PrivateKey) -> bytes:
+    """Return the wire bytes of ``manifest`` with key_id and signature filled in."""
+    return sign_msg(manifest, private)
+
+
+def verify_obj(obj: dict[str, Any], public: Ed25519PublicKey) -> None:
+    """Raise SignatureError unless ``obj`` (the parsed JSON of any signed message) is signed by ``public``."""
+    verify_manifest_obj(obj, public)
 
 
 def verify_manifest_obj(obj: dict[str, Any], public: Ed25519PublicKey) -> None:
@@ -71,7 +82,7 @@ def verify_manifest_obj(obj: dict[str, Any], public: Ed25519PublicKey) -> None:
     body = dict(obj)
     sig_b64 = body.pop("signature", "")
     if not isinstance(sig_b64, str) or not sig_b64:
-        raise SignatureError("manifest is not signed")
+        raise SignatureError("message is not signed")
     try:
         sig = base64.b64decode(sig_b64, validate=True)
     except ValueError:

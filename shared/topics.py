@@ -123,6 +123,10 @@ class Kind(str, enum.Enum):
     HUB_RELABEL = "hub_relabel"
     MANIFEST = "manifest"
     ARTIFACT = "artifact"
+    RELEASE = "release"
+    MODEL_VERSION = "model_version"
+    ROLLOUT_EVENT = "rollout_event"
+    ROLLOUT_CMD = "rollout_cmd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,17 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               "Signed model manifest: version, sha256, size, input spec, metrics, expiry."),
     TopicSpec(Kind.ARTIFACT, "model/{task}/artifact/{version}", "cloud worker", "agents", "ONNX bytes", "onnx", 1, True,
               "The model file itself; the manifest's sha256 and signature vouch for it."),
+    TopicSpec(Kind.RELEASE, "model/{task}/release", "cloud worker", "agents, monitor", "Release", "json", 1, True,
+              "Signed staged rollout of a task: candidate and control versions, the plan, the current stage, "
+              "pins; each agent runs the version its groups and ring position get from it."),
+    TopicSpec(Kind.MODEL_VERSION, "model/{task}/version/{version}", "cloud worker", "agents", "Manifest", "json", 1,
+              True, "The signed manifest of one version, for the agents a release assigns it to (the fleet's "
+                    "manifest stays on model/{task}/manifest)."),
+    TopicSpec(Kind.ROLLOUT_EVENT, "rollout/{task}/event", "cloud worker", "operators, monitor", "RolloutEvent",
+              "json", 1, False, "Signed record of every stage change of a release: versions, group, reason and the "
+                                "field figures behind it."),
+    TopicSpec(Kind.ROLLOUT_CMD, "rollout/{task}/cmd", "operator", "cloud worker", "RolloutCommand", "json", 1, False,
+              "Signed operator command to the release of a task: pause, resume, promote, abort, pin, unpin."),
 )
 
 SPEC_BY_KIND: dict[Kind, TopicSpec] = {s.kind: s for s in TOPIC_SPECS}
@@ -277,6 +292,20 @@ class Topics:
             raise TopicError(f"model version must be a positive int, got {version!r}")
         return self._t("model", check_segment(task, "task"), "artifact", str(version))
 
+    def release(self, task: str) -> Topic:
+        return self._t("model", check_segment(task, "task"), "release")
+
+    def model_version(self, task: str, version: int) -> Topic:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TopicError(f"model version must be a positive int, got {version!r}")
+        return self._t("model", check_segment(task, "task"), "version", str(version))
+
+    def rollout_event(self, task: str) -> Topic:
+        return self._t("rollout", check_segment(task, "task"), "event")
+
+    def rollout_cmd(self, task: str) -> Topic:
+        return self._t("rollout", check_segment(task, "task"), "cmd")
+
     # ---- subscribe filters ---------------------------------------------
     def _f(self, *parts: str) -> Filter:
         return Filter("/".join((self.root, *parts)))
@@ -323,6 +352,12 @@ class Topics:
 
     def artifacts(self, task: str) -> Filter:
         return self._f("model", check_segment(task, "task"), "artifact", "+")
+
+    def releases(self, task: str = "+") -> Filter:
+        return self._f("model", task if task == "+" else check_segment(task, "task"), "release")
+
+    def rollout_events(self, task: str = "+") -> Filter:
+        return self._f("rollout", task if task == "+" else check_segment(task, "task"), "event")
 
     # ---- parsing --------------------------------------------------------
     def parse(self, topic: str | Topic) -> ParsedTopic:
@@ -375,6 +410,12 @@ class Topics:
             task = check_segment(p[1], "task")
             if n == 3 and p[2] == "manifest":
                 return ParsedTopic(Kind.MANIFEST, task=task)
-            if n == 4 and p[2] == "artifact" and p[3].isdigit() and not p[3].startswith("0"):
-                return ParsedTopic(Kind.ARTIFACT, task=task, version=int(p[3]))
+            if n == 3 and p[2] == "release":
+                return ParsedTopic(Kind.RELEASE, task=task)
+            if n == 4 and p[2] in ("artifact", "version") and p[3].isdigit() and not p[3].startswith("0"):
+                return ParsedTopic(Kind.ARTIFACT if p[2] == "artifact" else Kind.MODEL_VERSION, task=task,
+                                   version=int(p[3]))
+        elif head == "rollout" and n == 3 and p[2] in ("event", "cmd"):
+            return ParsedTopic(Kind.ROLLOUT_EVENT if p[2] == "event" else Kind.ROLLOUT_CMD,
+                               task=check_segment(p[1], "task"))
         raise TopicError("no such topic in the protocol")

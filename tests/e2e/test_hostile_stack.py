@@ -1,6 +1,6 @@
 """Hostile payloads on every topic every service subscribes to, then each service must still answer.
 
-Real processes (broker, worker, bridge, agent). The families: a 5,000-digit number, nesting 30,000
+Real processes (broker, worker with staged rollout on, bridge, agent). The families: a 5,000-digit number, nesting 30,000
 deep, NaN, an unknown schema version, a truncated and a wrongly typed tensor container, an oversized
 payload, a manifest with a bad signature, garbage bytes. Afterwards the agent answers a `rebirth`
 command and keeps predicting, the bridge forwards a fresh escalation and reports status, the worker
@@ -38,7 +38,8 @@ def _families() -> list[bytes]:
 
 def test_every_service_survives_every_family_on_every_topic(tmp_path):
     stack = FaultStack(tmp_path, agents=1, fps=10.0, label_fraction=0.0,
-                       agent={"outbox": {"custody_timeout_s": 5.0}}, worker={"status_interval_s": 0.5})
+                       agent={"outbox": {"custody_timeout_s": 5.0}},
+                       worker={"status_interval_s": 0.5, "rollout": {"enabled": True}})
     try:
         stack.start()
         t = stack.topics
@@ -51,10 +52,12 @@ def test_every_service_survives_every_family_on_every_topic(tmp_path):
                    *(t.cmd(dev, n) for n in ("rebirth", "thresholds", "rollback")),
                    t.event(dev, "cam"), t.hard(dev, "cam"), t.feat(dev, "cam"), t.telemetry(dev), t.pred(dev, "cam"),
                    t.model_state(dev), t.status("cam-9"), t.label(dev, "cam"), t.hub_ack("bridge-1"),
-                   t.hub_infer("digits"), t.hub_batch("digits")]
+                   t.hub_infer("digits"), t.hub_batch("digits"), t.release("digits"), t.model_version("digits", 99),
+                   t.rollout_cmd("digits")]
+        retained = (t.manifest("digits"), t.artifact("digits", 99), t.release("digits"), t.model_version("digits", 99))
         for payload in _families():
             for topic in targets:
-                retain = topic in (t.manifest("digits"), t.artifact("digits", 99))
+                retain = topic in retained
                 if payload or retain:
                     pub.publish(topic, payload, qos=1, retain=retain)
         time.sleep(3.0)
@@ -99,9 +102,12 @@ def test_every_service_survives_every_family_on_every_topic(tmp_path):
                 agent_c = dict(tel.counters) if tel else {}
             hub_kinds = {k.split(".")[1] for k in hub_c if k.startswith("rejected.")}
             return (hub_kinds >= {"event", "escalation", "feature", "telemetry", "status", "label", "batch_ack"},
-                    any(k.startswith("learn.rejected.") for k in work_c),
+                    any(k.startswith("learn.rejected.") for k in work_c)
+                    and {"rollout.cmd.rejected.not_json", "rollout.cmd.rejected.wrong_kind"} <= set(work_c)
+                    and {"rejected.telemetry.not_json", "rejected.model_state.not_json"} <= set(work_c),
                     {"rejected.cmd.oversized", "rejected.reply.not_json", "rejected.custody.wrong_kind",
-                     "model.rejected.bad_signature"} <= set(agent_c))
+                     "model.rejected.bad_signature", "release.rejected.not_json",
+                     "release.rejected.wrong_kind"} <= set(agent_c))
         deadline = time.monotonic() + 20
         while not all(rejected()) and time.monotonic() < deadline:
             time.sleep(0.3)

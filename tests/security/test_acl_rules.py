@@ -74,6 +74,18 @@ def test_only_the_worker_changes_what_runs_on_the_fleet():
         assert writers == {"worker_1"}, topic
 
 
+def test_releases_are_changed_by_the_worker_and_commanded_by_operators_not_devices():
+    for topic in (T.release("digits"), T.model_version("digits", 3), T.rollout_event("digits")):
+        writers = {i for i in ["d1", *EXAMPLE_IDENTITIES] if allowed(i, W, str(topic), DEFAULT_ROOT)}
+        assert writers == {"worker_1"}, topic
+    cmd = str(T.rollout_cmd("digits"))
+    assert {i for i in ["d1", *EXAMPLE_IDENTITIES] if allowed(i, W, cmd, DEFAULT_ROOT)} == {"worker_1", "operator_1"}
+    assert allowed("d1", R, str(T.release("digits")), DEFAULT_ROOT)
+    assert allowed("d1", R, str(T.model_version("digits", 3)), DEFAULT_ROOT)
+    assert not allowed("d1", R, cmd, DEFAULT_ROOT) and not allowed("d1", R, str(T.rollout_event("x")), DEFAULT_ROOT)
+    assert allowed("worker_1", R, cmd, DEFAULT_ROOT) and allowed("worker_1", R, str(T.telemetry("d7")), DEFAULT_ROOT)
+
+
 def test_service_roles():
     assert allowed("bridge_1", R, str(T.feat("d7", "s")), DEFAULT_ROOT)
     assert allowed("bridge_1", R, str(T.label("d7", "s")), DEFAULT_ROOT)

@@ -46,7 +46,7 @@ def test_device_cannot_publish_into_another_device_tree_and_nobody_sees_it(secur
     assert d1.counters.snapshot().get(f"mqtt.publish_denied.{NOT_AUTHORIZED:#x}") == 3
 
 
-def test_device_cannot_publish_a_model_a_reply_a_command_or_a_label(secure_env: SecureEnv, connect):
+def test_device_cannot_publish_a_model_a_release_a_reply_a_command_or_a_label(secure_env: SecureEnv, connect):
     # Prepare
     t = secure_env.topics
     d1, late = connect("d1"), connect("monitor_2")
@@ -58,6 +58,10 @@ def test_device_cannot_publish_a_model_a_reply_a_command_or_a_label(secure_env: 
         "cmd": publish_ack(d1, t.cmd("d2", "rollback"), b"{}"),
         "label": publish_ack(d1, t.label("d1", "cam"), b"{}"),
         "hub": publish_ack(d1, t.hub_batch("digits"), b"x"),
+        "release": publish_ack(d1, t.release("digits"), b"{}", retain=True),
+        "version": publish_ack(d1, t.model_version("digits", 99), b"{}", retain=True),
+        "rollout_cmd": publish_ack(d1, t.rollout_cmd("digits"), b"{}"),
+        "rollout_event": publish_ack(d1, t.rollout_event("digits"), b"{}"),
     }
     inbox, _ = subscribe(late, Filter(f"{ROOT}/model/#"))  # would get any retained model at once
     barrier = connect("worker_1")
@@ -178,6 +182,26 @@ def test_workers_share_hub_batches_through_a_shared_subscription(secure_env: Sec
     # Assert
     assert codes == [1] and code < 0x80
     assert inbox.wait_for(lambda ms: [m.payload for m in ms] == [b"batch"])
+
+
+def test_only_operators_and_workers_command_a_release_and_only_the_worker_changes_it(secure_env: SecureEnv,
+                                                                                      connect):
+    # Prepare
+    t = secure_env.topics
+    op, worker, d1, bridge = connect("operator_1"), connect("worker_1"), connect("d1"), connect("bridge_1")
+    inbox, codes = subscribe(worker, Filter(str(t.rollout_cmd("digits"))))
+    # Execute
+    sent = {who: publish_ack(c, t.rollout_cmd("digits"), who.encode())
+            for who, c in (("operator_1", op), ("d1", d1), ("bridge_1", bridge), ("worker_1", worker))}
+    release = {who: publish_ack(c, t.release("digits"), b"{}", retain=False)
+               for who, c in (("operator_1", op), ("worker_1", worker))}
+    # Assert
+    assert codes == [1]
+    assert sent == {"operator_1": sent["operator_1"], "d1": NOT_AUTHORIZED, "bridge_1": NOT_AUTHORIZED,
+                    "worker_1": sent["worker_1"]} and sent["operator_1"] < 0x80 and sent["worker_1"] < 0x80
+    assert release["operator_1"] == NOT_AUTHORIZED and release["worker_1"] < 0x80
+    assert inbox.wait_for(lambda ms: len(ms) == 2)
+    assert sorted(m.payload for m in inbox.messages) == [b"operator_1", b"worker_1"]
 
 
 def test_operator_commands_reach_only_the_addressed_device(secure_env: SecureEnv, connect):

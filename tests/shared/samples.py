@@ -23,7 +23,7 @@ def json_samples(t: Topics, device: str = "cam-1") -> list[tuple[object, schemas
                                 metrics={"holdout_acc": 0.91}, reference="TFBU", created=NOW, expires=NOW + 86400)
     return [
         (t.status(device), schemas.Status(device=device, state="online", boot=17, versions={"lepton": "0.1.0"},
-                                          models={"digits": 3}, ts=NOW)),
+                                          models={"digits": 3}, groups=["site:garage"], ring=42.5, ts=NOW)),
         (t.telemetry(device), schemas.Telemetry(device=device, boot=17, ts=NOW, fps=12.5, latency_ms_p50=0.4,
                                                 latency_ms_p99=1.2, uplink_bytes=1000, raw_bytes=90000,
                                                 outbox_depth=0, escalation_ratio=0.1, frames=100, dropped_frames=0)),
@@ -45,8 +45,32 @@ def json_samples(t: Topics, device: str = "cam-1") -> list[tuple[object, schemas
         (t.hub_status(), schemas.ServiceStatus(service="bridge", id="b1", state="online", ts=NOW,
                                                counters={"in.feat": 3}, gauges={"queue.feat": 0.0})),
         (t.cloud_status("w1"), schemas.ServiceStatus(service="worker", id="w1", state="online", ts=NOW)),
+        (t.release("digits"), release_sample()),
+        (t.rollout_event("digits"), schemas.RolloutEvent(
+            task="digits", release="digits-v3", seq=5, action="rollback", from_version=3, to_version=4,
+            group="ring<26.7 (cam-4)", stage_from=0, stage_to=0, reason="worse than control", figures=figures_sample(),
+            forced=True, ts=NOW)),
+        (t.rollout_cmd("digits"), schemas.RolloutCommand(task="digits", id="cmd-1", action="pin", group="site:garage",
+                                                         version=2, ts=NOW)),
+        (t.model_version("digits", 3), manifest),
         (t.manifest("digits"), manifest),
     ]
+
+
+def figures_sample() -> schemas.Figures:
+    arm = dict(devices=1, samples=300, labelled=60, escalations=20, agree=15, frames=300, errors=0, swap_failures=0)
+    return schemas.Figures(candidate=schemas.ArmFigures(version=3, correct=8, accuracy=0.13, latency_ms_p50=0.2, **arm),
+                           control=schemas.ArmFigures(version=2, correct=57, accuracy=0.95, **arm), elapsed_s=12.5,
+                           metric="accuracy", difference=-0.82, lower=-0.9, upper=-0.7, margin=0.02,
+                           test="newcombe-score non-inferiority, 1-sided alpha=0.05")
+
+
+def release_sample(seq: int = 5) -> schemas.Release:
+    plan = schemas.ReleasePlan(stages=[schemas.Stage(share=20, ring_below=26.7), schemas.Stage(groups=["site:lab"]),
+                                       schemas.Stage(share=100)])
+    return schemas.Release(task="digits", release="digits-v3", seq=seq, state="running", candidate=3, control=2,
+                           stage=0, plan=plan, pins=[schemas.Pin(group="site:garage", version=2)],
+                           figures=figures_sample(), reason="started", started=NOW, updated=NOW)
 
 
 def feature_batch(device: str = "cam-1", n: int = 4, seq: int = 1) -> FeatureBatch:

@@ -4,7 +4,8 @@ The families: oversized, truncated, huge numbers (5,000 digits, 1e999), deep nes
 levels), NaN/Infinity, wrong dtype or shape, unknown schema version, bad signature. They are
 spliced into valid payloads of every schema and container at a place hypothesis picks, and fed to
 every decoder a service runs on received bytes: ``schemas.loads`` / ``loads_any``, ``codec.decode``,
-the three containers, ``wire.decode``, the agent's manifest check and the manifest's reference.
+the three containers, ``wire.decode``, the agent's manifest and release checks, the manifest's reference
+and the worker's rollout-command check.
 Nothing may escape as a plain ``ValueError``, ``RecursionError`` or anything else.
 """
 
@@ -20,11 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloud_worker.rollout_io import CommandRejected, verify_command
+from edge_agent.rollout import parse_release
 from edge_agent.verify import Rejection, parse_manifest
 from shared import codec, schemas, strictjson, wire
 from shared.containers import CONTAINERS, FeatureBatch, FusedBatch, HardSample
 from shared.model_contract import decode_reference
-from shared.signing import sign_manifest
+from shared.signing import sign_manifest, sign_msg
 from shared.topics import Topics
 
 from .samples import NOW, feature_batch, fused_batch, hard_sample, json_samples
@@ -227,3 +230,61 @@ def test_strictjson_never_raises_anything_but_its_error():
     assert strictjson.loads(b'{"a":[1,2.5,{"b":-3}],"c":9223372036854775807}') == {
         "a": [1, 2.5, {"b": -3}], "c": 9223372036854775807}
     assert json.loads(json.dumps(HardSample.__name__)) == "HardSample"
+
+
+# ---- staged rollout: the agent's release check and the worker's command check -----------------
+def _signed_release_and_command() -> tuple[bytes, bytes, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    rel = next(m for _, m in SAMPLES if isinstance(m, schemas.Release))
+    cmd = next(m for _, m in SAMPLES if isinstance(m, schemas.RolloutCommand))
+    return sign_msg(rel, key), sign_msg(cmd.model_copy(update={"ts": NOW}), key), key
+
+
+RELEASE_REASONS = {"not_json", "bad_signature", "invalid", "other_task", "wrong_kind", "unknown_schema_version",
+                   "oversized", "not_newer"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(HOSTILE_VALUES), st.integers(0, 200))
+def test_release_and_command_checks_turn_every_family_into_a_typed_rejection(value, where):
+    rel, cmd, key = _signed_release_and_command()
+    with pytest.raises(Rejection) as e:
+        parse_release(_splice(rel.decode(), value, where).encode(), task="digits", public_key=key.public_key(), seq=0)
+    assert e.value.reason in RELEASE_REASONS
+    with pytest.raises(CommandRejected) as c:
+        verify_command(_splice(cmd.decode(), value, where).encode(), task="digits", public=key.public_key(), now=NOW)
+    assert c.value.reason in RELEASE_REASONS | {"stale"}
+
+
+def test_release_and_command_checks_name_each_failure():
+    rel, cmd, key = _signed_release_and_command()
+    rogue = Ed25519PrivateKey.generate().public_key()
+    trusted = key.public_key()
+
+    def release_reason(payload: bytes, seq: int = 0, public=trusted) -> str:
+        with pytest.raises(Rejection) as e:
+            parse_release(payload, task="digits", public_key=public, seq=seq)
+        return e.value.reason
+
+    def command_reason(payload: bytes, now: float = NOW, public=trusted) -> str:
+        with pytest.raises(CommandRejected) as e:
+            verify_command(payload, task="digits", public=public, now=now)
+        return e.value.reason
+
+    unsigned = json.loads(rel)
+    unsigned.pop("signature")
+    assert release_reason(rel, public=rogue) == "bad_signature"
+    assert release_reason(json.dumps(unsigned).encode()) == "bad_signature"
+    assert release_reason(rel, seq=6) == "not_newer"
+    assert release_reason(rel.replace(b'"task":"digits"', b'"task":"health"')) == "other_task"
+    assert release_reason(b"") == "empty" and release_reason(b" " * 300_000) == "oversized"
+    assert parse_release(rel, task="digits", public_key=key.public_key(), seq=5).seq == 5  # the same one again
+    assert command_reason(cmd, public=rogue) == "bad_signature"
+    assert command_reason(cmd, now=NOW + 301) == "stale" and command_reason(cmd, now=NOW - 61) == "stale"
+    assert command_reason(cmd.replace(b'"action":"pin"', b'"action":"abort"')) == "bad_signature"
+    assert command_reason(schemas.dumps(SAMPLES[0][1])) == "wrong_kind"
+    assert command_reason(b'{"schema":2,"kind":"rollout_cmd"}') == "unknown_schema_version"
+    assert verify_command(cmd, task="digits", public=key.public_key(), now=NOW).action == "pin"
+    with pytest.raises(CommandRejected) as e:
+        verify_command(cmd, task="health", public=key.public_key(), now=NOW)
+    assert e.value.reason == "other_task"

@@ -25,6 +25,10 @@ BUILT = {
     Kind.CLOUD_STATUS: (T.cloud_status("w1"), dict(worker="w1")),
     Kind.MANIFEST: (T.manifest("digits"), dict(task="digits")),
     Kind.ARTIFACT: (T.artifact("digits", 12), dict(task="digits", version=12)),
+    Kind.RELEASE: (T.release("digits"), dict(task="digits")),
+    Kind.MODEL_VERSION: (T.model_version("digits", 7), dict(task="digits", version=7)),
+    Kind.ROLLOUT_EVENT: (T.rollout_event("digits"), dict(task="digits")),
+    Kind.ROLLOUT_CMD: (T.rollout_cmd("digits"), dict(task="digits")),
 }
 
 
@@ -52,6 +56,8 @@ def test_device_ids_are_validated(bad):
     "lepton/v1/edge/cam-1", "lepton/v1/edge/cam-1/nope", "lepton/v2/edge/cam-1/status", "other/x",
     "lepton/v1/model/digits/artifact/0", "lepton/v1/model/digits/artifact/01", "lepton/v1/edge/CAM/status",
     "lepton/v1/edge/cam-1/pred/a/b", "lepton/v1/hub/batch", "lepton/v1/",
+    "lepton/v1/model/digits/version/0", "lepton/v1/model/digits/version/x", "lepton/v1/model/digits/release/1",
+    "lepton/v1/rollout/digits", "lepton/v1/rollout/digits/other", "lepton/v1/rollout/Digits/cmd",
 ])
 def test_parse_rejects_topics_outside_the_layout(bad):
     with pytest.raises(TopicError):
