@@ -14,7 +14,8 @@ summary holds the scoreboard
 cloud-only and joint decisions, the escalation ratio, edge against cloud on the escalated samples,
 the field accuracies against ground truth, uplink bytes per sample against the raw samples, and for
 a task with a drift phase the labels and seconds it took to recover. The targets of docs/TASKS.md
-are checked per scenario; a missed one says so. After each live run, the reference method is trained
+are checked per scenario; a missed one says so. `user-devices` is a user's own task: a CSV of windows
+and a spec with nothing tuned (bench/usertask.py). After each live run, the reference method is trained
 offline on the same split (bench/reference.py: MiniRocket for windows, the cloud CNN on every non-holdout
 frame for images) and scored on the same holdout. Writes JSON, prints the markdown tables (and writes
 them to --markdown for the README and docs).
@@ -35,20 +36,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import usertask  # noqa: E402
 from bench.reference import reference  # noqa: E402
 from lepton_cli.scoreboard import headline, markdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bench_learning.json"
-SCENARIOS = ("camera", "industrial", "traffic", "health")
+SCENARIOS = ("camera", "industrial", "traffic", "health", "user-devices")
+USER_TASK = "user-devices"  # a user's own CSV task with a defaults-only spec (bench/usertask.py)
 
 
 def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
     summary = workdir / "summary.json"
+    ref = str(usertask.write(workdir / "usertask")) if task == USER_TASK else task
     t0 = time.monotonic()
     duration = args.durations.get(task, args.duration)
     labeller = ["--labeller", args.labeller] + (["--person-rate", str(args.person_rate)] if args.labeller == "queue"
                                                 else [])
-    proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--task", task, "--duration",
+    proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--task", ref, "--duration",
                            str(duration), "--agents", str(args.agents), "--fps", str(args.fps), "--no-tui",
                            *labeller, "--workdir", str(workdir / "stack"), "--summary", str(summary)],
                           cwd=ROOT, capture_output=True, text=True, timeout=duration + 300)
@@ -56,7 +60,7 @@ def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
         return {"task": task, "error": f"lepton up exited {proc.returncode}: {proc.stderr[-2000:]}"}
     s = json.loads(summary.read_text())
     boards = [b for b in s.get("scoreboard", []) if b["task"] == task]
-    return {"task": task, "duration_s": duration, "wall_s": round(time.monotonic() - t0, 1),
+    return {"task": task, "spec": ref, "duration_s": duration, "wall_s": round(time.monotonic() - t0, 1),
             "exit_codes": s.get("exit_codes"), "board": boards[0] if boards else None,
             "predictions": s.get("predictions"), "labeller": s.get("labeller"), "models": s.get("models"),
             "workers": s.get("workers"), "qos1_seq_gaps": s.get("qos1_seq_gaps")}
@@ -87,10 +91,10 @@ def main() -> int:
     for task in args.tasks:
         with tempfile.TemporaryDirectory(prefix=f"lepton-learn-{task}-") as d:
             r = run_one(task, args, Path(d))
-        if not args.no_reference:  # after the live run: the two must not share the CPU
-            r["reference"] = reference(task)
-            if r.get("board"):
-                r["board"]["reference"] = r["reference"]
+            if not args.no_reference:  # after the live run: the two must not share the CPU
+                r["reference"] = reference(r["spec"])
+                if r.get("board"):
+                    r["board"]["reference"] = r["reference"]
         runs.append(r)
         status = r.get("error") or ", ".join(f"{k}: {'met' if v['met'] else 'MISSED'}"
                                              for k, v in (r["board"] or {}).get("targets", {}).items())

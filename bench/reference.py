@@ -60,7 +60,7 @@ def reference(task_name: str, *, max_rows: int = 5000, epochs: int = 15, threads
         model.fit(x, y)
         probs = model.predict_proba(hx)
     pred = probs.argmax(1)
-    return {"task": task_name, "method": method, "trained_on": "seed + stream, every sample labelled",
+    return {"task": task.name, "method": method, "trained_on": "seed + stream, every sample labelled",
             "rows": int(len(y)), "subsampled_from": int(len(d.seed) + len(d.stream)) if subsampled else None,
             "holdout_n": int(len(hy)), "holdout_acc": round(float((pred == hy).mean()), 4),
             "holdout_macro_f1": round(macro_f1(hy, pred, len(task.classes)), 4),

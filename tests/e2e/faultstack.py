@@ -89,6 +89,8 @@ class Observed:
     def worker_deaths(self) -> list[dict[str, int]]:
         return list(self.worker_death.values())
     telemetry: dict[str, Any] = field(default_factory=dict)  # device -> last Telemetry
+    with_raw: set = field(default_factory=set)
+    infer_raw: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on(self, topics: Topics, m: Message) -> None:
@@ -103,6 +105,8 @@ class Observed:
             elif p.kind is Kind.HARD:
                 hs = HardSample.decode(m.payload)
                 self.accepted["hard"].add((hs.device, hs.boot, hs.seq))
+                if hs.raw is not None:
+                    self.with_raw.add((hs.device, hs.boot, hs.seq))
             elif p.kind is Kind.FEAT:
                 fb = FeatureBatch.decode(m.payload)
                 key = (fb.device, fb.boot, fb.seq)
@@ -111,6 +115,8 @@ class Observed:
             elif p.kind is Kind.HUB_INFER:
                 hs = HardSample.decode(m.payload)
                 self.infer[(hs.device, hs.boot, hs.seq)] += 1
+                if hs.raw is not None:
+                    self.infer_raw.add((hs.device, hs.boot, hs.seq))
             elif p.kind is Kind.HUB_BATCH:
                 b = FusedBatch.decode(m.payload)
                 late = b.context_names.index("late_label") if "late_label" in b.context_names else -1
@@ -141,6 +147,9 @@ class Observed:
             learned = sum(c.get("learn.rows.labelled", 0) for c in self.worker_deaths)
             copies = sum(c.get("learn.rows.duplicate", 0) for c in self.worker_deaths)
             return {"accepted": {k: len(v) for k, v in self.accepted.items()},
+                    # escalations that carried their raw sample, and of those, the ones whose sample
+                    # never reached hub/infer with it
+                    "accepted_with_raw": len(self.with_raw), "lost_raw": len(self.with_raw - self.infer_raw),
                     "lost": {"hard": len(lost_hard), "feat": len(lost_feat)},
                     "lost_keys": {"hard": sorted(lost_hard), "feat": sorted(lost_feat)},
                     "duplicate_rows_on_hub_batch": dup_rows,

@@ -5,8 +5,8 @@ is shortened from 30 s to 10 s only so that the test waits less for it: the brok
 one second before its next autosave, so everything it acknowledged since the last save, the
 whole backlog included, is gone from the broker. Judged per (device, boot, seq):
 
-- every escalation the broker ever accepted reached hub/infer, and every feature row reached
-  hub/batch;
+- every escalation the broker ever accepted reached hub/infer (with its raw sample, the frame the
+  cloud answers from and learns from), and every feature row reached hub/batch;
 - every QoS 1 message an agent made before the last crash is in custody (gone from its outbox,
   with no eviction or expiry);
 - each labelled row was learned from once, however many copies reached the worker.
@@ -62,8 +62,9 @@ def test_broker_crash_with_bridge_and_worker_down_loses_nothing_and_learns_once(
     # Assert: the backlog was real, and both crashes hit it
     assert first["backlog_s"] >= 5.5 and second["backlog_s"] >= 5.5
     assert rep["accepted"]["hard"] > 100 and rep["accepted"]["feat"] > 20 and rep["accepted"]["event"] > 0, rep
-    # ... nothing the broker accepted was lost downstream
+    # ... nothing the broker accepted was lost downstream, the escalations' raw samples included
     assert rep["lost"] == {"hard": 0, "feat": 0}, rep["lost_keys"]
+    assert rep["accepted_with_raw"] > 100 and rep["lost_raw"] == 0, rep
     # ... every QoS 1 message made before the last crash is in custody, none evicted or expired
     for i in (1, 2):
         held = [r for r in outbox_rows(tmp_path / "agents" / f"cam-{i}" / "outbox.sqlite") if r[3] < cut - 1.0]

@@ -55,8 +55,12 @@ def test_the_users_task_learns_a_second_version_with_no_code_change(run):
 def test_the_scoreboard_is_printed_and_complete(run):
     assert "scoreboard" in run["stdout"]
     for b in run["summary"]["scoreboard"]:
-        v1 = b["versions"][0]
-        for key in ("holdout_edge_acc", "holdout_cloud_acc", "holdout_joint_acc", "holdout_escalated"):
-            assert v1.get(key) is not None, (b["task"], key, v1)
+        assert b["versions"][0].get("holdout_edge_acc") is not None, b["task"]
+        # v1 goes out before the cloud model is fitted (it takes longer); the versions after it carry
+        # the cloud's figures and what asking it adds.
+        later = [v for v in b["versions"] if v.get("holdout_cloud_acc") is not None]
+        assert later, (b["task"], b["versions"])
+        for key in ("holdout_edge_acc", "holdout_cloud_acc", "holdout_joint_acc", "holdout_escalated", "labels"):
+            assert later[-1].get(key) is not None, (b["task"], key, later[-1])
         assert b["uplink_per_sample"] > 0 and b["raw_per_sample"], b["task"]
         assert "joint_vs_edge" in b["targets"]
