@@ -106,6 +106,8 @@ class Agent(Service):
                                    on_sent=self._on_sent, custody=ob.custody, custody_timeout_s=ob.custody_timeout_s,
                                    custody_timeout_max_s=ob.custody_timeout_max_s)
         self.client.on_connect_hooks.append(self._on_connect)
+        # `systemctl status lepton-agent` shows whether and why the broker is out of reach.
+        self.client.report.hooks.append(lambda line: self.notifier.status(f"broker: {line}"))
         self.client.on_disconnect_hooks.append(self.sender.connection_changed)
         self.models.open(self.client, public_key)
         self.client.subscribe(t.manifest(cfg.task), 1, self.models.offer)

@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # These tools say in their own words whether they reached the broker (`lepton monitor`: "cannot
+        # reach the broker at ..."); their clients' connection lines would only cut into a live table.
+        logging.getLogger("shared.mqtt.connect").setLevel(logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -12,6 +12,8 @@
   packet ids, and an ack can arrive before ``publish()`` returns). Every packet, the birth
   included, is registered, and parked acks are dropped on disconnect.
 - Handler exceptions are counted and the latest kept (``callback_errors``), never swallowed silently.
+- A client that cannot connect says so: where, the reason (refused, unresolvable, TLS, credentials) and
+  when it retries, at a rate the backoff limits (``shared/connect_report.py``; ``report.status``).
 - Handlers run on the network thread; ``subscribe_queue`` gives a bounded incoming queue
   instead, for consumers that do slow work.
 """
@@ -36,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.ack_matcher import NOT_FOUND, AckMatcher
 from shared.bounded import DropOldestQueue
+from shared.connect_report import EARLY_CLOSE, ConnectReport, connack_reason, socket_reason
 from shared.counters import Counters
 from shared.topics import Filter, Topic
 
@@ -116,6 +119,7 @@ class Will:
 
 Handler = Callable[[Message], None]
 _TOPIC_CACHE_MAX = 100_000
+REPEAT_S = 10.0  # a failing connection is reported at most this often (or per backoff_max, if longer)
 
 
 def _fast_client_type() -> type:
@@ -183,6 +187,10 @@ class MqttClient:
         self._client: paho.Client | None = None
         self.callback_errors: deque[BaseException] = deque(maxlen=100)
         self.last_connect_error: str | None = None
+        self.report = ConnectReport(self.client_id, settings.host, settings.port, tls=settings.tls is not None,
+                                    repeat_s=max(settings.backoff_max, REPEAT_S))
+        self._refusal: str | None = None  # why the current attempt failed after the TCP connect
+        self._session_up = False  # the current attempt got a successful CONNACK
         self.on_connect_hooks: list[Callable[[bool], None]] = []  # arg: session_present
         self.on_disconnect_hooks: list[Callable[[], None]] = []
         # Called on the network thread after each socket read that delivered messages (after their
@@ -437,6 +445,8 @@ class MqttClient:
         delay = s.backoff_min
         first = True
         while not self._stop.is_set():
+            self.report.connecting()
+            self._refusal, self._session_up = None, False
             try:
                 if first:
                     c.connect(s.host, s.port, s.keepalive, clean_start=s.clean_start, properties=self._connect_props())
@@ -448,7 +458,9 @@ class MqttClient:
                 self.last_connect_error = f"{type(exc).__name__}: {exc}"
                 self.counters.inc("mqtt.connect_failures")
                 # Full jitter: many agents that lost the same broker must not return in lockstep.
-                self._stop.wait(random.uniform(0, delay))
+                wait = random.uniform(0, delay)
+                self.report.failed(socket_reason(exc, s.host, s.connect_timeout, tls=s.tls is not None), wait)
+                self._stop.wait(wait)
                 delay = min(delay * 2, s.backoff_max)
                 continue
             t0 = time.monotonic()
@@ -469,7 +481,12 @@ class MqttClient:
             self._connected.clear()
             if time.monotonic() - t0 > 5:
                 delay = s.backoff_min
-            self._stop.wait(random.uniform(0, delay))
+            wait = random.uniform(0, delay)
+            if not self._session_up:  # the TCP (and TLS) connect worked, the MQTT session never came up
+                if self._refusal is None:
+                    self.counters.inc("mqtt.connect_failures")  # (a refusal was counted as connect_refused)
+                self.report.failed(self._refusal or EARLY_CLOSE, wait)
+            self._stop.wait(wait)
             delay = min(delay * 2, s.backoff_max)
         self._connected.clear()
 
@@ -484,12 +501,14 @@ class MqttClient:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_connect_error = str(reason_code)
+            self._refusal = connack_reason(reason_code.value, str(reason_code))  # reported when the attempt ends
             self.counters.inc("mqtt.connect_refused")
-            log.warning("broker refused %s: %s", self.client_id, reason_code)
             return
         self._set_nodelay()
         self.last_connect_error = None
         self.counters.inc("mqtt.connects")
+        self._session_up = True
+        self.report.connected()
         with self._lock:
             subs = list(self._subs.values())
         for flt, qos, _ in subs:
@@ -518,6 +537,7 @@ class MqttClient:
             self.counters.inc("mqtt.disconnects")
             if not self._stop.is_set():
                 log.warning("%s disconnected: %s", self.client_id, reason_code)
+                self.report.lost(str(reason_code))
         for hook in list(self.on_disconnect_hooks):
             self._safe_call(hook)
 
