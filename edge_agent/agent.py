@@ -114,6 +114,9 @@ class Agent(Service):
         self.client.subscribe(t.reply(cfg.device), 1, Receiver(t, self.escalations.on_reply, self.counters))
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
         self.client.subscribe(t.custody(cfg.device), 0, Receiver(t, self._on_custody, self.counters))
+        if public_key is None:  # the config allows it only with model.allow_unsigned = true
+            log.warning("model.allow_unsigned = true: this agent runs ANY model published on %s, signed or not; "
+                        "set model.public_key for a real device", t.manifest(cfg.task))
         self.client.start()
         self.notifier.ready()  # state opened, config valid: what follows is ordinary running
         self.spawn(self.sender.run, "sender")
