@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from shared.closed_pipe import ends_quietly_on_closed_pipe
 from shared.service import parse_args
 
 # name -> module; each module defines register(subparsers) adding its parser with set_defaults(func=...)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
