@@ -15,8 +15,8 @@ parser expects a subcommand must be one of those its ``--help`` lists, unless it
 (upper case like ``COMMAND``, or holding ``<``, ``{`` or ``|``), which ends the check; a word given
 to a parser with no positional argument is an error. Other positional words (values, ``PORT``,
 ``cam-1``) are not judged. Scripts: the file must exist; ``scripts/up.sh`` is ``lepton up``; a
-script that hands its arguments to pytest takes any; otherwise an option must be one of the
-script's own ``case`` patterns.
+script that hands its arguments on (``"$@"``: to pytest, to compose) takes any; otherwise an
+option must be one of the script's own ``case`` patterns.
 """
 
 from __future__ import annotations
@@ -216,12 +216,13 @@ def real_help(prog: tuple[str, ...]) -> Help | None:
 
 @cache
 def script_help(script: str) -> Help | None:
-    """A script's options: its `case` patterns; None when it passes its arguments on to pytest."""
+    """A script's options: its `case` patterns; None when it hands its arguments ("$@") to another
+    program (pytest, compose), which takes what it takes."""
     path = REPO / script
     if not path.is_file():
         raise FileNotFoundError(script)
     text = path.read_text()
-    if re.search(r"pytest\b.*\"\$@\"", text):
+    if '"$@"' in text:
         return None
     options = {}
     for m in re.finditer(r"^\s*((?:-[-\w]+\s*\|?\s*)+)\)", text, re.M):
