@@ -104,15 +104,13 @@ run_healthchecks() {  # once, for every running container of the project that de
     done
 }
 
-# "SERVICE STATE HEALTH EXIT" per container (HEALTH "-" when the image declares no check)
+# "SERVICE STATE EXIT RESTART HEALTH" per container (RESTART "no" for a one-shot; HEALTH "-" without a check)
 states() {
     local all
     all="$(ids)"
     [[ -n "$all" ]] || return 0
     # shellcheck disable=SC2086 # one argument per id
-    "$engine" inspect --format \
-        '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}} {{.State.ExitCode}}' \
-        $all | awk '{ if (NF == 3) { $4 = $3; $3 = "-" } else if ($3 == "") { $3 = "-" } print }'
+    "$engine" inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{if .HostConfig.RestartPolicy.Name}}{{.HostConfig.RestartPolicy.Name}}{{else}}no{{end}} {{if .State.Health}}{{if .State.Health.Status}}{{.State.Health.Status}}{{else}}-{{end}}{{else}}-{{end}}' $all
 }
 
 # ---- up: start, then wait until every service is healthy (one-shots: exited 0) -----------------
@@ -126,7 +124,7 @@ check_images() {
 }
 
 cmd_up() {
-    local t0=$SECONDS services names last=-100 elapsed svc state health code line key waiting npending
+    local t0=$SECONDS services names last=-100 elapsed svc state code restart health line key waiting npending
     services="$(C config --services)" || die "$file does not load (\`${compose[*]} -f $file config\`)"
     names="$(tr '\n' ' ' <<<"$services")"
     [[ " $* " == *" --build "* ]] || check_images
@@ -143,8 +141,8 @@ cmd_up() {
     while true; do
         elapsed=$((SECONDS - t0))
         declare -A st=() group=()
-        while read -r svc state health code; do
-            [[ -n "$svc" ]] && st[$svc]="$state $health $code"
+        while read -r svc state code restart health; do
+            [[ -n "$svc" ]] && st[$svc]="$state $code $restart $health"
         done < <(states)
         local failed=()
         npending=0
@@ -153,11 +151,11 @@ cmd_up() {
             if [[ -z "$line" ]]; then
                 key="not created yet"
             else
-                read -r state health code <<<"$line"
+                read -r state code restart health <<<"$line"
                 if [[ "$health" == healthy || ( "$health" == "-" && "$state" == running ) ]]; then
                     key=up
-                elif [[ "$health" == "-" && "$state" == exited && "$code" == 0 ]]; then
-                    key="done"  # a one-shot (keygen)
+                elif [[ "$restart" == no && "$state" == exited && "$code" == 0 ]]; then
+                    key="done"  # a one-shot (keygen; its image's health check is moot)
                 elif [[ "$state" == exited || "$state" == dead ]]; then
                     failed+=("$svc ($state, exit code $code)")
                     continue

@@ -37,7 +37,7 @@ def save(st: dict) -> None:
 
 def create(name: str, healthy: bool) -> dict:
     if name in ONE_SHOT:
-        return {"state": "exited", "health": "", "code": 0}
+        return {"state": "exited", "health": "starting", "code": 0}  # its image declares a check
     return {"state": "running", "health": "healthy" if healthy else "starting", "code": 0}
 
 
@@ -87,8 +87,9 @@ def engine(args: list[str], podman: bool) -> int:
         running_only = "-q" in args and "-aq" not in args
         print("\n".join(s for s, c in st.items() if not running_only or c["state"] == "running"))
     elif args[:1] == ["inspect"]:
-        for s in args[3:]:
-            print(f"{s} {st[s]['state']} {st[s]['health']} {st[s]['code']}")
+        for s in args[3:]:  # SERVICE STATE EXIT RESTART HEALTH, as scripts/compose.sh asks
+            restart = "no" if s in ONE_SHOT else "unless-stopped"
+            print(f"{s} {st[s]['state']} {st[s]['code']} {restart} {st[s]['health'] or '-'}")
     elif podman and args[:2] == ["healthcheck", "run"]:
         s = args[2]
         if s in st and s != os.environ.get("FAKE_NEVER_HEALTHY"):
