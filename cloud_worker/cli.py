@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from lepton_tasks import load_task
+from shared.closed_pipe import ends_quietly_on_closed_pipe
 from shared.config import ConfigError, load_config, redacted
 from shared.service import (
     EXIT_CONFIG,
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = parse_args(p, argv)

@@ -109,6 +109,8 @@ class Agent(Service):
                                    on_sent=self._on_sent, custody=ob.custody, custody_timeout_s=ob.custody_timeout_s,
                                    custody_timeout_max_s=ob.custody_timeout_max_s)
         self.client.on_connect_hooks.append(self._on_connect)
+        # `systemctl status lepton-agent` shows whether and why the broker is out of reach.
+        self.client.report.hooks.append(lambda line: self.notifier.status(f"broker: {line}"))
         self.client.on_disconnect_hooks.append(self.sender.connection_changed)
         self.models.open(self.client, public_key)
         # The release first: a retained manifest that arrives after it is judged by it.
@@ -117,6 +119,9 @@ class Agent(Service):
         self.client.subscribe(t.reply(cfg.device), 1, Receiver(t, self.escalations.on_reply, self.counters))
         self.client.subscribe(t.cmds(cfg.device), 1, Receiver(t, self._on_cmd, self.counters))
         self.client.subscribe(t.custody(cfg.device), 0, Receiver(t, self._on_custody, self.counters))
+        if public_key is None:  # the config allows it only with model.allow_unsigned = true
+            log.warning("model.allow_unsigned = true: this agent runs ANY model published on %s, signed or not; "
+                        "set model.public_key for a real device", t.manifest(cfg.task))
         self.client.start()
         self.notifier.ready()  # state opened, config valid: what follows is ordinary running
         self.spawn(self.sender.run, "sender")

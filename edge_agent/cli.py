@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from edge_agent.config import AgentConfig
+from shared.closed_pipe import ends_quietly_on_closed_pipe
 from shared.service import add_service_args, run_service_cli
 
 
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lepton-agent", description="Lepton edge agent (ONNX on the device; no torch)."))
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     def make(cfg: AgentConfig):
         from edge_agent.agent import Agent  # onnxruntime and OpenCV load only when the agent runs

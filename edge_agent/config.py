@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.mqtt import MqttSettings
 from shared.schemas import GROUP_RE
@@ -166,7 +166,10 @@ class OutboxSettings(_Cfg):
 
 class ModelSettings(_Cfg):
     dir: Path | None = Field(None, description="Where accepted models live; None puts models/ in state_dir.")
-    public_key: Path | None = Field(None, description="Ed25519 public key (PEM); when set, unsigned manifests are refused.")
+    public_key: Path | None = Field(None, description="Ed25519 public key (PEM) that every model manifest must be signed "
+                                                  "by; required unless allow_unsigned is true.")
+    allow_unsigned: bool = Field(False, description="Run models without checking any signature (development only; "
+                                                    "logs a warning at start). Needs public_key unset.")
     initial_model: Path | None = Field(None, description="ONNX file to serve before any model arrives.")
     initial_manifest: Path | None = Field(None, description="Manifest JSON describing initial_model.")
     fetch_timeout_s: float = Field(10.0, gt=0, description="Wait for a retained artifact at most this long.")
@@ -210,9 +213,24 @@ class AgentConfig(_Cfg):
     features: FeatureSettings = Field(default_factory=FeatureSettings, description="Feature batching on feat/.")
     events: EventSettings = Field(default_factory=EventSettings, description="Alert events on event/.")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Store and forward of QoS 1 data.")
-    model: ModelSettings = Field(default_factory=ModelSettings, description="Model verification and storage.")
+    model: ModelSettings = Field(default_factory=ModelSettings, validate_default=True,
+                                 description="Model verification and storage.")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Telemetry cadence.")
     state_dir: Path = Field(Path("var/edge"), description="Directory for boot state, outbox and models.")
+
+    @field_validator("model")
+    @classmethod
+    def _signed(cls, m: ModelSettings) -> ModelSettings:
+        # A device must not run whatever model anyone who may publish on its manifest topic puts there.
+        if m.public_key is None and not m.allow_unsigned:
+            raise ValueError("no model.public_key: this agent runs only models signed by your stack's key. Set "
+                             "model.public_key to its signing public key (`lepton up` writes it to var/up/RUN/keys/signing.pub; "
+                             "`lepton keys init` makes one, `lepton provision` puts it in a device bundle), or set "
+                             "model.allow_unsigned = true to run unsigned models (development only)")
+        if m.public_key is not None and m.allow_unsigned:
+            raise ValueError("model.public_key and model.allow_unsigned = true contradict each other: keep the key "
+                             "(manifests must be signed) or drop it (anything goes)")
+        return m
 
     @model_validator(mode="after")
     def _root(self) -> AgentConfig:

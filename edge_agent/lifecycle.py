@@ -49,14 +49,11 @@ from shared.topics import Filter, Topics
 
 log = logging.getLogger(__name__)
 
-# Rejections worth a retained ModelState (someone published a version this device will not run).
-REPORTED = {"bad_signature", "invalid", "bad_artifact_topic", "too_large", "fetch_timeout", "oversized", "bad_hash",
-            "load_failed", "onnx_malformed", "onnx_external_data", "contract", "bad_preprocess", "bad_reference",
-            "inference_failed", "reference_mismatch"}
 # Failures of the separately fetched file, not of what the signature vouches for.
 ARTIFACT_FAILURES = {"fetch_timeout", "oversized", "bad_hash"}
 # Failures of bytes whose sha256 the signed manifest vouches for: loading them again cannot help.
-MODEL_FAILURES = REPORTED - ARTIFACT_FAILURES - {"bad_signature", "invalid", "bad_artifact_topic", "too_large"}
+MODEL_FAILURES = {"load_failed", "onnx_rejected", "onnx_malformed", "onnx_external_data", "contract", "bad_preprocess",
+                  "bad_reference", "inference_failed", "reference_mismatch"}
 
 Report = Callable[[str, int | None, str], None]  # (state, offered version, reason) -> a ModelState
 
@@ -258,12 +255,20 @@ class ModelLifecycle:
             self.counters.inc("model.manifest.current")  # the retained manifest of what we already run
             log.debug("manifest v%s is the one in use", version)
             return
+        if reason == "not_newer" and cur is not None and version == self.store.state.highest:
+            # The retained manifest of the version rolled back from, redelivered on every reconnect: the
+            # retained state keeps saying "rolled_back" rather than turning into a rejection of it.
+            self.counters.inc("model.manifest.rolled_back_from")
+            log.debug("manifest v%s is the one rolled back from", version)
+            return
         self.counters.inc(f"model.rejected.{reason}")
         log.warning("model manifest v%s ignored: %s: %s", version, reason, detail)
+        # Every rejection becomes the retained ModelState, so that it shows the latest one: a replayed
+        # older version, another task's manifest, a cleared topic or garbage as much as a bad model.
         if reason == "expired":
             self.counters.inc("model.stale")
             self._report("stale", version, detail)
-        elif reason in REPORTED:
+        else:
             self._report("rejected", version, f"{reason}: {detail}")
 
     # ---- artifacts: fetch, and watch for a replacement after a bad one ------------------

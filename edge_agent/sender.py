@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from edge_agent.outbox import CLASSES, Outbox, Row
 from shared.counters import Counters
-from shared.mqtt import MqttClient, MqttError
+from shared.mqtt import PACKET_TOO_LARGE, MqttClient, MqttError, PacketTooLarge
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,11 @@ class OutboxSender:
                 self.client.publish(Topic(row.topic), row.payload, qos=row.qos, response_topic=row.response_topic,
                                     correlation_data=row.correlation,
                                     on_ack=lambda rc, r=row: self._on_ack(r, rc))
+            except PacketTooLarge:
+                # Larger than this broker takes: retrying cannot help, and it must not hold up the rows
+                # behind it. Dropped as a broker's refusal would drop it (0x95, packet too large).
+                self._on_ack(row, PACKET_TOO_LARGE)
+                continue
             except MqttError as exc:
                 with self._cv:
                     self._inflight.pop(row.id, None)

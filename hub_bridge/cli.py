@@ -7,6 +7,7 @@ import sys
 
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import BridgeConfig
+from shared.closed_pipe import ends_quietly_on_closed_pipe
 from shared.service import add_service_args, run_service_cli
 
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "between edge agents and cloud workers."))
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     return run_service_cli(build_parser().parse_args(argv), "lepton-bridge", BridgeConfig, HubBridge)
 

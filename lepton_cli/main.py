@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from shared.closed_pipe import ends_quietly_on_closed_pipe
 from shared.service import parse_args
 
 # name -> module; each module defines register(subparsers) adding its parser with set_defaults(func=...)
@@ -38,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # These tools say in their own words whether they reached the broker (`lepton monitor`: "cannot
+        # reach the broker at ..."); their clients' connection lines would only cut into a live table.
+        logging.getLogger("shared.mqtt.connect").setLevel(logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -2,9 +2,10 @@
 # The deployment tests that need containers, after scripts/test.sh (.ci/run calls both):
 #   1. scripts/images.sh: the wheelhouse, the base images (debootstrap stand-ins where no
 #      registry answers) and the three Lepton images, with their sizes;
-#   2. pytest on tests/deploy/test_{images,compose_up,pi_arm64}.py: the images' contents, the
-#      compose stack under docker-compose against podman's socket, and the agent installed on
-#      an emulated arm64 Pi userland (scripts/pi-userland.sh);
+#   2. pytest on tests/deploy/test_{images,compose_script,compose_up,pi_arm64}.py: the images'
+#      contents, scripts/compose.sh on a small stack, then the compose stack with it (docker-compose
+#      against podman's socket), and the agent installed on an emulated arm64 Pi userland
+#      (scripts/pi-userland.sh);
 #   3. the broker-backed tests once more with LEPTON_TEST_BROKER=testcontainers: the session
 #      broker is the broker image in a container, started through podman's socket.
 # Caches (build/wheelhouse, build/base, build/pi, podman's images and layers) make reruns on
@@ -42,7 +43,7 @@ fi
 # The images, the compose stack and the arm64 Pi install (module by module, one report).
 rc=0
 timeout 3000 .venv/bin/python -m pytest -q -p no:cacheprovider tests/deploy/test_images.py \
-    tests/deploy/test_compose_up.py tests/deploy/test_pi_arm64.py "$@" || rc=$?
+    tests/deploy/test_compose_script.py tests/deploy/test_compose_up.py tests/deploy/test_pi_arm64.py "$@" || rc=$?
 stamp "container tests finished (pytest exit $rc)"
 
 # The broker-backed tests against a broker in a container: testcontainers through podman's

@@ -12,6 +12,11 @@
   packet ids, and an ack can arrive before ``publish()`` returns). Every packet, the birth
   included, is registered, and parked acks are dropped on disconnect.
 - Handler exceptions are counted and the latest kept (``callback_errors``), never swallowed silently.
+- A client that cannot connect says so: where, the reason (refused, unresolvable, TLS, credentials) and
+  when it retries, at a rate the backoff limits (``shared/connect_report.py``; ``report.status``).
+- A publish larger than the broker's Maximum Packet Size (from its CONNACK) raises ``PacketTooLarge``
+  instead of being sent: mosquitto would drop the connection, and paho would send the same QoS 1
+  packet again on every reconnect, forever.
 - Handlers run on the network thread; ``subscribe_queue`` gives a bounded incoming queue
   instead, for consumers that do slow work.
 """
@@ -36,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.ack_matcher import NOT_FOUND, AckMatcher
 from shared.bounded import DropOldestQueue
+from shared.connect_report import EARLY_CLOSE, ConnectReport, connack_reason, socket_reason
 from shared.counters import Counters
 from shared.topics import Filter, Topic
 
@@ -54,6 +60,12 @@ class PublishRefused(MqttError):
     """paho would not take the message (its queue is full or the packet is invalid)."""
 
     reason = "publish_refused"
+
+
+class PacketTooLarge(PublishRefused):
+    """The packet would exceed the Maximum Packet Size the broker announced; it was not sent."""
+
+    reason = "too_large"
 
 
 class TlsSettings(BaseModel):
@@ -116,6 +128,19 @@ class Will:
 
 Handler = Callable[[Message], None]
 _TOPIC_CACHE_MAX = 100_000
+REPEAT_S = 10.0  # a failing connection is reported at most this often (or per backoff_max, if longer)
+PACKET_TOO_LARGE = 0x95  # MQTT 5 reason code, in a DISCONNECT from a broker that sends one
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def publish_packet_size(topic: str, payload_len: int, qos: int, props: object | None) -> int:
+    """Bytes of the PUBLISH packet paho will write: what a broker's Maximum Packet Size limits."""
+    plen = len(props.pack()) if props is not None else 1  # type: ignore[attr-defined]  # length prefix included
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + plen + payload_len
+    return 1 + _varint_len(remaining) + remaining
 
 
 def _fast_client_type() -> type:
@@ -183,6 +208,11 @@ class MqttClient:
         self._client: paho.Client | None = None
         self.callback_errors: deque[BaseException] = deque(maxlen=100)
         self.last_connect_error: str | None = None
+        self.report = ConnectReport(self.client_id, settings.host, settings.port, tls=settings.tls is not None,
+                                    repeat_s=max(settings.backoff_max, REPEAT_S))
+        self.broker_max_packet: int | None = None  # the broker's Maximum Packet Size, from its last CONNACK
+        self._refusal: str | None = None  # why the current attempt failed after the TCP connect
+        self._session_up = False  # the current attempt got a successful CONNACK
         self.on_connect_hooks: list[Callable[[bool], None]] = []  # arg: session_present
         self.on_disconnect_hooks: list[Callable[[], None]] = []
         # Called on the network thread after each socket read that delivered messages (after their
@@ -320,10 +350,18 @@ class MqttClient:
         if c is None or not self._connected.is_set():
             self.counters.inc("mqtt.publish_not_connected")
             raise NotConnected(f"not connected; cannot publish to {topic}")
+        props = _props(response_topic and str(response_topic), correlation_data, user_properties, message_expiry)
+        limit = self.broker_max_packet
+        if limit is not None:
+            n = len(payload.encode()) if isinstance(payload, str) else len(payload)
+            if n + len(topic.value) * 4 + 16 > limit // 2:  # cheap bound first: most messages are far below
+                size = publish_packet_size(topic.value, n, qos, props)
+                if size > limit:
+                    self.counters.inc("mqtt.publish_too_large")
+                    raise PacketTooLarge(f"publish to {topic} is a {size} B packet; the broker accepts at most "
+                                         f"{limit} B (its max_packet_size) and would disconnect us")
         start = self._acks.begin()
-        info = c.publish(topic.value, payload, qos=qos, retain=retain,
-                         properties=_props(response_topic and str(response_topic), correlation_data,
-                                           user_properties, message_expiry))
+        info = c.publish(topic.value, payload, qos=qos, retain=retain, properties=props)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
             self.counters.inc("mqtt.publish_queue_full")
             raise PublishRefused(f"paho queue full ({self.settings.max_queued}); apply back-pressure")
@@ -437,6 +475,8 @@ class MqttClient:
         delay = s.backoff_min
         first = True
         while not self._stop.is_set():
+            self.report.connecting()
+            self._refusal, self._session_up = None, False
             try:
                 if first:
                     c.connect(s.host, s.port, s.keepalive, clean_start=s.clean_start, properties=self._connect_props())
@@ -448,7 +488,9 @@ class MqttClient:
                 self.last_connect_error = f"{type(exc).__name__}: {exc}"
                 self.counters.inc("mqtt.connect_failures")
                 # Full jitter: many agents that lost the same broker must not return in lockstep.
-                self._stop.wait(random.uniform(0, delay))
+                wait = random.uniform(0, delay)
+                self.report.failed(socket_reason(exc, s.host, s.connect_timeout, tls=s.tls is not None), wait)
+                self._stop.wait(wait)
                 delay = min(delay * 2, s.backoff_max)
                 continue
             t0 = time.monotonic()
@@ -469,7 +511,12 @@ class MqttClient:
             self._connected.clear()
             if time.monotonic() - t0 > 5:
                 delay = s.backoff_min
-            self._stop.wait(random.uniform(0, delay))
+            wait = random.uniform(0, delay)
+            if not self._session_up:  # the TCP (and TLS) connect worked, the MQTT session never came up
+                if self._refusal is None:
+                    self.counters.inc("mqtt.connect_failures")  # (a refusal was counted as connect_refused)
+                self.report.failed(self._refusal or EARLY_CLOSE, wait)
+            self._stop.wait(wait)
             delay = min(delay * 2, s.backoff_max)
         self._connected.clear()
 
@@ -484,12 +531,15 @@ class MqttClient:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_connect_error = str(reason_code)
+            self._refusal = connack_reason(reason_code.value, str(reason_code))  # reported when the attempt ends
             self.counters.inc("mqtt.connect_refused")
-            log.warning("broker refused %s: %s", self.client_id, reason_code)
             return
         self._set_nodelay()
         self.last_connect_error = None
+        self.broker_max_packet = getattr(properties, "MaximumPacketSize", None) if properties else None
         self.counters.inc("mqtt.connects")
+        self._session_up = True
+        self.report.connected()
         with self._lock:
             subs = list(self._subs.values())
         for flt, qos, _ in subs:
@@ -514,10 +564,14 @@ class MqttClient:
         # Parked acks and unanswered SUBSCRIBEs belong to the lost connection (a waiter times out;
         # _on_connect subscribes again). Pending PUBLISHes stay: paho sends them again.
         self._acks.connection_lost()
+        value = getattr(reason_code, "value", None)
+        if value == PACKET_TOO_LARGE:  # a broker that says why (mosquitto 2.0 only closes the socket)
+            self.counters.inc("mqtt.disconnected_too_large")
         if was:
             self.counters.inc("mqtt.disconnects")
             if not self._stop.is_set():
                 log.warning("%s disconnected: %s", self.client_id, reason_code)
+                self.report.lost(str(reason_code))
         for hook in list(self.on_disconnect_hooks):
             self._safe_call(hook)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import codec, schemas, strictjson
+from shared.closed_pipe import ends_quietly_on_closed_pipe
 from shared.containers import LAYOUT
 from shared.topics import DEFAULT_ROOT, TOPIC_SPECS
 
@@ -201,6 +202,7 @@ def render(root: str = DEFAULT_ROOT) -> str:
     return "\n".join(lines)
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", metavar="FILE", help="compare FILE with the generated text; exit 1 if they differ")

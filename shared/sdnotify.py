@@ -1,8 +1,9 @@
-"""systemd's notify protocol (READY / WATCHDOG / STOPPING) without libsystemd.
+"""systemd's notify protocol (READY / STATUS / WATCHDOG / STOPPING) without libsystemd.
 
 Under a unit with ``Type=notify`` and ``WatchdogSec=``, systemd sets ``NOTIFY_SOCKET`` and
 ``WATCHDOG_USEC``; a service that stops pinging is killed and restarted. Outside systemd
-every call is a cheap no-op, so services call it unconditionally.
+every call is a cheap no-op, so services call it unconditionally. ``STATUS=`` is the line
+``systemctl status`` shows under the unit (the agent puts its broker connection there).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ class SdNotifier:
 
     def ready(self) -> bool:
         return self.send("READY=1")
+
+    def status(self, text: str) -> bool:
+        """STATUS=text: one line for ``systemctl status`` (newlines would end the field); none after STOPPING."""
+        with self._lock:
+            if self._stopping:
+                return False
+            return self.send("STATUS=" + " ".join(text.split())[:400])
 
     def stopping(self) -> bool:
         # After STOPPING no more WATCHDOG: a loop still finishing its last turn must not ping after it.

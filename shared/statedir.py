@@ -25,11 +25,19 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if missing; a directory this creates is 0700."""
+    """Create ``path`` and its missing parents; every directory this creates is 0700, parents too
+    (``$XDG_STATE_HOME`` and ``lepton/`` under it, as XDG asks), and existing ones are left as they are."""
     path = Path(path)
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+    missing = []
+    d = path
+    while not d.is_dir():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode goes through the umask
     return path
 
 

@@ -10,7 +10,7 @@ import pytest
 from shared import schemas
 from shared.signing import generate_keypair, load_private
 from shared.topics import Kind
-from tests.edge.conftest import clear_retained, publish_release, wait_until
+from tests.edge.conftest import Collector, clear_retained, publish_release, wait_until
 from tests.edge.models import release, write_files
 
 
@@ -65,7 +65,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", ["bad_hash", "reference_mismatch", "expired", "bad_signature", "oversized",
+# What the retained ModelState names as the offered version, where it differs from v3.
+OFFERED = {"not_newer": 1, "empty": None, "not_json": None}
+
+
+@pytest.mark.parametrize("case", ["bad_hash", "reference_mismatch", "expired", "bad_signature", "unsigned", "oversized",
                                   "other_task", "not_newer", "empty", "onnx_malformed", "load_failed", "not_json",
                                   "fetch_timeout"])
 def test_each_bad_offer_is_counted_reported_and_v2_keeps_serving(serving, keys, topics, case):
@@ -73,13 +77,17 @@ def test_each_bad_offer_is_counted_reported_and_v2_keeps_serving(serving, keys, 
     agent, col, pub = serving
     key, rogue, _ = keys
     v = 3
-    counter = f"model.rejected.{case}"
+    reason = "bad_signature" if case == "unsigned" else case
+    counter = f"model.rejected.{reason}"
     before = agent.counters.get(counter)
+    states_before = len(col.of(Kind.MODEL_STATE))
     # Execute
     if case in CASES:
         publish_release(pub, topics, release(topics, "digits", v, key=key, **CASES[case]))
     elif case == "bad_signature":
         publish_release(pub, topics, release(topics, "digits", v, key=rogue))
+    elif case == "unsigned":  # an agent with a public_key takes no manifest without a signature
+        publish_release(pub, topics, release(topics, "digits", v))
     elif case == "oversized":
         rel = release(topics, "digits", v, key=key)
         bigger = rel.onnx + b"\0" * 64
@@ -104,11 +112,11 @@ def test_each_bad_offer_is_counted_reported_and_v2_keeps_serving(serving, keys, 
     wait_until(lambda: agent.counters.get(counter) > before, what=counter)
     assert agent.active.version == 2
     _alive(agent, col)
-    if case in {"bad_hash", "reference_mismatch", "bad_signature", "oversized", "onnx_malformed", "load_failed",
-                "fetch_timeout"}:
-        st = wait_until(lambda: (s := _last_state(col)).state == "rejected" and s.offered == v and s,
-                        what="rejected state")
-        assert st.version == 2 and case in st.reason
+    if case != "expired":  # every rejection is the latest retained state, a replay or a cleared topic too
+        offered = OFFERED.get(case, v)
+        st = wait_until(lambda: len(col.of(Kind.MODEL_STATE)) > states_before and (s := _last_state(col)).state ==
+                        "rejected" and s.offered == offered and s, what="rejected state")
+        assert st.version == 2 and st.reason.startswith(f"{reason}: ")
     if case == "expired":
         st = wait_until(lambda: (s := _last_state(col)).state == "stale" and s, what="stale state")
         assert st.version == 2 and agent.counters.get("model.stale") >= 1
@@ -248,3 +256,40 @@ def test_bad_artifacts_are_tried_a_bounded_number_of_times(serving, keys, topics
     assert agent.counters.get("model.rejected.bad_hash") == limit
     assert agent.counters.get("model.artifact_retry") == limit - 1
     assert agent.active.version == 2
+
+
+def _retained_state(mqtt_factory, topics, device: str) -> schemas.ModelState:
+    """What a newcomer (a dashboard, `lepton monitor`) is told first: the retained ModelState."""
+    col = Collector(topics)
+    mqtt_factory().subscribe_and_wait(topics.model_state(device), 1, col)
+    return wait_until(lambda: col.of(Kind.MODEL_STATE) and col.of(Kind.MODEL_STATE)[-1], what="retained state")
+
+
+def test_the_retained_state_names_the_latest_rejection_a_replay_included(serving, keys, topics, mqtt_factory):
+    # Prepare: a bad signature was the last news
+    agent, col, pub = serving
+    key, rogue, _ = keys
+    publish_release(pub, topics, release(topics, "digits", 3, key=rogue))
+    wait_until(lambda: _last_state(col).reason.startswith("bad_signature"), what="bad signature reported")
+    # Execute: then someone replays v1's genuine, signed manifest
+    pub.publish(topics.manifest("digits"), release(topics, "digits", 1, key=key).wire, qos=1, retain=True)
+    wait_until(lambda: agent.counters.get("model.rejected.not_newer") >= 1, what="replay refused")
+    # Assert
+    st = _retained_state(mqtt_factory, topics, agent.cfg.device)
+    assert (st.state, st.version, st.offered) == ("rejected", 2, 1)
+    assert st.reason == "not_newer: version 1 <= highest accepted 2"
+
+
+def test_after_a_rollback_the_manifest_rolled_back_from_is_not_a_rejection(serving, topics, keys, mqtt_factory):
+    # Prepare: rolled back from v2 to v1
+    agent, col, pub = serving
+    pub.publish(topics.cmd(agent.cfg.device, "rollback"), schemas.dumps(schemas.Command(name="rollback", ts=0.0)),
+                qos=1)
+    wait_until(lambda: _last_state(col).state == "rolled_back", what="rolled back")
+    # Execute: v2's retained manifest comes again (as it does on every reconnect)
+    pub.publish(topics.manifest("digits"), release(topics, "digits", 2, key=keys[0]).wire, qos=1, retain=True)
+    wait_until(lambda: agent.counters.get("model.manifest.rolled_back_from") >= 1, what="v2 manifest seen")
+    # Assert
+    assert agent.counters.get("model.rejected.not_newer") == 0 and agent.active.version == 1
+    st = _retained_state(mqtt_factory, topics, agent.cfg.device)
+    assert (st.state, st.version) == ("rolled_back", 1)

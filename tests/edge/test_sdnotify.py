@@ -60,7 +60,20 @@ def test_agent_reports_ready_feeds_watchdog_and_says_stopping(make_agent, notify
     seen = drain(s, time.monotonic() + 1.0)
     agent.stop()
     seen += drain(s, time.monotonic() + 0.3)
-    # Assert: ready once, fed at least every 0.2 s even while idle, stopping at the end
+    # Assert: ready once, fed at least every 0.2 s even while idle, stopping at the end, and the
+    # broker connection in the STATUS line
+    status = [m for m in seen if m.startswith("STATUS=")]
+    seen = [m for m in seen if not m.startswith("STATUS=")]
     assert seen[0] == "READY=1"
     assert seen.count("WATCHDOG=1") >= 3
     assert seen[-1] == "STOPPING=1"
+    where = f"{agent.cfg.mqtt.host}:{agent.cfg.mqtt.port}"
+    assert status == [f"STATUS=broker: connecting to {where}", f"STATUS=broker: connected to {where}"]
+
+
+def test_status_is_one_line_and_none_follows_stopping(notify_socket):
+    path, s = notify_socket
+    n = SdNotifier.from_env({"NOTIFY_SOCKET": str(path)})
+    assert n.status("cannot connect:\n  refused")
+    assert n.stopping() and not n.status("late")
+    assert drain(s, time.monotonic() + 0.3) == ["STATUS=cannot connect: refused", "STOPPING=1"]

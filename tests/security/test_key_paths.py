@@ -51,6 +51,8 @@ def test_keys_and_bundles_default_to_the_users_state_directory(state, capsys):
                    bundle / "client.key", bundle / "device.toml"):
         assert mode(secret) == 0o600, secret
     assert mode(broker) == 0o700 and mode(bundle) == 0o700
+    # ... and so are the directories above them that these commands created: $XDG_STATE_HOME, lepton/
+    assert mode(state.parent) == 0o700 and mode(state) == 0o700 and mode(state / "devices") == 0o700
     # the worker finds the key where `keys init` put it
     assert load_config(WorkerConfig, None, environ={}).signing_key == keys / "signing.key"
 
@@ -69,3 +71,13 @@ def test_a_target_inside_a_git_work_tree_is_warned_about(state, repo, capsys):
 def test_an_ignored_directory_of_a_work_tree_is_fine(state, repo, capsys):
     assert lepton(["keys", "init", "--dir", str(repo / "var" / "keys")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_private_directory_leaves_existing_parents_alone(tmp_path):
+    from shared.statedir import private_dir
+
+    tmp_path.chmod(0o755)
+    (tmp_path / "shared").mkdir(mode=0o755)
+    private_dir(tmp_path / "shared" / "a" / "b")
+    assert mode(tmp_path / "shared") == 0o755  # not ours to change
+    assert mode(tmp_path / "shared" / "a") == 0o700 and mode(tmp_path / "shared" / "a" / "b") == 0o700

@@ -16,7 +16,7 @@ from shared.config import ConfigError, load_config, redacted
 from shared.redact import redact_text, redact_url, url_label
 
 AGENT_ENV = {"LEPTON_DEVICE": "cam-1", "LEPTON_TASK": "digits", "LEPTON_SOURCE__TYPE": "camera",
-             "LEPTON_STREAM": "front"}
+             "LEPTON_STREAM": "front", "LEPTON_AGENT__MODEL__ALLOW_UNSIGNED": "true"}
 
 
 @pytest.mark.parametrize("model", [WorkerConfig, BridgeConfig])
@@ -46,7 +46,7 @@ def test_a_typo_under_the_role_prefix_is_an_error_naming_the_variable():
 
 def test_a_bad_env_value_is_blamed_on_the_variable_not_the_file(tmp_path):
     conf = tmp_path / "agent.toml"
-    conf.write_text('device = "cam-1"\ntask = "digits"\n[source]\ntype = "camera"\n')
+    conf.write_text('device = "cam-1"\ntask = "digits"\n[source]\ntype = "camera"\n[model]\nallow_unsigned = true\n')
     with pytest.raises(ConfigError) as err:
         load_config(AgentConfig, conf, environ={"LEPTON_MQTT__PORT": "abc"})
     msg = str(err.value)
@@ -101,7 +101,7 @@ def test_urls_lose_their_credentials(url, hidden, kept):
 
 def test_validate_config_dump_masks_url_credentials(tmp_path):
     conf = tmp_path / "agent.toml"
-    conf.write_text('device = "cam-1"\ntask = "digits"\n[source]\ntype = "stream"\n'
+    conf.write_text('device = "cam-1"\ntask = "digits"\n[model]\nallow_unsigned = true\n[source]\ntype = "stream"\n'
                     'url = "http://user:secret@cam.local/x.mjpg?token=t0k"\n')
     out = json.dumps(redacted(load_config(AgentConfig, conf, environ={})))
     assert "secret" not in out and "t0k" not in out and "http://user:***@cam.local/x.mjpg?token=***" in out
