@@ -38,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 RESULTS = ROOT / "bench" / "results" / "bench_bridge.json"
 BENCH_ROOT = "lepton/v1/bench"
@@ -241,6 +244,8 @@ class Subject:
         try:
             self.conn.send("stop")
             self.conn.poll(15) and self.conn.recv()
+        except (OSError, EOFError):  # it is gone already (a signal to the whole process group)
+            pass
         finally:
             self.proc.join(5)
             if self.proc.is_alive():
@@ -656,6 +661,7 @@ SUBJECTS = (("a", "(a) paho receive, feat QoS 1", "recv"), ("b", "(b) naive re-p
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="Short trials, one round, one small fleet (~3 min).")
     ap.add_argument("--rounds", type=int, default=None, help="Rounds of (a), (b), (c) (default 2; quick 1).")

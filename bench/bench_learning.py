@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 from lepton_cli.scoreboard import markdown  # noqa: E402
 
@@ -53,6 +56,7 @@ def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def main() -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(SCENARIOS))
     p.add_argument("--duration", type=float, default=200.0)

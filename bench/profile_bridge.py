@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_bridge as bb  # noqa: E402
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 
 def proc_cpu_s(pid: int) -> tuple[float, float, int, int]:
@@ -84,6 +85,7 @@ def summarize(raw: Path, top: int = 30) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=2500.0, help="Feature messages per second offered.")
     ap.add_argument("--seconds", type=float, default=12.0, help="Seconds of load (and of recording).")
