@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_bridge as bb  # noqa: E402
+import bridge_fleet  # noqa: E402
 import cleanup  # noqa: E402  (bench/cleanup.py)
 
 
@@ -119,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             import multiprocessing as mp
 
             q = mp.get_context("spawn").Queue()
-            gen = mp.get_context("spawn").Process(target=bb.fleet_proc, args=(broker.port, args.fleet, 10.0,
-                                                                               args.seconds, 5, q), daemon=True)
+            gen = mp.get_context("spawn").Process(target=bridge_fleet.fleet_proc,
+                                                  args=(broker.port, args.fleet, 10.0, args.seconds, 5, q), daemon=True)
             gen.start()
-            time.sleep(1.0 + args.fleet * args.seconds * 2.82 * 120e-6)  # the generator encodes first
+            q.get(timeout=args.seconds * 2 + 120)  # ("go", cpu): the generator has encoded and starts now
         c0, t0 = proc_cpu_s(bridge.pid), time.monotonic()
         if args.fleet:
             res = q.get(timeout=args.seconds * 4 + 90)
