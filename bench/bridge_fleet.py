@@ -219,12 +219,15 @@ def fleet(port: int, devices: int, hz: float, seconds: float, *, broker_pid: int
         assert go == "go", go
         # CPU: from the first message on (a snapshot a few ms late misses a few ms of work, not messages)
         bridge_cpu0, cpu0, box0 = br.cpu_s(), {k: proc_cpu_s(v) for k, v in pids.items()}, box_times()
-        trace = []
+        trace, untold, spacing = [], [], []
         t0 = time.monotonic()
         res = None
         while res is None and time.monotonic() - t0 < seconds * 4 + 90:
             g = br.stats()["gauges"]
             trace.append((round(time.monotonic() - t0, 1), [round(g.get(f"lag_s.{n}", 0), 3) for n in NAMES]))
+            # What a crash now would make the devices send again: in custody but not yet told, and in process.
+            untold.append((g.get("custody.untold", 0.0), g.get("custody.in_process", 0.0)))
+            spacing.append(g.get("custody.interval_s"))
             try:
                 res = q.get(timeout=0.5)
             except Exception:  # noqa: BLE001 - queue.Empty: not done yet
@@ -262,7 +265,13 @@ def fleet(port: int, devices: int, hz: float, seconds: float, *, broker_pid: int
         "dispatch_p99_ms": {n: g.get(f"latency_ms_p99.{n}") for n in NAMES},
         "escalation_end_to_end_ms": infer,
         "custody_msgs_s": round(d.get("custody.sent", 0) / el),
+        "custody_cpu_percent": round(100 * d.get("custody.cpu_us", 0) / 1e6 / el, 2),
         "custody_settings": custody or {},
+        "custody_untold": {"mean": round(sum(u for u, _ in untold) / max(1, len(untold))),
+                           "max": round(max((u for u, _ in untold), default=0))},
+        "custody_in_process": {"mean": round(sum(b for _, b in untold) / max(1, len(untold))),
+                               "max": round(max((b for _, b in untold), default=0))},
+        "custody_interval_s": median([x for x in spacing[len(spacing) // 2:] if x is not None]),
         "batches_held_by_worker": d.get("custody.batches_held", 0),
         "bridge_cpu_percent": round(100 * (after["cpu_s"] - bridge_cpu0) / el, 1),
         # Everything else on the box over the same window (generator, broker, observer, worker
