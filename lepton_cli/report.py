@@ -306,7 +306,7 @@ svg .frame{fill:none;stroke:#bbb} svg .mark{stroke-dasharray:3 3} svg .marklabel
 svg .nodata{fill:#999;font-size:13px} svg .spanlabel{fill:#fff;font-weight:600}
 table.versions{border-collapse:collapse;margin:8px 0 16px} .versions td,.versions th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 .versions th{background:#f6f6f6} .versions td.what{text-align:left} .targets td.met{color:#1a7f37;font-weight:600}
-.targets td.missed{color:#c62828;font-weight:600} .targets td.na{color:#888} p.explain{max-width:1100px;color:#333}
+.targets td.missed{color:#c62828;font-weight:600} .targets td.na{color:#888} .targets th{text-align:left} p.explain{max-width:1100px;color:#333}
 figcaption .note{color:#8a5a00}
 """
 
