@@ -37,6 +37,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 RESULTS = ROOT / "bench" / "results" / "bench_edge.json"
 
@@ -303,6 +306,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="Small run (< 60 s).")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 from tests.e2e.faultstack import FaultStack  # noqa: E402
 
@@ -58,6 +61,7 @@ def one_run(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def main() -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--backlog", type=float, default=21.0, help="seconds the bridge is down before the crash")

@@ -35,6 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 from bench import usertask  # noqa: E402
 from bench.reference import reference  # noqa: E402
@@ -75,6 +78,7 @@ def _durations(text: str) -> dict[str, float]:
 
 
 def main() -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(SCENARIOS))
     p.add_argument("--duration", type=float, default=300.0, help="seconds per scenario")

@@ -40,6 +40,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 RESULTS = ROOT / "bench" / "results" / "bench_worker.json"
 
@@ -359,6 +362,7 @@ def table(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer epochs and requests")

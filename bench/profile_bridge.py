@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_bridge as bb  # noqa: E402
+import bridge_fleet  # noqa: E402
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 
 def proc_cpu_s(pid: int) -> tuple[float, float, int, int]:
@@ -84,6 +86,7 @@ def summarize(raw: Path, top: int = 30) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=2500.0, help="Feature messages per second offered.")
     ap.add_argument("--seconds", type=float, default=12.0, help="Seconds of load (and of recording).")
@@ -117,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             import multiprocessing as mp
 
             q = mp.get_context("spawn").Queue()
-            gen = mp.get_context("spawn").Process(target=bb.fleet_proc, args=(broker.port, args.fleet, 10.0,
-                                                                               args.seconds, 5, q), daemon=True)
+            gen = mp.get_context("spawn").Process(target=bridge_fleet.fleet_proc,
+                                                  args=(broker.port, args.fleet, 10.0, args.seconds, 5, q), daemon=True)
             gen.start()
-            time.sleep(1.0 + args.fleet * args.seconds * 2.82 * 120e-6)  # the generator encodes first
+            q.get(timeout=args.seconds * 2 + 120)  # ("go", cpu): the generator has encoded and starts now
         c0, t0 = proc_cpu_s(bridge.pid), time.monotonic()
         if args.fleet:
             res = q.get(timeout=args.seconds * 4 + 90)

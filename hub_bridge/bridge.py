@@ -82,8 +82,9 @@ class HubBridge(Service):
         # Milliseconds: (id, boot, seq) names a fused batch across restarts, for the workers' acks.
         self.boot = int(time.time() * 1000)
         cc = cfg.custody
-        self.ledger = CustodyLedger(cfg.dedup_streams, cc.interval_s)
-        self.labels = LabelCustody(CustodyLedger(cfg.dedup_streams, cc.interval_s), clock)
+        self.ledger = CustodyLedger(cfg.dedup_streams, cc.interval_s, cc.max_rate, cc.max_interval_s)
+        self.labels = LabelCustody(CustodyLedger(cfg.dedup_streams, cc.interval_s, cc.max_rate, cc.max_interval_s),
+                                   clock)
         self.handoff = Handoff(cc.features, cc.republish_s, cc.republish_max_s, cc.max_unacked_batches,
                                on_held=lambda key: self.ledger.finish(key, self.clock()),
                                on_abandon=self._abandoned, on_label_held=self.labels.release)

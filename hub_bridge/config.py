@@ -113,12 +113,23 @@ class CustodySettings(BaseModel):
         "worker", description="Feature rows are in custody once a worker acknowledges their fused batch on "
                               "hub/ack/{id} (worker), or once the broker acknowledges it (broker: only with a "
                               "broker that acknowledges from disk, or workers that do not send hub/ack).")
-    interval_s: float = Field(1.0, gt=0, description="Seconds between two custody messages to one device.")
+    interval_s: float = Field(1.0, gt=0, description="Seconds between two custody messages to one device, at least.")
+    max_rate: float | None = Field(500.0, gt=0, description="Custody messages per second to all devices together, "
+                                   "about: with more devices with news than this, the spacing to each grows (to "
+                                   "max_interval_s); none: every interval_s, however many devices.")
+    max_interval_s: float = Field(10.0, gt=0, description="Longest spacing between two custody messages to one device; "
+                                  "keep it well below the agents' custody_timeout_s (30 s), or they send again.")
     republish_s: float = Field(30.0, gt=0, description="Publish a fused batch again when no worker acknowledged it "
                                                        "within this long (then twice as long, and so on).")
     republish_max_s: float = Field(300.0, gt=0, description="Longest wait between two publications of one batch.")
     max_unacked_batches: int = Field(2000, ge=1, description="Fused batches kept for workers at most; beyond, the "
                                      "oldest is given up (counted) and its devices send those rows again.")
+
+    @model_validator(mode="after")
+    def _spacing(self) -> CustodySettings:
+        if self.max_interval_s < self.interval_s:
+            raise ValueError("custody.max_interval_s must be at least custody.interval_s")
+        return self
 
 
 class BridgeConfig(BaseModel):

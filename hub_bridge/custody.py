@@ -44,13 +44,26 @@ def custody_payload(device: str, boot: int, ranges: list[tuple[int, int]], ts: f
 
 
 class CustodyLedger:
-    def __init__(self, max_streams: int = 100_000, interval_s: float = 1.0) -> None:
+    """``interval_s`` spaces two words to one device; with ``max_rate`` the spacing grows with the
+    number of devices that have news, so that all of them together get about ``max_rate`` words a
+    second, up to ``max_interval_s`` (docs/BRIDGE.md, "Custody interval": a word costs the broker a
+    message per device, a longer spacing costs resends after a crash)."""
+
+    def __init__(self, max_streams: int = 100_000, interval_s: float = 1.0, max_rate: float | None = None,
+                 max_interval_s: float | None = None) -> None:
         self.max_streams = max_streams
         self.interval_s = interval_s
+        self.max_rate = max_rate
+        self.max_interval_s = max(interval_s, max_interval_s or interval_s)
+        self.effective_interval_s = interval_s
         self._done: OrderedDict[Stream, SeqSet] = OrderedDict()
         self._busy: set[Key] = set()
         self._news: dict[Stream, float] = {}  # stream -> when it first had news since its last word
         self._told: dict[Stream, float] = {}
+        # Messages in custody whose device has not heard so yet, per stream and in all: what the devices
+        # would send again (after their custody_timeout_s) if this bridge died now.
+        self._untold: dict[Stream, int] = {}
+        self.untold = 0
         self._lock = threading.Lock()
         self.duplicates = 0
         self.finished = 0
@@ -91,10 +104,13 @@ class CustodyLedger:
                     old, _ = self._done.popitem(last=False)
                     self._news.pop(old, None)
                     self._told.pop(old, None)
+                    self.untold -= self._untold.pop(old, 0)
             else:
                 self._done.move_to_end(stream)
             if s.add(seq):
                 self.finished += 1
+                self._untold[stream] = self._untold.get(stream, 0) + 1
+                self.untold += 1
             self._news.setdefault(stream, now)
 
     def settle(self, key: Key, now: float) -> bool:
@@ -111,24 +127,30 @@ class CustodyLedger:
             self._busy.discard(key)
 
     def due(self, now: float) -> list[tuple[str, int, list[tuple[int, int]]]]:
-        """(device, boot, ranges) for every stream with news, at most once per ``interval_s`` each."""
+        """(device, boot, ranges) for every stream with news, at most once per interval each (see the class)."""
         out = []
         with self._lock:
+            interval = self.interval_s
+            if self.max_rate:
+                interval = min(self.max_interval_s, max(interval, len(self._news) / self.max_rate))
+            self.effective_interval_s = interval
             for stream, since in list(self._news.items()):
-                if now - self._told.get(stream, -1e18) < self.interval_s and since > 0.0:
+                if now - self._told.get(stream, -1e18) < interval and since > 0.0:
                     continue
                 s = self._done.get(stream)
                 del self._news[stream]
                 if s is None:
                     continue
                 self._told[stream] = now
+                self.untold -= self._untold.pop(stream, 0)
                 out.append((stream[0], stream[1], s.ranges()[-MAX_RANGES:]))
         return out
 
     def gauges(self) -> dict[str, float]:
         with self._lock:
             return {"custody.in_process": float(len(self._busy)), "custody.streams": float(len(self._done)),
-                    "custody.streams_with_news": float(len(self._news))}
+                    "custody.streams_with_news": float(len(self._news)), "custody.untold": float(self.untold),
+                    "custody.interval_s": round(self.effective_interval_s, 3)}
 
 
 @dataclass

@@ -109,11 +109,6 @@ def metric_value(name: str, value: float) -> float | int:
     return value
 
 
-def format_metric(name: str, value: float) -> str:
-    v = metric_value(name, value)
-    return str(v) if isinstance(v, int) else f"{v:.3f}"
-
-
 class FleetStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -326,7 +321,8 @@ class FleetStats:
                 "models": {t: {"version": m.version, "metrics": {k: metric_value(k, v) for k, v in m.metrics.items()}}
                            for t, m in self.manifests.items()},
                 "hub": {"counters": dict(self.hub.counters), "gauges": dict(self.hub.gauges)} if self.hub else None,
-                "workers": {w: {"state": s.state, "counters": dict(s.counters)} for w, s in self.workers.items()},
+                "workers": {w: {"state": s.state, "counters": dict(s.counters), "gauges": dict(s.gauges)}
+                            for w, s in self.workers.items()},
                 "qos1_seq_gaps": self.qos1_gaps(),
                 "qos1_duplicates": self.qos1_duplicates,
                 "messages_seen": dict(self.messages),

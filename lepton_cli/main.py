@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "report": "lepton_cli.report",
     "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
+    "topics": "lepton_cli.topics",
     "tasks": "lepton_tasks.cli",
     "console": "lepton_console.cli",
 }

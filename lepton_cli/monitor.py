@@ -20,7 +20,8 @@ import time
 import uuid
 from typing import Any, TextIO
 
-from lepton_cli.fleetview import FleetStats, format_metric
+from lepton_cli.fleettable import FleetView, worker_short
+from lepton_cli.fleetview import FleetStats
 from shared.containers import FeatureBatch, FusedBatch, HardSample
 from shared.counters import Counters
 from shared.mqtt import Message, MqttClient, MqttSettings, TlsSettings
@@ -59,11 +60,6 @@ def _hub_totals(hub: dict[str, Any] | None) -> tuple[int, int]:
     return queued, drops
 
 
-def _models(s: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: v{m['version']} ({', '.join(f'{a}={format_metric(a, b)}' for a, b in m['metrics'].items())})"
-                     for k, m in s["models"].items()) or "none yet"
-
-
 def connection_text(state: ConnectionState | None) -> str:
     if state is None or state.connected:
         return "connected"
@@ -76,8 +72,9 @@ def status_line(stats: FleetStats, state: ConnectionState | None = None) -> str:
     s = stats.summary()
     queued, drops = _hub_totals(s["hub"])
     models = ",".join(f"{t}:v{m['version']}" for t, m in s["models"].items()) or "-"
+    workers = ",".join(worker_short(w) for w in s["workers"].values()) or "starting"
     return (f"[{time.strftime('%H:%M:%S')}] broker={connection_text(state).replace(' ', '_')} "
-            f"devices={len(s['devices'])} models={models} preds={s['predictions']} "
+            f"devices={len(s['devices'])} models={models} worker={workers} preds={s['predictions']} "
             f"edge_acc={_fmt(s['accuracy_edge_only'])} joint_acc={_fmt(s['accuracy_joint'])} "
             f"cloud_acc={_fmt(s['accuracy_cloud'])} escalated={_fmt(s['escalation_ratio'], True)} "
             f"uplink/raw={_fmt(s['uplink_vs_raw'], True)} capture_errors={s['capture_errors']} "
@@ -87,38 +84,8 @@ def status_line(stats: FleetStats, state: ConnectionState | None = None) -> str:
 
 
 def table(stats: FleetStats, state: ConnectionState | None = None) -> Any:
-    from rich.table import Table
-
-    s = stats.summary()
-    title = f"Lepton fleet — {time.strftime('%H:%M:%S')}"
-    if state is not None and not state.connected:
-        title += f" — broker {connection_text(state)}"
-    t = Table(title=title, title_style="bold red" if state is not None and not state.connected else None)
-    for col in ("device", "task", "state", "model", "preds", "joint acc (last 200)", "escalated", "uplink/raw",
-                "outbox", "fps", "capture err", "reconnects"):
-        t.add_column(col)
-    for r in stats.rows():
-        acc = f"{sum(r.recent) / len(r.recent):.3f}" if r.recent else "-"
-        esc = f"{r.escalated / r.preds:.1%}" if r.preds else "-"
-        ratio = f"{r.uplink / r.raw:.1%}" if r.raw else "-"
-        t.add_row(r.device, r.task, r.state, f"v{r.model}", str(r.preds), acc, esc, ratio, str(r.outbox),
-                  f"{r.fps:.1f}", str(r.capture_errors), str(r.capture_reconnects))
-    hub = s["hub"]
-    if hub:
-        g = hub["gauges"]
-        depths = " ".join(f"{k.split('.', 1)[1]}={int(v)}" for k, v in sorted(g.items()) if k.startswith("queue."))
-        hub_line = f"hub queues: {depths or '-'}; dropped+expired: {_hub_totals(hub)[1]}"
-    else:
-        hub_line = "hub: no status yet"
-    workers = ", ".join(f"{w} {v['state']}" for w, v in s["workers"].items()) or "no status yet"
-    t.caption = (f"models: {_models(s)}\n{hub_line}\nworkers: {workers}; gate refused {s['gate_refusals']} "
-                 f"candidate(s); agents rejected {s['agent_model_rejections']} model(s)\n"
-                 f"edge-only acc {_fmt(s['accuracy_edge_only'])} · joint acc {_fmt(s['accuracy_joint'])} · "
-                 f"cloud acc {_fmt(s['accuracy_cloud'])}")
-    rollout = stats.rollout_text()[0]
-    if rollout:
-        t.caption += "\nrollout: " + rollout.replace("\n", "\nrollout: ")
-    return t
+    """The live view: a table fitted to the terminal's width, and a few short lines (lepton_cli/fleettable.py)."""
+    return FleetView(stats, state, connection_text)
 
 
 class ConnectionState:

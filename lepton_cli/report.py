@@ -5,22 +5,26 @@ font, no CDN, nothing fetched. Its plots come from the summary's ``timeline`` (c
 samples of the fleet view that `lepton up` takes every ``--sample-every`` seconds) and
 ``events`` (hot swaps, refusals, publications):
 
-- accuracy over time per model version: edge-only, cloud answers, joint (edge + cloud);
+- per model version its holdout accuracy (the worker's score before publishing) beside its field
+  accuracy (what the devices did, against ground truth), with a paragraph on the difference, and
+  the scoreboard's targets with their verdicts, whichever targets the summary carries;
+- accuracy over time per model version: edge-only, cloud answers, joint (edge + cloud), all on 0..1,
+  each point over the version's last samples (dotted while it has few); a version without a line
+  is named under the chart with the reason (deferred to the edge, no escalations, too few samples);
 - escalation ratio over time;
 - uplink bytes by topic, stacked, against the raw frames' JPEG size;
 - hub queue depth and drops (dropped + expired) per priority class;
 - the hot-swap timeline: which version each device ran when, publications and refusals;
 - staged rollouts (when the summary has them): every stage change with the figures behind it.
 
-Rates and accuracies are over a sliding window (``WINDOW_S``) of the cumulative counts, so a
-point says how the fleet did in the last few seconds, not since the start.
+The escalation ratio is over a sliding window (``WINDOW_S``) of the cumulative counts, so a point
+says how the fleet did in the last few seconds, not since the start.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from html import escape
@@ -29,8 +33,12 @@ from typing import Any
 
 from lepton_cli.svgplot import Chart, Lanes, color
 
-WINDOW_S = 10.0  # accuracy and escalation ratio over the last this-many seconds
-MIN_SAMPLES = 5  # fewer samples than this in a window leave a gap rather than a noisy point
+WINDOW_S = 10.0  # the escalation ratio over the last this-many seconds
+MIN_SAMPLES = 5  # fewer predictions than this in a window leave a gap rather than a noisy point
+# Accuracy per model version: over that version's last ACC_WINDOW samples (cloud answers, rarer:
+# CLOUD_WINDOW), drawn dotted while it has fewer, and not at all below ACC_MIN; a version's line
+# ends with its last sample, so a version fading out leaves no tail of a handful of samples.
+ACC_WINDOW, CLOUD_WINDOW, ACC_MIN = 100, 30, 10
 KINDS = (("edge", "edge-only (the device's own model)"), ("cloud", "cloud answers (escalated samples)"),
          ("joint", "joint (what the device finally acted on)"))
 
@@ -51,6 +59,7 @@ def _points(summary: dict[str, Any]) -> tuple[float, list[dict[str, Any]], float
 
 
 def _window(n_points: int, every: float) -> int:
+    """Sample points in WINDOW_S (the escalation chart's window)."""
     return max(1, min(n_points - 1, round(WINDOW_S / every))) if n_points > 1 else 1
 
 
@@ -70,21 +79,81 @@ def _versions(pts: list[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
     return sorted(keys, key=lambda k: (k[0], int(k[1])))
 
 
-def accuracy_chart(pts: list[dict[str, Any]], t0: float, w: int, kind: str, title: str, tasks: int) -> Chart:
+def version_accuracy(correct: list[float], total: list[float], k: int, min_n: int = ACC_MIN
+                     ) -> tuple[list[float | None], list[float | None]]:
+    """(solid, dotted) accuracy of one version at each sample point, from cumulative counts: over
+    about its last ``k`` samples (the window starts at the latest point at least ``k`` back), dotted
+    while the version has fewer than ``k`` samples in all, None below ``min_n`` and after its last
+    sample. The dotted series includes the first solid point, so the two join up."""
+    m = len(total)
+    last = max((i for i in range(m) if total[i] > (total[i - 1] if i else 0)), default=-1)
+    solid: list[float | None] = [None] * m
+    dotted: list[float | None] = [None] * m
+    for i in range(last + 1):
+        if total[i] < min_n:
+            continue
+        j = next((j for j in range(i - 1, -1, -1) if total[i] - total[j] >= k), None)
+        c0, n0 = (correct[j], total[j]) if j is not None else (0.0, 0.0)
+        acc = (correct[i] - c0) / (total[i] - n0)
+        if total[i] >= k:
+            solid[i] = acc
+            if i and solid[i - 1] is None and dotted[i - 1] is not None:
+                dotted[i] = acc
+        else:
+            dotted[i] = acc
+    return solid, dotted
+
+
+def _versions(pts: list[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
+    keys = {(task, ver) for p in pts for task, vers in p.get(kind, {}).items() for ver in vers}
+    return sorted(keys, key=lambda k: (k[0], int(k[1])))
+
+
+def _board_versions(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(b["task"], str(v["version"])): v for b in summary.get("scoreboard") or [] for v in b.get("versions", [])}
+
+
+def why_no_line(kind: str, n: int, version: dict[str, Any] | None) -> str:
+    """Why a version has no line of its own in an accuracy chart."""
+    if kind == "cloud":
+        if not n and version and version.get("cloud_deferred"):
+            return "no cloud answers: its replies deferred to the edge (the cloud was no better there)"
+        if not n and version and not version.get("field_escalation_ratio"):
+            return "no escalations"
+        if not n:
+            return "no cloud answer came in time"
+    if not n:
+        return "no scored samples"
+    return f"{n} sample{'s' if n > 1 else ''} only (a point needs {ACC_MIN})"
+
+
+def accuracy_chart(pts: list[dict[str, Any]], t0: float, kind: str, title: str, tasks: int,
+                   summary: dict[str, Any] | None = None) -> tuple[Chart, list[str]]:
+    """The chart, and a note per version drawn without a line (and why)."""
     xs = [p["ts"] - t0 for p in pts]
-    lines = []
+    k = CLOUD_WINDOW if kind == "cloud" else ACC_WINDOW
+    board = _board_versions(summary or {})
+    published = {(e.get("task"), str(e.get("version"))) for e in ((summary or {}).get("events") or {}).get("published", [])}
+    ch = Chart(f"Accuracy, {title}", y_label=f"accuracy (last {k} samples)", y_range=(0.0, 1.0),
+               x_range=(0.0, max(xs[-1], 1.0)))
+    notes, seen = [], set()
     for i, (task, ver) in enumerate(_versions(pts, kind)):
+        seen.add((task, ver))
         c = [float(p.get(kind, {}).get(task, {}).get(ver, [0, 0])[0]) for p in pts]
         n = [float(p.get(kind, {}).get(task, {}).get(ver, [0, 0])[1]) for p in pts]
         label = f"{task} v{ver}" if tasks > 1 else f"v{ver}"
-        lines.append((windowed_ratio(c, n, w), label, color(int(ver) - 1 + 3 * i * (tasks > 1))))
-    # Zoom to where the lines are (accuracies of 0.85 vs 0.95 must not look alike), always up to 1.
-    lo = min((y for ys, _, _ in lines for y in ys if y is not None), default=0.0)
-    ch = Chart(f"Accuracy, {title}", y_label=f"accuracy (last {WINDOW_S:g} s)",
-               y_range=(max(0.0, math.floor((lo - 0.02) * 10) / 10), 1.0), x_range=(0.0, max(xs[-1], 1.0)))
-    for ys, label, col in lines:
-        ch.line(xs, ys, label, col)
-    return ch
+        col = color(int(ver) - 1 + 3 * i * (tasks > 1))
+        solid, dotted = version_accuracy(c, n, k)
+        if any(y is not None for y in solid):
+            ch.line(xs, solid, label, col)
+        if any(y is not None for y in dotted):
+            ch.line(xs, dotted, label, col, dash="2 3")  # one legend entry: the first series of a label
+        if all(y is None for y in solid + dotted):
+            notes.append(f"{label}: {why_no_line(kind, int(n[-1]), board.get((task, ver)))}")
+    for task, ver in sorted(published - seen, key=lambda tv: (str(tv[0]), int(tv[1]))):
+        label = f"{task} v{ver}" if tasks > 1 else f"v{ver}"
+        notes.append(f"{label}: {why_no_line(kind, 0, board.get((task, ver)))}")
+    return ch, notes
 
 
 def _publications(summary: dict[str, Any], t0: float) -> list[tuple[float, str]]:
@@ -152,8 +221,9 @@ def _peak(pts: list[dict[str, Any]], key: str) -> str:
     return f"{max(vals):g}" if vals else "nothing (no hub status in this run)"
 
 
-def _figure(fid: str, svg: str, caption: str) -> str:
-    return f'<figure class="plot" id="{fid}">{svg}<figcaption>{escape(caption)}</figcaption></figure>'
+def _figure(fid: str, svg: str, caption: str, notes: list[str] | None = None) -> str:
+    more = "".join(f'<br><span class="note">{escape(n)}</span>' for n in notes or [])
+    return f'<figure class="plot" id="{fid}">{svg}<figcaption>{escape(caption)}{more}</figcaption></figure>'
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -169,14 +239,22 @@ def _version_table(summary: dict[str, Any]) -> str:
     keys = {(t, v) for kind in ("edge_only", "cloud", "joint")
             for t, vers in (summary.get(f"accuracy_per_version_{kind}") or {}).items() for v in vers}
     pubs = {(e["task"], f"v{e['version']}"): e.get("accuracy") for e in (summary.get("events") or {}).get("published", [])}
+    keys |= set(pubs)
+    board = {(t, f"v{v}"): row for (t, v), row in _board_versions(summary).items()}
     for task, ver in sorted(keys, key=lambda k: (k[0], int(k[1][1:]))):
-        cells = [escape(task), escape(ver), _fmt(pubs.get((task, ver)))]
+        b = board.get((task, ver)) or {}
+        cells = [escape(task), escape(ver), _fmt(pubs.get((task, ver), b.get("holdout_edge_acc"))),
+                 _fmt(b.get("holdout_cloud_acc")), _fmt(b.get("holdout_joint_acc"))]
         for kind in ("edge_only", "cloud", "joint"):
             a = (summary.get(f"accuracy_per_version_{kind}") or {}).get(task, {}).get(ver)
             cells.append(f"{_fmt(a['accuracy'])} <small>({a['samples']})</small>" if a else "–")
+        cells.append(_fmt(b.get("field_escalation_ratio"), True))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = ("<tr><th>task</th><th>version</th><th>holdout acc. (gate)</th><th>edge-only acc. (n)</th>"
-            "<th>cloud acc. (n)</th><th>joint acc. (n)</th></tr>")
+    head = ('<tr><th rowspan="2">task</th><th rowspan="2">version</th>'
+            '<th colspan="3">holdout accuracy (the worker, before publishing)</th>'
+            '<th colspan="4">field (what the devices did, against ground truth)</th></tr>'
+            "<tr><th>edge</th><th>cloud</th><th>joint</th><th>edge-only acc. (n)</th><th>cloud answers acc. (n)</th>"
+            "<th>joint acc. (n)</th><th>escalated</th></tr>")
     return f'<table class="versions">{head}{"".join(rows)}</table>' if rows else ""
 
 
@@ -206,6 +284,40 @@ def _rollout_section(summary: dict[str, Any]) -> str:
             f'back</h2><table class="versions rollout">{head}{"".join(rows)}</table>')
 
 
+HOLDOUT_VS_FIELD = (
+    "<b>Holdout</b> is the worker's own score of a version, before it publishes it: held-out labelled samples of "
+    "the task's dataset that no version trains on, the same for every version, so versions compare fairly (the gate "
+    "publishes a candidate only if it beats the deployed one there). <b>Field</b> is what the devices did with it, "
+    "scored afterwards against each sample's ground truth: other samples (the stream, with its drift), whichever "
+    "ones each version happened to meet, and the cloud's answers only where they came in time. The two differ: "
+    "holdout says which model is better, field what the fleet got.")
+
+
+def _targets(summary: dict[str, Any]) -> str:
+    """Each scoreboard target with its verdict, as the summary has them: whatever targets apply to a
+    task (lepton_cli/scoreboard.py decides), described by the target's own text where it has one."""
+    try:
+        from lepton_cli.scoreboard import TARGETS as described
+    except ImportError:  # pragma: no cover - the report reads a summary, whichever build wrote it
+        described = {}
+    rows = []
+    for board in summary.get("scoreboard") or []:
+        for key, t in (board.get("targets") or {}).items():
+            t = t if isinstance(t, dict) else {"value": t}
+            what = t.get("target") or t.get("description") or described.get(key) or key
+            met = t.get("met")
+            verdict = {True: '<td class="met">met</td>', False: '<td class="missed">missed</td>'}.get(
+                met, '<td class="na">–</td>')
+            extra = "; ".join(f"{k}: {v}" for k, v in t.items() if k not in ("met", "value", "target", "description"))
+            value = escape(str(t.get("value", ""))) + (f" <small>({escape(extra)})</small>" if extra else "")
+            rows.append(f"<tr><td>{escape(str(board.get('task', '')))}</td><td class=\"what\">{escape(str(what))}</td>"
+                        f"{verdict}<td class=\"what\">{value}</td></tr>")
+    if not rows:
+        return ""
+    return ('<table class="versions targets"><tr><th>task</th><th>target</th><th>verdict</th><th>measured</th></tr>'
+            + "".join(rows) + "</table>")
+
+
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:20px;color:#222;background:#fff}
 h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:12px}
@@ -220,7 +332,9 @@ svg .label{font-size:12px;fill:#444} svg .grid{stroke:#eee} svg .axis{stroke:#99
 svg .frame{fill:none;stroke:#bbb} svg .mark{stroke-dasharray:3 3} svg .marklabel{fill:#555}
 svg .nodata{fill:#999;font-size:13px} svg .spanlabel{fill:#fff;font-weight:600}
 table.versions{border-collapse:collapse;margin:8px 0 16px} .versions td,.versions th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-.versions th{background:#f6f6f6}
+.versions th{background:#f6f6f6} .versions td.what{text-align:left} .targets td.met{color:#1a7f37;font-weight:600}
+.targets td.missed{color:#c62828;font-weight:600} .targets td.na{color:#888} .targets th{text-align:left} p.explain{max-width:1100px;color:#333}
+figcaption .note{color:#8a5a00}
 h2{font-size:16px;margin:14px 0 4px} .rollout td,.rollout th{text-align:left;vertical-align:top} .rollout td:last-child{max-width:520px}
 """
 
@@ -234,12 +348,13 @@ def render(summary: dict[str, Any], title: str = "Lepton run") -> str:
     marks = _publications(summary, t0)
     accs = []
     for kind, desc in KINDS:
-        ch = accuracy_chart(pts, t0, w, kind, desc, tasks)
+        ch, notes = accuracy_chart(pts, t0, kind, desc, tasks, summary)
         for x, label in marks:
             ch.vmark(x, label)
-        accs.append(_figure(f"accuracy-{kind}", ch.render(),
-                            f"Share of samples labelled correctly over the last {WINDOW_S:g} s, one line per model "
-                            f"version; dashed lines mark publications."))
+        k = CLOUD_WINDOW if kind == "cloud" else ACC_WINDOW
+        caption = (f"Share of samples labelled correctly, one line per model version, over its last {k} samples "
+                   f"(dotted while it has fewer; none below {ACC_MIN}); dashed lines mark publications.")
+        accs.append(_figure(f"accuracy-{kind}", ch.render(), caption, notes))
     q, d = hub_charts(pts, t0)
     s = summary
     figures = [("duration", f"{t_end - t0:.0f} s"), ("predictions", s.get("predictions")),
@@ -258,6 +373,8 @@ def render(summary: dict[str, Any], title: str = "Lepton run") -> str:
         '<div class="figures">' + "".join(f'<div class="fig"><b>{v if isinstance(v, str) else _fmt(v)}</b>'
                                           f'<span>{escape(k)}</span></div>' for k, v in figures) + "</div>",
         _version_table(s),
+        f'<p class="explain">{HOLDOUT_VS_FIELD}</p>',
+        _targets(s),
         _rollout_section(s),
         '<div class="grid2">', *accs,
         _figure("escalation", escalation_chart(pts, t0, w, marks).render(),

@@ -37,6 +37,11 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+def text_width(text: str, px: float = 11.0) -> float:
+    """About how wide ``text`` is in the sans-serif at ``px`` (an upper bound for digits and lower case)."""
+    return 0.62 * px * len(text)
+
+
 def fmt_tick(v: float) -> str:
     if abs(v) >= 1e6:
         return f"{v / 1e6:g}M"
@@ -153,8 +158,11 @@ class Chart:
             if x0 <= m.x <= x1:
                 out.append(f'<line x1="{X(m.x):.1f}" x2="{X(m.x):.1f}" y1="{top}" y2="{top + ph}" class="mark" '
                            f'stroke="{m.color}"><title>{escape(m.label)}</title></line>')
-                out.append(f'<text x="{X(m.x):.1f}" y="{top - 3}" class="marklabel" text-anchor="middle">'
-                           f'{escape(m.label.split()[0])}</text>')
+                short = m.label.split()[0]
+                half = text_width(short) / 2  # kept inside the chart: centred, unless an edge is nearer
+                x = min(max(X(m.x), left + half), w - half - 2)
+                out.append(f'<text x="{x:.1f}" y="{top - 3}" class="marklabel" text-anchor="middle">'
+                           f'{escape(short)}</text>')
         for s in self.series:
             out.append(self._series(s, X, Y))
         out.append(self._legend(left, top, pw))
@@ -200,7 +208,7 @@ class Chart:
                       f'<line x1="{x}" x2="{x + 12}" y1="{y + 4}" y2="{y + 4}" stroke="{s.color}" '
                       f'stroke-width="2"{f" stroke-dasharray={chr(34)}{s.dash}{chr(34)}" if s.dash else ""}/>')
             items.append(f'{swatch}<text x="{x + 16}" y="{y + 8}" class="legend">{escape(label)}</text>')
-            x += 24 + 6.2 * len(label)
+            x += 24 + text_width(label)
             if x > left + pw - 60:
                 break
         return f'<g class="legendbox">{"".join(items)}</g>'
@@ -262,9 +270,13 @@ class Lanes:
             out.append(f'<text x="{left - 8}" y="{top + i * self.lane_height + 17}" class="tick" '
                        f'text-anchor="end">{escape(lane)}</text>')
         for m in self.marks:
+            # Right of its line, unless that would run past the edge: then left of it, ending there.
+            right = X(m.x) + 3 + text_width(m.label) <= w - 2
+            label = (f'<text x="{X(m.x) + 3:.1f}" y="{top - 6}" class="marklabel">' if right else
+                     f'<text x="{X(m.x) - 3:.1f}" y="{top - 6}" class="marklabel" text-anchor="end">')
             out.append(f'<line x1="{X(m.x):.1f}" x2="{X(m.x):.1f}" y1="{top - 4}" y2="{top + ph}" class="mark" '
                        f'stroke="{m.color}"><title>{escape(m.label)}</title></line>'
-                       f'<text x="{X(m.x) + 3:.1f}" y="{top - 6}" class="marklabel">{escape(m.label)}</text>')
+                       f'{label}{escape(m.label)}</text>')
         for lane, a, b, label, col in self.spans:
             y = top + row[lane] * self.lane_height + 4
             wid = max(1.5, X(b) - X(a))

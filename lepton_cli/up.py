@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from lepton_cli import tomlgen
+from lepton_cli.fleettable import worker_short
+from lepton_cli.hints import command, mosquitto_sub
 from lepton_cli.labeller import Labeller
 from lepton_cli.monitor import HelpFormatter, Watcher, status_line, table
 from lepton_cli.pki import PkiError, write_private_bytes
 from lepton_cli.secure_broker import CredentialError
 from lepton_cli.secure_stack import SecureAccess
+from lepton_cli.upsummary import short_summary, shown, start_lines, where
 from lepton_tasks import TaskSpecError, load_task
 from shared import signing
 from shared.broker import REPO_MOSQUITTO, Broker, BrokerUnavailable
@@ -52,6 +55,7 @@ class Proc:
     log_path: Path
     popen: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
+    terminated: bool = False
 
     def start(self) -> None:
         logf = open(self.log_path, "ab")
@@ -63,11 +67,18 @@ class Proc:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM once: services take a second one as "stop now" (shared/service.py)."""
+        if self.popen is not None and self.popen.poll() is None and not self.terminated:
+            self.terminated = True
+            self.popen.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (unless sent already), then wait; kill after ``timeout``."""
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -257,11 +268,24 @@ class Stack:
                 code = p.popen.returncode if p.popen else None
                 raise UpError(f"{p.name} exited with code {code}; its log ({p.log_path}) ends:\n{p.tail()}")
 
-    def stop(self) -> dict[str, int | None]:
+    def stop(self, say=None) -> dict[str, int | None]:
+        """Stop everything, saying what it waits for on the way (``say(text)`` without a newline)."""
+        say = say or (lambda text: None)
         codes: dict[str, int | None] = {}
         # Agents first (they publish their death), then the bridge, then the worker.
-        for p in sorted(self.procs, key=lambda p: {"agent": 0, "bridge": 1, "worker": 2}[p.name.split("-")[0]]):
-            codes[p.name] = p.stop()
+        order = {"agent": 0, "bridge": 1, "worker": 2}
+        stages: dict[int, list[Proc]] = {}
+        for p in self.procs:
+            stages.setdefault(order[p.name.split("-")[0]], []).append(p)
+        for stage in sorted(stages):
+            procs = stages[stage]
+            t0 = time.monotonic()
+            say(f"{self._stopping_what(procs[0].name.split('-')[0], len(procs))}… ")
+            for p in procs:  # all of a stage at once: N agents take as long as the slowest, not N times
+                p.terminate()
+            for p in procs:
+                codes[p.name] = p.stop()
+            say(f"{time.monotonic() - t0:.1f} s; ")
         if self.labeller is not None:
             self.labeller.stop()
         for svc in (self.person, self.console):
@@ -270,19 +294,36 @@ class Stack:
         if self.watcher is not None:
             self.watcher.stop()
         if self.broker is not None:
+            say("broker… ")
             self.broker.stop()
+        say("done\n")
         return codes
+
+    def _stopping_what(self, role: str, n: int) -> str:
+        if role == "agent":
+            return f"{n} agent{'s' if n > 1 else ''} (sending what they hold)"
+        if role == "bridge":
+            return "bridge (handing on what it holds)"
+        workers = self.watcher.stats.summary()["workers"].values() if self.watcher else []
+        if any(worker_short(w) == "retraining" for w in workers):
+            return "worker (finishing its retrain, then saving its learning buffer)"
+        if any(worker_short(w) == "training_v1" for w in workers):
+            return "worker (finishing v1's training)"
+        return "worker (saving its learning buffer, acknowledging batches)"
 
     def watch_hint(self) -> str:
         port = self.broker.port if self.broker else None
+        lepton = command("lepton")
         if self.secure is None:
-            return (f"  watch: mosquitto_sub -v -p {port} -t '{self.args.root}/#'   or   lepton monitor --port {port}")
+            return (f"  watch: {lepton} monitor --port {port}\n"
+                    f"     or: {mosquitto_sub(self.args.root, port)}\n"
+                    f"         (the JSON topics only; `{lepton} topics` lists the binary ones)")
         f = self.secure.user_password_file
         b = self.secure.broker
         return (f"  secure: mosquitto/secure.conf, identities and PKI in {self.secure.dir}; devices on mutual TLS "
                 f"port {b.mtls_port if b else '?'}\n"
-                f"  watch: lepton monitor --port {port} --username monitor_2 --password-file {f}\n"
-                f"     or: mosquitto_sub -v -p {port} -u monitor_2 -P \"$(cat {f})\" -t '{self.args.root}/#'")
+                f"  watch: {lepton} monitor --port {port} --username monitor_2 --password-file {f}\n"
+                f"     or: {mosquitto_sub(self.args.root, port, 'monitor_2', f)}")
 
 
 def start_console(args: argparse.Namespace, access: PlainAccess | SecureAccess, run_dir: Path):
@@ -367,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
     rc = 0
     timeline: list[dict[str, Any]] = []
     t0 = time.time()
+    started = False
     try:
         try:
             stack.start()
@@ -376,9 +418,11 @@ def run(args: argparse.Namespace) -> int:
         except (PkiError, CredentialError, FileNotFoundError, RuntimeError) as exc:  # --secure's setup
             print(f"lepton up: secure broker: {exc}", file=sys.stderr)
             return 69
+        started = True
         port = stack.broker.port if stack.broker else None
         print(f"lepton up: broker on 127.0.0.1:{port}{' (secure.conf)' if args.secure else ''}, "
-              f"run dir {stack.run_dir}\n{stack.watch_hint()}{console_line(stack)}", flush=True)
+              f"run dir {shown(stack.run_dir)}\n{stack.watch_hint()}{console_line(stack)}", flush=True)
+        print("\n".join(start_lines(stack.run_dir, stack.run_dir / "keys" / "signing.pub")), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         w = stack.watcher
         assert w is not None
@@ -417,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
         if stack.person is not None:
             labeller = {"mode": "queue", **stack.person.counters.snapshot()}
         secure = stack.secure.describe() if stack.secure else None
-        codes = stack.stop()
+        codes = stack.stop(_Progress("lepton up: stopping: ") if started else None)
         for s, h in old.items():
             signal.signal(s, h)
     summary["labeller"] = labeller
@@ -428,65 +472,36 @@ def run(args: argparse.Namespace) -> int:
     summary["timeline"] = {"t0": t0, "sample_every_s": args.sample_every, "points": timeline}
     if any(c not in (0, None) for c in codes.values()) and rc == 0:
         rc = 1
-    print(printed_summary(summary))
+    print("\n".join(short_summary(summary, time.time() - t0)))
     if summary.get("scoreboard"):
         from lepton_cli.scoreboard import markdown
 
         print("\nscoreboard (docs/TASKS.md explains each figure):\n" + markdown(summary["scoreboard"]))
+    # The whole summary always goes to the run directory; --summary puts a copy where asked.
+    text = json.dumps(summary, indent=2)
+    summary_path = stack.run_dir / "summary.json"
+    summary_path.write_text(text)
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=2))
-        print(f"summary written to {args.summary}")
+        summary_path = Path(args.summary)
+        summary_path.write_text(text)
+    report = None
     if args.report:
         from lepton_cli.report import write_report
 
-        write_report(summary, Path(args.report))
-        print(f"report written to {args.report}")
+        report = write_report(summary, Path(args.report))
+    print("\n" + "\n".join(where(stack.run_dir, summary_path, report)))
     return rc
 
 
-# What the end-of-run printout leaves to the file: the time series and raw counters of every device.
-_FILE_ONLY = ("timeline", "events", "messages_seen", "bytes_seen", "scoreboard")
+class _Progress:
+    """Prints the stop's stages on one line as they happen: a person sees what it waits for."""
 
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
 
-def compact_hub(hub: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The hub's counters and gauges, grouped per priority class (one line each when printed)."""
-    if not hub:
-        return None
-    from lepton_cli.fleetview import HUB_CLASSES
-
-    c, g = dict(hub["counters"]), dict(hub["gauges"])
-    classes: dict[str, dict[str, Any]] = {}
-    for cls in HUB_CLASSES:
-        row = {what: c.pop(f"{what}.{cls}") for what in ("in", "delivered", "dropped", "expired", "duplicate")
-               if f"{what}.{cls}" in c}
-        row.update({what: g.pop(f"{what}.{cls}") for what in ("queue", "lag_s", "latency_ms_p50", "latency_ms_p99",
-                                                               "rate_in") if f"{what}.{cls}" in g})
-        if row:
-            classes[cls] = row
-    return {"classes": classes, "counters": c, "gauges": g}
-
-
-def printed_summary(summary: dict[str, Any]) -> str:
-    """The run's summary for a person: everything the file has except the time series, with the
-    hub grouped per class, the devices without their raw counters, and short dicts on one line."""
-    out = {k: v for k, v in summary.items() if k not in _FILE_ONLY}
-    out["hub"] = compact_hub(summary.get("hub"))
-    out["devices"] = {d: {k: v for k, v in row.items() if k != "counters"}
-                      for d, row in (summary.get("devices") or {}).items()}
-    return _dumps(out)
-
-
-def _dumps(obj: Any, indent: int = 0) -> str:
-    """JSON where a dict or list that fits in ~150 characters stays on one line."""
-    flat = json.dumps(obj)
-    if len(flat) + indent <= 150 or not isinstance(obj, (dict, list)) or not obj:
-        return flat
-    pad = " " * (indent + 2)
-    if isinstance(obj, dict):
-        body = ",\n".join(f"{pad}{json.dumps(k)}: {_dumps(v, indent + 2)}" for k, v in obj.items())
-        return "{\n" + body + "\n" + " " * indent + "}"
-    body = ",\n".join(f"{pad}{_dumps(v, indent + 2)}" for v in obj)
-    return "[\n" + body + "\n" + " " * indent + "]"
+    def __call__(self, text: str) -> None:
+        print(self.prefix + text, end="", flush=True)
+        self.prefix = ""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -513,7 +528,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--secure", action="store_true",
                    help="run on mosquitto/secure.conf: a CA made on the fly, an identity per service and device, "
                         "TLS and the dynamic-security ACLs, on free ports")
-    p.add_argument("--summary", default=None, help="write the final summary (with its time series) as JSON here")
+    p.add_argument("--summary", default=None, help="also write the final summary (with its time series) as JSON "
+                                                   "here; it is always written to the run directory's summary.json")
     p.add_argument("--report", default=None, metavar="FILE.html",
                    help="write a self-contained HTML report with plots here (see also `lepton report`)")
     p.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples of the time series")

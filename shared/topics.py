@@ -326,6 +326,18 @@ class Topics:
         tail = ["+" if p.startswith("{") else p for p in tail]
         return self._f("edge", dev, *tail)
 
+    def of_kind(self, kind: Kind) -> Filter:
+        """Every topic of one kind: its TOPIC_SPECS pattern with each placeholder a '+'."""
+        return self._f(*["+" if p.startswith("{") else p for p in SPEC_BY_KIND[kind].pattern.split("/")])
+
+    def readable(self) -> list[Filter]:
+        """One filter per JSON kind: what a person can read with ``mosquitto_sub`` (no tensors, no ONNX)."""
+        return [self.of_kind(s.kind) for s in TOPIC_SPECS if s.encoding == "json"]
+
+    def binary(self) -> list[Filter]:
+        """One filter per binary kind (tensor containers, ONNX artifacts)."""
+        return [self.of_kind(s.kind) for s in TOPIC_SPECS if s.encoding != "json"]
+
     def labels(self) -> Filter:
         return self._f("label", "+", "+")
 

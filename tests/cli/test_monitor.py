@@ -115,7 +115,8 @@ def test_figures_print_as_what_they_are():
     manifest_metrics = {"accuracy": 0.9416, "holdout_n": 360.0, "train_rows": 393.0}
     s.manifests["digits"] = type("M", (), {"version": 3, "metrics": manifest_metrics, "task": "digits"})()
     s.workers["worker-1"] = schemas.ServiceStatus(service="worker", id="worker-1", state="online", ts=0.0,
-                                                  counters={"learn.rejected": 4, "learn.published": 2})
+                                                  counters={"learn.rejected": 4, "learn.published": 2, "learn.trigger.labels": 7,
+                                                            "learn.candidates": 6}, gauges={"digits.version": 3.0})
     feed(s, T.model_state("cam-1"), schemas.ModelState(device="cam-1", task="digits", state="rejected", version=2,
                                                        offered=3, reason="bad_signature: x", ts=1.0))
     feed(s, T.telemetry("cam-1"), telemetry(**{"capture.lost": 2, "capture.unreadable": 1, "capture.reconnects": 2}))
@@ -128,9 +129,10 @@ def test_figures_print_as_what_they_are():
     lost.since = time.time()
     console.print(table(s, lost))
     text = console.export_text()
-    assert "holdout_n=360," in text and "train_rows=393)" in text and "360.000" not in text
+    assert "digits v3 · holdout edge 0.942 (n=360)" in text and "360.000" not in text
     assert "joint acc (last 200)" in text and "capture err" in text and "reconnects" in text
-    assert "gate refused 4 candidate(s); agents rejected 1 model(s)" in text
+    assert "worker-1: training a candidate" in text and "gate refused 4" in text
+    assert "agents rejected 1 model(s)" in text
     assert "DISCONNECTED since" in text
     line = status_line(s, lost)
     assert "gate_refusals=4 agent_rejections=1" in line and "capture_errors=3 reconnects=2" in line

@@ -66,14 +66,25 @@ def test_joint_inference_answers_escalations(summary):
 def test_the_output_shows_the_run_as_it_is(run):
     summary, proc, _ = run
     out = proc.stdout
-    # status lines off a terminal, then the printed summary with the hub and workers sections
+    # where the signing key is, a watch hint with readable topics only, then status lines off a terminal
+    assert "verify models with " in out and "keys/signing.pub" in out
+    assert "topics --json-filters)" in out and "'lepton/v1/#'" not in out
     assert out.count("] broker=connected devices=2 ") >= 10
     assert "  console: http://127.0.0.1:" in out and "/login?token=" in out  # the web console, with its login
-    printed = out[out.index("\n{") + 1:out.index("\nsummary written to")]
-    assert '"hub": {' in printed and '"classes": {' in printed and '"workers": {' in printed
-    assert '"gate_refusals": ' in printed and '"agent_model_rejections": 0' in printed
-    assert '"holdout_n": 360' in printed and "360.0" not in printed
-    assert summary["gate_refusals"] == sum(w["counters"].get("learn.rejected", 0) for w in summary["workers"].values())
+    first = out[out.index("] broker="):out.index("models=digits:v1")]
+    assert "worker=training_v1" in first or "worker=starting" in first, first
+    # the stop says what it waits for; a few lines of figures, not the summary's JSON
+    assert "lepton up: stopping: 2 agents (sending what they hold)… " in out and "broker… done" in out
+    figures = out[out.index("lepton up: ran "):out.index("\nscoreboard")]
+    assert len(figures.splitlines()) <= 8 and "{" not in figures, figures
+    assert f"predictions, {summary['escalation_ratio']:.1%} escalated" in figures
+    assert f"the gate refused {summary['gate_refusals']} candidate(s)" in figures
+    # where the rest is: the summary (also in the run dir), the report, the registry, as commands
+    stack = Path(summary["run_dir"])
+    assert json.loads((stack / "summary.json").read_text())["predictions"] == summary["predictions"]
+    tail = out[out.index("\nrun dir "):]
+    assert "summary.json (all figures and the time series;" in tail and "report   " in tail
+    assert f"models list --config {stack / 'worker.toml'} (registry {stack / 'registry'})" in tail
 
 
 def test_the_summary_records_a_time_series_and_the_report_shows_it(run, tmp_path):

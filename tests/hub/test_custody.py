@@ -44,6 +44,41 @@ def test_ledger_admits_once_and_reannounces_custody_of_copies():
     assert led.duplicates == 2
 
 
+def test_ledger_spaces_its_words_by_how_many_devices_have_news_and_counts_the_untold():
+    led = CustodyLedger(interval_s=1.0, max_rate=2.0, max_interval_s=8.0)
+    for d in range(10):
+        led.finish((f"d{d}", 1, 0), 0.0)
+    assert led.untold == 10 and led.gauges()["custody.untold"] == 10.0
+    assert len(led.due(0.0)) == 10  # nobody heard yet: every device at once
+    assert led.untold == 0
+    for d in range(10):
+        for seq in (1, 2):
+            led.finish((f"d{d}", 1, seq), 0.5)
+    assert led.untold == 20
+    # 10 devices with news at 2 words a second: each hears every 5 s, not every second
+    assert led.due(1.5) == [] and led.gauges()["custody.interval_s"] == 5.0
+    assert led.due(4.9) == []
+    assert [d for d, _, _ in led.due(5.0)] == [f"d{d}" for d in range(10)] and led.untold == 0
+    # one device with news: back to the floor of 1 s; and never beyond max_interval_s
+    led.finish(("d0", 1, 3), 5.5)
+    assert led.due(6.0) == [("d0", 1, [(0, 3)])] and led.gauges()["custody.interval_s"] == 1.0
+    wide = CustodyLedger(interval_s=1.0, max_rate=1.0, max_interval_s=3.0)
+    for d in range(100):
+        wide.finish((f"d{d}", 1, 0), 0.0)
+    wide.due(0.0)
+    for d in range(100):
+        wide.finish((f"d{d}", 1, 1), 0.1)
+    assert wide.due(2.9) == [] and len(wide.due(3.0)) == 100
+
+
+def test_custody_spacing_is_validated():
+    from hub_bridge.config import CustodySettings
+
+    with pytest.raises(ValueError, match="max_interval_s must be at least"):
+        CustodySettings(interval_s=5.0, max_interval_s=2.0)
+    assert CustodySettings(max_rate=None).max_rate is None
+
+
 def test_ledger_settles_shed_messages_unless_a_copy_is_in_process_and_forgets_abandoned_ones():
     led = CustodyLedger()
     busy, shed = ("d", 1, 1), ("d", 1, 2)

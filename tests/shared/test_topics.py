@@ -93,3 +93,16 @@ def test_custom_root():
     assert t.parse("acme/plant-7/v1/edge/d1/status").kind is Kind.STATUS
     with pytest.raises(TopicError):
         Topics("bad root/#")
+
+
+def test_readable_and_binary_filters_split_the_tree_by_encoding():
+    # Every kind is in exactly one of the two lists, and each filter matches its own kind's topic
+    # and no topic of the other encoding (what `lepton topics --json-filters` hands mosquitto_sub).
+    readable, binary = T.readable(), T.binary()
+    assert len(readable) + len(binary) == len(TOPIC_SPECS)
+    for kind, (topic, _) in BUILT.items():
+        json_kind = SPEC_BY_KIND[kind].encoding == "json"
+        assert any(f.matches(topic) for f in readable) is json_kind, kind
+        assert any(f.matches(topic) for f in binary) is not json_kind, kind
+    assert {SPEC_BY_KIND[k].encoding for k in (Kind.FEAT, Kind.HARD, Kind.HUB_BATCH, Kind.HUB_INFER)} == {"tensor"}
+    assert Topics("site/a").of_kind(Kind.PRED) == Filter("site/a/edge/+/pred/+")
