@@ -13,8 +13,8 @@ import onnxruntime as ort
 from lepton_tasks import load_task
 from shared import rawsample
 from shared.containers import FusedBatch, HardSample
-from shared.rawsample import RawRows
 from shared.mqtt import Message
+from shared.rawsample import RawRows
 from shared.schemas import Manifest, loads
 
 

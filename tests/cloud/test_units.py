@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_worker import augment, policy, train
+from cloud_worker import augment, policy
 from cloud_worker.buffer import Audit, BalancedStore, Pending, Row
 from cloud_worker.config import GateSettings, TriggerSettings, WorkerConfig
 from cloud_worker.keys import init_keys

@@ -222,7 +222,16 @@ def test_an_agent_runs_a_task_it_has_never_seen_from_the_manifest_alone(tmp_path
 
 
 def test_docs_describe_every_spec_key():
-    from lepton_tasks.spec import CloudCfg, DatasetCfg, DecisionCfg, InputCfg, ModelsCfg, SplitCfg, TargetsCfg, TaskSpec
+    from lepton_tasks.spec import (
+        CloudCfg,
+        DatasetCfg,
+        DecisionCfg,
+        InputCfg,
+        ModelsCfg,
+        SplitCfg,
+        TargetsCfg,
+        TaskSpec,
+    )
 
     doc = (REPO / "docs" / "TASKS.md").read_text()
     for model in (TaskSpec, InputCfg, ModelsCfg, DatasetCfg, SplitCfg, DecisionCfg, CloudCfg, TargetsCfg):
