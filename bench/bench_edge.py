@@ -178,8 +178,9 @@ def child(args: argparse.Namespace) -> None:
                      "rate_limit": args.rate_limit, "burst": 20, "reply_deadline_s": 0.2},
         "features": {"batch_size": 32, "float16": True},
         "telemetry": {"interval_s": 1.0},
+        # The bench's releases are unsigned (tests/edge/models.py); a real agent needs a key.
         "model": {"initial_model": str(rel_dir / "v1.onnx"), "initial_manifest": str(rel_dir / "v1.json"),
-                  "intra_op_threads": 1},
+                  "intra_op_threads": 1, "allow_unsigned": True},
     })
     agent = Agent(cfg)
     stamps: list[float] = []

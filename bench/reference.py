@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 
 def reference(task_name: str, *, max_rows: int = 5000, epochs: int = 15, threads: int = 2, seed: int = 0) -> dict:
@@ -68,6 +71,7 @@ def reference(task_name: str, *, max_rows: int = 5000, epochs: int = 15, threads
 
 
 def main() -> int:
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", action="append", required=True)
     p.add_argument("--max-rows", type=int, default=5000)

@@ -150,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
+def _last_up_run(base: Path = Path("var/up")) -> Path | None:
+    """The newest `lepton up` run directory here that has a registry and a worker config (or None)."""
+    try:
+        runs = sorted((p for p in base.iterdir() if (p / "registry").is_dir() and (p / "worker.toml").is_file()),
+                      key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return None
+    return runs[-1] if runs else None
+
+
 def _task_name(ref: str) -> str:
     """The registry keys tasks by name: a spec path given on the command line names its task."""
     from lepton_tasks import TaskSpecError, load_task
@@ -260,6 +270,10 @@ def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
                   f"{'' if reg.root.is_dir() else ' (the directory does not exist)'}; the registry is the "
                   f"worker config's `registry` (--config FILE or LEPTON_WORKER__REGISTRY), and "
                   f"`lepton-worker bootstrap --task TASK` creates v1", file=sys.stderr)
+            last = _last_up_run()
+            if last is not None:
+                print(f"lepton-worker: the last `lepton up` run's registry is {last / 'registry'}: "
+                      f"lepton-worker models list --config {last / 'worker.toml'}", file=sys.stderr)
             return EXIT_OK
         print(f"{'task':<10} {'ver':>4} {'kind':<10} {'parent':>6} {'from':>5} {'accuracy':>8} {'published':<20}")
         for t, v in rows:

@@ -4,6 +4,7 @@
     python healthcheck.py bridge                   # retained hub/status says online
     python healthcheck.py worker [--task digits] [--public-key FILE]
                                                     # a retained, valid (signed) model manifest
+    python healthcheck.py console [--url URL]      # the web console answers its login page
 
 The agent and bridge publish a retained "online" status after connecting and the broker
 replaces it with "offline" (their LWT) when the connection dies, so a retained "online" means
@@ -107,10 +108,23 @@ def topic_for(role: str, topics: Topics, device: str | None, task: str) -> Filte
     return Filter(str(topics.manifest(task)))
 
 
+def web_answers(url: str, timeout: float) -> tuple[bool, str]:
+    """The console is healthy when its login page answers 200 (it serves only once connected to MQTT)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (a fixed local URL)
+            return r.status == 200, f"{url} answered {r.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, f"{url}: {exc}"
+
+
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("role", choices=("agent", "bridge", "worker"))
+    p.add_argument("role", choices=("agent", "bridge", "worker", "console"))
+    p.add_argument("--url", default="http://127.0.0.1:8765/login", help="console: the page that must answer")
     p.add_argument("--device", default=environ.get("LEPTON_DEVICE"), help="agent device id")
     p.add_argument("--task", default="digits", help="worker: the task whose manifest must exist")
     p.add_argument("--public-key", type=Path, help="worker: verify the manifest signature with this key")
@@ -118,6 +132,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     p.add_argument("--config", help="service config file; only its [mqtt] table is read")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for connect and message")
     args = p.parse_args(argv)
+    if args.role == "console":
+        ok, reason = web_answers(args.url, args.timeout)
+        print(("healthy: " if ok else "unhealthy: ") + reason)
+        return 0 if ok else 1
     try:
         settings = mqtt_settings(args.config, environ)
         flt = topic_for(args.role, Topics(args.root), args.device, args.task)

@@ -46,7 +46,7 @@ from hub_bridge.label_custody import LabelCustody, LabelTicket
 from hub_bridge.scheduler import Item, PriorityScheduler
 from shared import codec, schemas, strictjson, wire
 from shared.counters import Counters
-from shared.mqtt import Message, MqttClient, MqttError, NotConnected, PublishRefused, Will
+from shared.mqtt import Message, MqttClient, MqttError, NotConnected, PacketTooLarge, PublishRefused, Will
 from shared.service import Service
 from shared.topics import Filter, Kind, TopicError, Topics
 
@@ -423,6 +423,14 @@ class HubBridge(Service):
                                      response_topic=msg.response_topic, correlation_data=msg.correlation_data,
                                      user_properties=msg.user_properties or None, message_expiry=expiry,
                                      on_ack=lambda rc, tok=tok, key=key: self._infer_acked(rc, tok, key))
+        except PacketTooLarge:
+            # Larger than the broker takes (the forwarded properties pushed it over): it would be refused
+            # on every try, so it is dropped and counted, a final fate that its device may forget.
+            self.acker.release(tok)
+            self.counters.inc("rejected.escalation.too_large")
+            self.dev_counters.inc(f"rejected.escalation.{item.device}")
+            self.ledger.finish(key, self.clock())
+            return None
         except (NotConnected, PublishRefused):
             self.acker.release(tok)
             self.sched.push_front(Item(item.cls, item.device, item.t_in, item.deadline,

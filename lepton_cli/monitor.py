@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any, TextIO
 
 from lepton_cli.fleettable import FleetView, worker_short
 from lepton_cli.fleetview import FleetStats
+from shared.closed_pipe import silence_stdout
 from shared.containers import FeatureBatch, FusedBatch, HardSample
 from shared.counters import Counters
 from shared.mqtt import Message, MqttClient, MqttSettings, TlsSettings
@@ -116,10 +116,7 @@ class Output:
             except (BrokenPipeError, ValueError):
                 self.closed.set()
                 # Whatever Python flushes at exit goes nowhere instead of raising again.
-                try:
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-                except (OSError, ValueError):
-                    pass
+                silence_stdout()
                 return False
         return True
 

@@ -296,15 +296,13 @@ HOLDOUT_VS_FIELD = (
 def _targets(summary: dict[str, Any]) -> str:
     """Each scoreboard target with its verdict, as the summary has them: whatever targets apply to a
     task (lepton_cli/scoreboard.py decides), described by the target's own text where it has one."""
-    try:
-        from lepton_cli.scoreboard import TARGETS as described
-    except ImportError:  # pragma: no cover - the report reads a summary, whichever build wrote it
-        described = {}
+    from lepton_cli.scoreboard import TARGETS, describe
     rows = []
     for board in summary.get("scoreboard") or []:
         for key, t in (board.get("targets") or {}).items():
             t = t if isinstance(t, dict) else {"value": t}
-            what = t.get("target") or t.get("description") or described.get(key) or key
+            what = t.get("target") or t.get("description") or (describe(key, t.get("threshold")) if key in TARGETS
+                                                                 else key)
             met = t.get("met")
             verdict = {True: '<td class="met">met</td>', False: '<td class="missed">missed</td>'}.get(
                 met, '<td class="na">–</td>')

@@ -67,6 +67,18 @@ def short_summary(s: dict[str, Any], seconds: float) -> list[str]:
     gaps = sum((s.get("qos1_seq_gaps") or {}).values())
     out.append(f"  lost: {s.get('frames_dropped', 0)} frames dropped, {s.get('capture_errors', 0)} capture errors, "
                f"{gaps} QoS 1 gaps, {s.get('qos1_duplicates', 0)} duplicates, {drops} hub drops or expiries")
+    out += rollout_lines(s.get("rollout"))
+    return out
+
+
+def rollout_lines(ro: dict[str, Any] | None) -> list[str]:
+    """A staged rollout's outcome: each release's end and, for a rollback, the figures that decided it."""
+    if not ro:
+        return []
+    out = [f"  rollout: {ro.get('promoted', 0)} release(s) promoted, {ro.get('rolled_back', 0)} rolled back"]
+    for e in ro.get("events") or []:
+        if e.get("action") == "rollback":
+            out.append(f"  rolled back {e['release']} (v{e['from_version']} on {e['group']}): {e['reason']}"[:240])
     return out
 
 

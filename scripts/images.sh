@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build Lepton's three images (lepton/agent, lepton/bridge, lepton/worker, with the tags
+# Build Lepton's four images (lepton/agent, lepton/bridge, lepton/worker, lepton/console, with the tags
 # docker-compose.yml uses) from the wheelhouse, and report each one's size.
 #
 #   bash scripts/images.sh              # docker if its daemon answers, else podman
@@ -38,20 +38,21 @@ bash scripts/wheelhouse.sh
 official_or_stand_in python:3.11-slim docker/base/Dockerfile.python
 official_or_stand_in eclipse-mosquitto:2 docker/base/Dockerfile.mosquitto
 
-# ---- the three images --------------------------------------------------------------------------
+# ---- the four images ---------------------------------------------------------------------------
 # Same tags and build args as docker-compose.yml, so `docker compose up` uses them unchanged
 # (the compose agents add scikit-learn for their replayed dataset: EXTRAS=edge,demo).
-declare -A extras=([agent]="edge,demo" [bridge]="hub" [worker]="cloud")
+declare -A extras=([agent]="edge,demo" [bridge]="hub" [worker]="cloud" [console]="hub,console,demo")
+declare -A dockerfile=([agent]=agent [bridge]=bridge [worker]=worker [console]=bridge)  # the console: bridge's
 if [[ "${LEPTON_IMAGE_DATA:-0}" == 1 ]]; then  # the scenario tasks' data, for LEPTON_TASK=camera etc.
     extras[agent]="edge,demo,data"
     extras[worker]="cloud,data"
 fi
 mkdir -p "$BUILD/images"
 sizes="{"
-for role in agent bridge worker; do
+for role in agent bridge worker console; do
     t1=$SECONDS
     E build -q "${build_opts[@]}" --build-arg "EXTRAS=${extras[$role]}" --build-arg "BASE_IMAGE=docker.io/library/python:3.11-slim" \
-        -f "docker/Dockerfile.$role" -t "lepton/$role:$TAG" . >/dev/null
+        -f "docker/Dockerfile.${dockerfile[$role]}" -t "lepton/$role:$TAG" . >/dev/null
     bytes="$("$engine" image inspect --format '{{.Size}}' "lepton/$role:$TAG")"
     say "lepton/$role:$TAG $((bytes / 1000000)) MB (built in $((SECONDS - t1)) s)"
     sizes+="\"$role\": $bytes, "

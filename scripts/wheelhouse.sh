@@ -19,10 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ARCH="$(uname -m)"
-EXTRAS="edge,hub,cloud,demo"
-IMAGE_EXTRAS=("edge" "edge,demo" "hub" "cloud")  # Dockerfile defaults + docker-compose.yml's agents
+EXTRAS="edge,hub,cloud,demo,console"
+IMAGE_EXTRAS=("edge" "edge,demo" "hub" "cloud" "hub,console,demo")  # Dockerfile defaults + compose's agents, console
 if [[ "${LEPTON_IMAGE_DATA:-0}" == 1 ]]; then  # images for the scenario tasks: their data (lepton_tasks)
-    EXTRAS="edge,hub,cloud,demo,data"
+    EXTRAS="edge,hub,cloud,demo,console,data"
     IMAGE_EXTRAS+=("edge,demo,data" "cloud,data")
 fi
 OUT="build/wheelhouse"

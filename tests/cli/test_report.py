@@ -146,7 +146,7 @@ def test_the_targets_and_their_verdicts_are_in_the_report_whatever_they_are():
     html = render(s)
     table = html[html.index('<table class="versions targets">'):]
     table = table[:table.index("</table>")]
-    assert "joint &gt;= cloud-only - 1 point" in table  # the scoreboard's own description of a known key
+    assert "joint &gt;= cloud - 1 point" in table  # the scoreboard's own description of a known key
     assert re.search(r'a_target_added_later</td><td class="missed">missed</td><td class="what">0\.5 vs 0\.6 '
                      r"<small>\(applies_to: sensor tasks\)</small>", table)
     assert '<td class="met">met</td>' in table and '<td class="na">–</td>' in table

@@ -38,3 +38,18 @@ def test_models_show_of_an_unknown_task_names_the_task_and_the_registry(empty_re
     err = capsys.readouterr().err
     assert f"task 'nosuch' has no versions in the model registry at {empty_registry}" in err
     assert "version 0" not in err
+
+
+def test_models_list_points_at_the_last_lepton_up_runs_registry(empty_registry, tmp_path, monkeypatch, capsys):
+    for name in ("20261201-100000", "20261202-100000"):
+        run = tmp_path / "var" / "up" / name
+        (run / "registry").mkdir(parents=True)
+        (run / "worker.toml").write_text("")
+        os.utime(run / "worker.toml")
+    old = tmp_path / "var" / "up" / "20261201-100000"
+    os.utime(old, (1, 1))  # the older run
+    monkeypatch.chdir(tmp_path)
+    assert main(["models", "list"]) == 0
+    err = capsys.readouterr().err
+    new = tmp_path / "var" / "up" / "20261202-100000"
+    assert f"models list --config {new.relative_to(tmp_path) / 'worker.toml'}" in err

@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import COMPOSE_FILE, REPO, load_compose, read_toml
 
-LEPTON_SERVICES = ("bridge", "worker", "agent-1", "agent-2")
+LEPTON_SERVICES = ("bridge", "worker", "agent-1", "agent-2", "console")
 AGENTS = ("agent-1", "agent-2")
 
 
@@ -174,7 +174,7 @@ def test_agents_get_the_public_key_read_only_from_keygen() -> None:
 def test_lepton_services_run_the_images_built_from_the_role_dockerfiles() -> None:
     services = load_compose()["services"]
     want = {"bridge": "Dockerfile.bridge", "worker": "Dockerfile.worker", "agent-1": "Dockerfile.agent",
-            "agent-2": "Dockerfile.agent", "keygen": "Dockerfile.bridge"}
+            "agent-2": "Dockerfile.agent", "keygen": "Dockerfile.bridge", "console": "Dockerfile.bridge"}
 
     for name, dockerfile in want.items():
         build = services[name]["build"]
@@ -229,6 +229,7 @@ def test_broker_healthcheck_escapes_the_dollar_for_compose() -> None:
     ("agent-2", "edge_agent.config", "AgentConfig"),
     ("bridge", "hub_bridge.config", "BridgeConfig"),
     ("worker", "cloud_worker.config", "WorkerConfig"),
+    ("console", "lepton_console.config", "ConsoleConfig"),
 ])
 def test_mounted_config_plus_compose_env_is_valid(service: str, module: str, model: str) -> None:
     config_model = getattr(pytest.importorskip(module, reason=f"{module} is not written yet"), model)
@@ -245,3 +246,12 @@ def test_mounted_config_plus_compose_env_is_valid(service: str, module: str, mod
     if service.startswith("agent-"):
         assert cfg.device == env["LEPTON_DEVICE"]
         assert cfg.source.type == "replay" and cfg.task == "digits"
+
+
+def test_the_console_is_published_on_loopback_and_never_mounts_the_registry() -> None:
+    doc = load_compose()
+    console = doc["services"]["console"]
+    assert console["ports"] == ["127.0.0.1:${LEPTON_CONSOLE_PORT:-8765}:8765"]
+    assert console["command"] == ["lepton", "console", "--config", "/etc/lepton/console.toml"]
+    assert all(not v.startswith("lepton-registry") for v in console.get("volumes", []))
+    assert "console" in console["build"]["args"]["EXTRAS"]

@@ -194,7 +194,8 @@ def parse_help(text: str) -> Help:
         if m and section != "positional arguments":
             for part in m.group(1).split(", "):
                 bits = part.split(None, 1)
-                options[bits[0]] = len(bits) > 1
+                # A value in brackets (nargs="?") is optional: "maybe" takes the next word when it is not an option.
+                options[bits[0]] = "maybe" if len(bits) > 1 and bits[1].startswith("[") else len(bits) > 1
     # A subparsers action is one positional (its metavar) whose choices are listed under it.
     return Help(options, tuple(subs), positionals - (1 if subs else 0))
 
@@ -261,7 +262,10 @@ def check(cmd: Command, helps: Callable[[tuple[str, ...]], Help | None] = real_h
             opt, eq, _ = w.partition("=")
             if opt not in h.options:
                 return [f"{where}: `{' '.join(path)}` has no option {opt}"]
-            if h.options[opt] and not eq:
+            takes = h.options[opt]
+            if takes == "maybe":
+                takes = i < len(words) and not words[i].startswith("-")
+            if takes and not eq:
                 i += 1  # its value
             continue
         if h.subcommands:

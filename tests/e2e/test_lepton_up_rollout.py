@@ -37,7 +37,8 @@ def test_lepton_up_shows_a_bad_release_rolled_back_and_a_good_one_promoted(tmp_p
     promote = next(e for e in ro["events"] if e["action"] == "promote")
     assert promote["figures"]["bounds"][0] > -promote["figures"]["margin"]
     # the printed summary, the status lines and the report say so
-    assert '"rollout": {' in proc.stdout and "rollout=digits-v" in proc.stdout
+    assert "  rollout: " in proc.stdout and f"  rolled back {bad['release']} " in proc.stdout
+    assert "rollout=digits-v" in proc.stdout
     page = html.read_text()
     assert "Staged rollout:" in page and "rolled back" in page and "rollback" in page and "promote" in page
     assert summary["frames_dropped"] == 0 and summary["agent_model_rejections"] == 0
