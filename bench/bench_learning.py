@@ -7,8 +7,10 @@
                                             [--out bench/results/bench_learning.json] [--markdown FILE]
 
 Each scenario is one `lepton up --task NAME` run (real mosquitto, bridge, worker, agents replaying the
-task's stream, and a labeller: `random` corrects 30% of all predictions after 2 s; `queue` is a scripted
-person labelling the console's queue of escalated samples in its order, `--person-rate` a second), whose
+task's stream, and a labeller: `random` corrects 30% of all predictions after 2 s, as an app with its own
+ground truth would (the default for windows, every one of which travels with its feature row); `queue` is
+a scripted person labelling the console's queue of escalated samples in its order, `--person-rate` a
+second (the default for frames: a person labels what they can see), whose
 summary holds the scoreboard
 (lepton_cli/scoreboard.py): per model version the holdout accuracy and macro-F1 of edge-only,
 cloud-only and joint decisions, the escalation ratio, edge against cloud on the escalated samples,
@@ -53,8 +55,8 @@ def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
     ref = str(usertask.write(workdir / "usertask")) if task == USER_TASK else task
     t0 = time.monotonic()
     duration = args.durations.get(task, args.duration)
-    labeller = ["--labeller", args.labeller] + (["--person-rate", str(args.person_rate)] if args.labeller == "queue"
-                                                else [])
+    mode = args.labeller or _default_labeller(ref)
+    labeller = ["--labeller", mode] + (["--person-rate", str(args.person_rate)] if mode == "queue" else [])
     proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--task", ref, "--duration",
                            str(duration), "--agents", str(args.agents), "--fps", str(args.fps), "--no-tui",
                            *labeller, "--workdir", str(workdir / "stack"), "--summary", str(summary)],
@@ -63,10 +65,19 @@ def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
         return {"task": task, "error": f"lepton up exited {proc.returncode}: {proc.stderr[-2000:]}"}
     s = json.loads(summary.read_text())
     boards = [b for b in s.get("scoreboard", []) if b["task"] == task]
-    return {"task": task, "spec": ref, "duration_s": duration, "wall_s": round(time.monotonic() - t0, 1),
+    return {"task": task, "spec": ref, "duration_s": duration, "labeller_mode": mode, "wall_s": round(time.monotonic() - t0, 1),
             "exit_codes": s.get("exit_codes"), "board": boards[0] if boards else None,
             "predictions": s.get("predictions"), "labeller": s.get("labeller"), "models": s.get("models"),
             "workers": s.get("workers"), "qos1_seq_gaps": s.get("qos1_seq_gaps")}
+
+
+def _default_labeller(ref: str) -> str:
+    """Frames: a person at the console's queue (a person can label only what they see, the escalated
+    frames that came with their samples); windows: an app correcting a share of all samples, since every
+    window travels with its feature row."""
+    from lepton_tasks import load_task
+
+    return "queue" if load_task(ref).kind == "image" else "random"
 
 
 def _durations(text: str) -> dict[str, float]:
@@ -83,7 +94,8 @@ def main() -> int:
     p.add_argument("--tasks", nargs="+", default=list(SCENARIOS))
     p.add_argument("--duration", type=float, default=300.0, help="seconds per scenario")
     p.add_argument("--durations", type=_durations, default={}, help="per scenario, e.g. camera=600,traffic=240")
-    p.add_argument("--labeller", choices=("random", "queue"), default="random")
+    p.add_argument("--labeller", choices=("random", "queue"), default=None,
+                   help="default: queue for image tasks (a person at the console), random for windows")
     p.add_argument("--person-rate", type=float, default=3.0, help="labels a second of the queue labeller")
     p.add_argument("--no-reference", action="store_true", help="skip the offline reference methods")
     p.add_argument("--fps", type=float, default=10.0)

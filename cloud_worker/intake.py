@@ -6,15 +6,15 @@
   truth in the raw store. An unlabelled row that carries its sample joins the raw store as a
   *pseudo* row: the edge learns the cloud's soft answer for it.
 - An answered escalation that carried its sample joins the raw store as a pseudo row (ground truth
-  at once when its label came first). Its cloud label waits in ``asked`` for the label, which then
-  says whether edge and cloud were right: :class:`FieldStats`, per edge model version.
+  at once when its label came first). Its cloud label waits in ``asked`` for the label; the most
+  recent labelled escalations (``escalated``: key, label, what the cloud answered) are the field's
+  word on whether the cloud is worth asking (the learner scores the deployed edge on the same samples).
 
-Single-threaded (the learner's thread); ``audit`` and ``field`` are also read by the status thread.
+Single-threaded (the learner's thread); ``audit`` is also read by the status thread.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict, deque
 
 import numpy as np
@@ -28,31 +28,7 @@ from .learned import LearnedSet
 from .rawstore import RawStore
 
 ASKED_KEYS = 20_000
-
-
-class FieldStats:
-    """Per edge model version: on escalations that later got a label, was the edge right, was the cloud?
-
-    Per version, so the question "is the cloud worth asking about *this* model's doubts" is answered
-    with this model's doubts: a window across versions kept an older, weaker edge's escalations in
-    the comparison and left the cloud overriding a better edge (traffic, on main before this)."""
-
-    def __init__(self, window: int = 200) -> None:
-        self.window = window
-        self._rows: dict[int, deque[tuple[int, int]]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, version: int, edge_ok: bool, cloud_ok: bool) -> None:
-        with self._lock:
-            self._rows.setdefault(int(version), deque(maxlen=self.window)).append((int(edge_ok), int(cloud_ok)))
-
-    def of(self, version: int) -> tuple[float, float, int]:
-        """(edge accuracy, cloud accuracy, rows) on this version's labelled escalations."""
-        with self._lock:
-            d = list(self._rows.get(int(version), ()))
-        if not d:
-            return 0.0, 0.0, 0
-        return sum(e for e, _ in d) / len(d), sum(c for _, c in d) / len(d), len(d)
+FIELD_WINDOW = 100  # the most recent labelled escalations that judge whether the cloud is worth asking
 
 
 class Intake:
@@ -67,7 +43,8 @@ class Intake:
         self.pending = Pending(cfg.pending_hard)  # escalations' cloud answers, waiting for a label
         self.labels_seen: OrderedDict[Key, int] = OrderedDict()  # labels that came before their sample
         self.asked: OrderedDict[Key, tuple[int, int]] = OrderedDict()  # key -> (cloud label, edge version)
-        self.field = FieldStats()
+        self.escalated: deque[tuple[Key, int, int]] = deque(maxlen=FIELD_WINDOW)  # (key, label, cloud's label)
+        self.new_escalated = 0  # labelled escalations since the learner last judged the field
         self.audit = Audit()
         # The most recent labelled field rows (features, label, edge version): under drift, what the
         # gate judges candidates by besides the holdout, which shows only the world of the seed set.
@@ -114,7 +91,8 @@ class Intake:
         c = self.counters
         asked = self.asked.pop(key, None)
         if asked is not None:
-            self.field.add(asked[1], edge_label == label, asked[0] == label)
+            self.escalated.append((key, label, asked[0]))
+            self.new_escalated += 1
         if feat is not None:
             self.features.add(Row(key, label, 1.0, False, feat, version))
             self.recent.append((feat, label, version))

@@ -46,7 +46,7 @@ from .release import Decision, Releaser
 
 log = logging.getLogger(__name__)
 
-FIELD_DEFER_MIN = 40  # labelled escalations of the deployed version before the field, not the holdout, decides
+FIELD_DEFER_MIN = 40  # labelled recent escalations before the field, not the holdout, decides whether to defer
 
 
 @dataclass
@@ -89,6 +89,7 @@ class Learner:
         self.cloud_features: FeatureCloud | None = None  # answers escalations of features only
         self.worth: dict[str, float] = {}  # scoring.split_worth of the deployed edge and the raw cloud
         self.worth_features: dict[str, float] = {}  # ... and of the feature section
+        self.field: tuple[float, float, int] | None = None  # judge_field(): edge, cloud, samples
         self.deployed: Entry | None = None
         self.deployed_acc = 0.0
         self.backbones: dict[int, int] = {}  # version -> version whose backbone it carries
@@ -118,13 +119,30 @@ class Learner:
 
     @property
     def defer(self) -> bool:
-        """The raw cloud is no better than the deployed edge where agents ask it: on this version's
-        escalations that later got a label when there are enough of them (the field may have drifted
-        away from the holdout), else on the holdout samples agents would escalate."""
-        edge_ok, cloud_ok, n = self.intake.field.of(self.version)
-        if n >= FIELD_DEFER_MIN:
-            return cloud_ok <= edge_ok
+        """The raw cloud is no better than the deployed edge where agents ask it: on the most recent
+        escalations that got a label, when there are enough of them (the field may have drifted away
+        from the holdout: a nightfall), else on the holdout samples agents would escalate. Like with
+        like: the *deployed* edge is scored on those samples (the raw store holds them), against what
+        the cloud answered before it learned their labels; an older edge's mistakes say nothing about
+        this one (a window of old versions' escalations kept the cloud overriding a better edge)."""
+        f = self.field
+        if f is not None and f[2] >= FIELD_DEFER_MIN:
+            return f[1] <= f[0]
         return bool(self.worth.get("defer", 0.0))
+
+    def judge_field(self) -> tuple[float, float, int] | None:
+        """(deployed edge accuracy, cloud accuracy, samples) on the recent labelled escalations whose
+        samples the worker holds; kept in ``self.field`` for the answering thread."""
+        rows = [(self.raw.get(k), y, c) for k, y, c in self.intake.escalated if k in self.raw]
+        self.intake.new_escalated = 0
+        if self.edge is None or len(rows) < FIELD_DEFER_MIN:
+            self.field = None
+            return None
+        x = self.raw.edge_inputs([r for r, _, _ in rows]).astype(np.float32)
+        y = np.array([y for _, y, _ in rows])
+        edge = train.predict_logits(self.edge, x, self.device).argmax(1)
+        self.field = (float((edge == y).mean()), float(np.mean([c == yy for _, yy, c in rows])), len(rows))
+        return self.field
 
     @property
     def defer_features(self) -> bool:
@@ -183,6 +201,7 @@ class Learner:
         self.backbones = {v: self.registry.get(self.task.name, v).record.get("backbone", v)
                           for v in self.registry.versions(self.task.name)}
         self._score()
+        self.judge_field()  # the new edge, on the same recent escalations
 
     def edge_probs(self, net: nets.EdgeNet, x: np.ndarray) -> np.ndarray:
         """What the edge graph outputs: calibrated probabilities."""
@@ -332,6 +351,8 @@ class Learner:
         kept = relabel.drop_superseded(self, fb)
         if kept is not None:
             self.intake.fused(kept, int(self.edge.feat_dim) if self.edge is not None else -1)
+        if self.intake.new_escalated >= 10:  # judged again every ten labelled escalations
+            self.judge_field()
 
     def ingest_answered(self, keys: list[Key], versions: np.ndarray, labels: np.ndarray, conf: np.ndarray,
                         raw: list[tuple[np.ndarray, str]] | None = None, edge_x: np.ndarray | None = None,
@@ -491,11 +512,10 @@ class Learner:
              p + "cloud_acc": self.cloud.accuracy if self.cloud else 0.0,
              p + "cloud_generation": float(self.cloud.generation) if self.cloud else 0.0}
         g.update({p + "holdout." + k: float(v) for k, v in self.worth.items()})
-        edge_ok, cloud_ok, rows = self.intake.field.of(self.version)
-        if rows:
-            g[p + "field.escalated_edge_acc"] = edge_ok
-            g[p + "field.escalated_cloud_acc"] = cloud_ok
-            g[p + "field.escalated_rows"] = float(rows)
+        f = self.field
+        if f is not None:
+            g[p + "field.escalated_edge_acc"], g[p + "field.escalated_cloud_acc"] = f[0], f[1]
+            g[p + "field.escalated_rows"] = float(f[2])
         g[p + "defer"] = float(self.defer)
         return g
 

@@ -57,20 +57,21 @@ def test_the_field_overrules_the_holdout_on_whether_to_defer(tmp_path, keydir, r
     from shared.topics import Topics
 
     from .conftest import make_config
-    from .helpers import fused_batch
+    from .helpers import answered, fused_batch
 
     registry_copy()
     cfg = make_config(tmp_path, keydir)
     lr = Learner(load_task("digits"), cfg, Registry(cfg.registry), load_signer(cfg), Topics(cfg.root),
                  device=torch.device("cpu"))
     assert lr.load()
+    assert not lr.defer  # the holdout: the cloud is ahead where agents escalate
     stream = load_task("digits").dataset().stream[:FIELD_DEFER_MIN]
     fb = fused_batch("digits", lr.deployed.onnx, 1, stream)
-    # The cloud answered every one of these escalations wrongly; the edge was right on most
-    wrong = (fb.label + 1) % 10
-    lr.ingest_answered([("cam-1", int(s)) for s in fb.sample], np.full(len(stream), 1), wrong,
-                       np.full(len(stream), 0.9))
-    lr.ingest_fused(fb)
-    assert lr.intake.field.of(1)[2] == FIELD_DEFER_MIN and lr.defer
-    # Like with like: another version's escalations say nothing about this one's.
-    assert lr.intake.field.of(2) == (0.0, 0.0, 0)
+    # The cloud answered every one of these escalations wrongly (a nightfall it has not seen yet)
+    answered(lr, "digits", stream, labels=(fb.label + 1) % 10, conf=np.full(len(stream), 0.9))
+    lr.ingest_fused(fb)  # their labels
+    edge_acc, cloud_acc, n = lr.field
+    assert n == FIELD_DEFER_MIN and cloud_acc == 0.0 and edge_acc > 0.5 and lr.defer
+    # Like with like: the deployed edge is what the field judges; a new one is scored on the same samples.
+    lr.republish_as_new(1, "promote")
+    assert lr.field is not None and lr.field[2] == FIELD_DEFER_MIN and lr.defer
