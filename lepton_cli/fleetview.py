@@ -370,8 +370,9 @@ class FleetStats:
             except TaskSpecError:
                 kind, targets = "?", None
             drift = scoreboard.drift_recovery(list(self.timeline.get(task, ())), list(self.label_times.get(task, ())))
+            end = next((e for w in self.workers.values() if (e := scoreboard.end_row(dict(w.gauges), task))), None)
             boards.append(scoreboard.build(task, kind, versions, uplink, raw / frames if frames else None, drift,
-                                           targets))
+                                           targets, end))
         return boards
 
     def point(self) -> dict[str, Any]:

@@ -114,10 +114,28 @@ def drift_recovery(timeline: list[tuple[float, int, bool]], label_times: list[fl
     return {**phases[0], "phases": phases}
 
 
+def end_row(gauges: dict[str, float], task: str) -> dict[str, Any] | None:
+    """What the worker's last status says of the task: the deployed edge beside the cloud model as it is
+    now (the cloud keeps learning after the last edge version was published), on the same holdout."""
+    p = f"{task}.holdout."
+    if p + "cloud_acc" not in gauges or p + "edge_acc" not in gauges:
+        return None
+    g = {k[len(p):]: v for k, v in gauges.items() if k.startswith(p)}
+    return {"version": int(gauges.get(f"{task}.version", 0)), "cloud_generation": int(gauges.get(
+                f"{task}.cloud_generation", 0)),
+            "holdout_edge_acc": g.get("edge_acc"), "holdout_edge_f1": g.get("edge_macro_f1"),
+            "holdout_cloud_acc": g.get("cloud_acc"), "holdout_cloud_f1": g.get("cloud_macro_f1"),
+            "holdout_joint_acc": g.get("joint_acc"), "holdout_joint_f1": g.get("joint_macro_f1"),
+            "holdout_escalated": g.get("escalated"), "holdout_escalated_edge_acc": g.get("escalated_edge_acc"),
+            "holdout_escalated_cloud_acc": g.get("escalated_cloud_acc")}
+
+
 def build(task: str, kind: str, versions: dict[int, dict[str, Any]], uplink: dict[str, float],
-          raw_per_sample: float | None, drift: dict[str, Any] | None, targets: Any = None) -> dict[str, Any]:
+          raw_per_sample: float | None, drift: dict[str, Any] | None, targets: Any = None,
+          end: dict[str, Any] | None = None) -> dict[str, Any]:
     """One task's board: per-version rows, uplink, drift, and the targets that apply, met or missed.
-    ``targets`` is the spec's TargetsCfg (None: the defaults of a spec that names none)."""
+    ``targets`` is the spec's TargetsCfg (None: the defaults of a spec that names none); ``end`` is the
+    state the run ended in (:func:`end_row`), which the targets judge when there is one."""
     if targets is None:
         from lepton_tasks.spec import TargetsCfg
 
@@ -130,7 +148,7 @@ def build(task: str, kind: str, versions: dict[int, dict[str, Any]], uplink: dic
         "uplink_per_sample": round(total, 1),
         "raw_per_sample": round(raw_per_sample, 1) if raw_per_sample else None,
         "raw_over_uplink": round(raw_per_sample / total, 2) if raw_per_sample and total else None,
-        "drift": drift,
+        "drift": drift, "end": end,
     }
     out: dict[str, dict[str, Any]] = {}
 
@@ -139,9 +157,11 @@ def build(task: str, kind: str, versions: dict[int, dict[str, Any]], uplink: dic
                      "threshold": threshold}
 
     last = next((r for r in reversed(rows) if r.get("holdout_cloud_acc") is not None), None)
+    if end is not None and end.get("holdout_joint_acc") is not None:
+        last = end
     if last is not None:
         e, c, j = last["holdout_edge_acc"], last["holdout_cloud_acc"], last.get("holdout_joint_acc")
-        tag = f"v{last['version']}"
+        tag = f"v{last['version']}" + (f" + cloud {last['cloud_generation']}" if last is end else "")
         if targets.cloud_accuracy is not None:
             check("cloud_accuracy", targets.cloud_accuracy, c >= targets.cloud_accuracy, f"{tag}: cloud {c:.3f}")
         cf1 = last.get("holdout_cloud_f1")
@@ -189,6 +209,9 @@ def headline(boards: list[dict[str, Any]]) -> str:
            "reference, same split (offline) | escalated | uplink vs raw |", "|---|---|---|---|---|---|---|---|"]
     for b in boards:
         last = next((r for r in reversed(b["versions"]) if r.get("holdout_cloud_acc") is not None), None)
+        if b.get("end") and b["end"].get("holdout_joint_acc") is not None:
+            labels = last.get("labels", "–") if last else "–"
+            last = {**b["end"], "labels": labels}
         if last is None:
             continue
         ref = b.get("reference")
@@ -197,7 +220,8 @@ def headline(boards: list[dict[str, Any]]) -> str:
         up = f"{b['raw_over_uplink']}x less" if b.get("raw_over_uplink") else "–"
         if b.get("raw_over_uplink") and b["raw_over_uplink"] < 1:
             up = f"{1 / b['raw_over_uplink']:.1f}x more"
-        out.append(f"| {b['task']} | v{last['version']} | {last.get('labels', '–')} | "
+        tag = f"v{last['version']}" + (f", cloud {last['cloud_generation']}" if "cloud_generation" in last else "")
+        out.append(f"| {b['task']} | {tag} | {last.get('labels', '–')} | "
                    f"{last['holdout_edge_acc']:.3f} / {last['holdout_cloud_acc']:.3f} / {last['holdout_joint_acc']:.3f} | "
                    f"{last.get('holdout_edge_f1') or 0:.3f} / {last.get('holdout_cloud_f1') or 0:.3f} / "
                    f"{last.get('holdout_joint_f1') or 0:.3f} | {ref_s} | {last['holdout_escalated']:.0%} | {up} |")
@@ -227,6 +251,13 @@ def markdown(boards: list[dict[str, Any]]) -> str:
                 f"{'–' if esc is None else f'{esc:.0%}'} / {'–' if fesc is None else f'{fesc:.0%}'} | "
                 f"{f(r.get('holdout_escalated_edge_acc'))} vs {f(r.get('holdout_escalated_cloud_acc'))} | "
                 f"{f(r.get('field_edge_acc'))} / {f(r.get('field_joint_acc'))} | {up if i == 0 else ''} |")
+        e = b.get("end")
+        if e and e.get("holdout_joint_acc") is not None:
+            out.append(f"|  | end: v{e['version']}, cloud {e['cloud_generation']} | | {f(e['holdout_edge_acc'])} / "
+                       f"{f(e['holdout_cloud_acc'])} / {f(e['holdout_joint_acc'])} | {f(e.get('holdout_edge_f1'))} / "
+                       f"{f(e.get('holdout_cloud_f1'))} / {f(e.get('holdout_joint_f1'))} | "
+                       f"{e['holdout_escalated']:.0%} / – | {f(e.get('holdout_escalated_edge_acc'))} vs "
+                       f"{f(e.get('holdout_escalated_cloud_acc'))} | | |")
     out += ["", "| task | target | met | value |", "|---|---|---|---|"]
     for b in boards:
         for name, t in b["targets"].items():

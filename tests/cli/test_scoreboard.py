@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lepton_cli.scoreboard import build, drift_recovery, markdown
+from lepton_cli.scoreboard import build, drift_recovery, end_row, markdown
 from lepton_tasks.spec import TargetsCfg
 
 
@@ -36,3 +36,17 @@ def test_targets_come_from_the_spec_and_say_which_apply():
     off = build("d", "image", versions, {"pred": 500.0}, 1000.0, None, TargetsCfg(uplink_reduction=0))
     assert "uplink" not in off["targets"]
     assert "| t | cloud holdout accuracy >= 0.960 (last version) | **no** | v1: cloud 0.950 |" in markdown([b])
+
+
+def test_the_targets_judge_the_state_the_run_ended_in():
+    # The last edge version went out with an older cloud; the worker's last status has the cloud as it is now.
+    versions = {3: {"holdout_edge_acc": 0.915, "holdout_cloud_acc": 0.910, "holdout_joint_acc": 0.93,
+                    "holdout_escalated": 0.15}}
+    gauges = {"t.version": 3.0, "t.cloud_generation": 28.0, "t.holdout.edge_acc": 0.915, "t.holdout.cloud_acc": 0.937,
+              "t.holdout.joint_acc": 0.935, "t.holdout.escalated": 0.15, "t.holdout.cloud_macro_f1": 0.93}
+    end = end_row(gauges, "t")
+    b = build("t", "window", versions, {"pred": 1.0}, None, None, TargetsCfg(cloud_accuracy=0.93), end)
+    assert b["targets"]["cloud_accuracy"] == {**b["targets"]["cloud_accuracy"], "met": True,
+                                              "value": "v3 + cloud 28: cloud 0.937"}
+    assert "| end: v3, cloud 28 |" in markdown([b])
+    assert end_row({"t.version": 1.0}, "t") is None  # no cloud yet: the versions decide
