@@ -20,10 +20,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared import schemas, strictjson
+from shared import schemas
 from shared.bounded import DropOldestQueue
 from shared.containers import FusedBatch
 from shared.counters import Counters
+from shared.envelope import json_object
 from shared.mqtt import Message, MqttClient
 from shared.schemas import ModelState, RolloutCommand, Status, Telemetry
 from shared.signing import SignatureError, verify_obj
@@ -51,16 +52,7 @@ class CommandRejected(ValueError):
 
 def verify_command(raw: bytes, *, task: str, public: Ed25519PublicKey, now: float) -> RolloutCommand:
     """A rollout command as received: signature on the parsed JSON first, then schema, task and age."""
-    if not raw:
-        raise CommandRejected("empty", "empty payload")
-    if len(raw) > schemas.MAX_JSON_BYTES:
-        raise CommandRejected("oversized", f"{len(raw)} B")
-    try:
-        obj = strictjson.loads(raw)
-    except strictjson.JsonError as exc:
-        raise CommandRejected("not_json", str(exc)[:200]) from None
-    if not isinstance(obj, dict):
-        raise CommandRejected("not_json", "not a JSON object")
+    obj = json_object(raw, max_bytes=schemas.MAX_JSON_BYTES, what="rollout command", error=CommandRejected)
     if obj.get("schema") != schemas.SCHEMA_VERSION:
         raise CommandRejected("unknown_schema_version", repr(obj.get("schema"))[:50])
     if obj.get("kind") != "rollout_cmd":

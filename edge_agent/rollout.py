@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge_agent.verify import Rejection
-from shared import groups, schemas, strictjson
+from shared import groups, schemas
 from shared.counters import Counters
+from shared.envelope import json_object
 from shared.schemas import Release
 from shared.signing import SignatureError, verify_obj
 
@@ -39,16 +40,7 @@ log = logging.getLogger(__name__)
 
 def parse_release(raw: bytes, *, task: str, public_key: Ed25519PublicKey | None, seq: int) -> Release:
     """Check a release as received; raises Rejection (reasons above). ``seq``: the last one taken."""
-    if not raw:
-        raise Rejection("empty", "empty retained release (topic cleared)")
-    if len(raw) > schemas.MAX_JSON_BYTES:
-        raise Rejection("oversized", f"release of {len(raw)} B")
-    try:
-        obj = strictjson.loads(raw)
-    except strictjson.JsonError as exc:
-        raise Rejection("not_json", str(exc)[:200]) from None
-    if not isinstance(obj, dict):
-        raise Rejection("not_json", "release is not a JSON object")
+    obj = json_object(raw, max_bytes=schemas.MAX_JSON_BYTES, what="retained release", error=Rejection)
     if obj.get("schema") != schemas.SCHEMA_VERSION:
         raise Rejection("unknown_schema_version", f"schema {str(obj.get('schema'))[:20]!r}")
     if obj.get("kind") != "release":

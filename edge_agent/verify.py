@@ -13,7 +13,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from shared import schemas, strictjson
+from shared import schemas
+from shared.envelope import json_object
 from shared.onnx_guard import OnnxGuardError, check_onnx_bytes
 from shared.schemas import Manifest
 from shared.signing import SignatureError, verify_manifest_obj
@@ -44,16 +45,7 @@ def parse_manifest(raw: bytes, *, task: str, highest: int, public_key: Ed25519Pu
     Raises Rejection with reason empty, oversized, not_json, bad_signature, invalid, other_task,
     not_newer, bad_artifact_topic, too_large or expired (in that order of checks).
     """
-    if not raw:
-        raise Rejection("empty", "empty retained manifest (topic cleared)")
-    if len(raw) > schemas.MAX_MANIFEST_BYTES:
-        raise Rejection("oversized", f"manifest of {len(raw)} B")
-    try:
-        obj = strictjson.loads(raw)
-    except strictjson.JsonError as exc:
-        raise Rejection("not_json", str(exc)[:200]) from None
-    if not isinstance(obj, dict):
-        raise Rejection("not_json", "manifest is not a JSON object")
+    obj = json_object(raw, max_bytes=schemas.MAX_MANIFEST_BYTES, what="retained manifest", error=Rejection)
     version = _offered(obj)
     if obj.get("task") != task:
         # Checked before the signature: another task's manifest on our topic is a misroute, not an attack.
