@@ -243,6 +243,16 @@ class WorkerService(Service):
                     if self.learn_q.put(("hard", a)) is not None:
                         c.inc("learn.dropped_oldest")
 
+    def _cloud_step(self) -> None:
+        """The cloud model trains on its own thread: take a finished fit, start the first one (or a
+        refitted classifier after a restart), and a refresh when new labels came."""
+        for lr in self.learners.values():
+            lr.poll_cloud()
+            if lr.ensure_cloud():
+                self.counters.inc("learn.cloud_fitted")
+            elif self.cfg.learn:
+                lr.refresh_cloud()
+
     def _learn_loop(self) -> None:
         c = self.counters
         while not self.stopping.is_set():
@@ -250,14 +260,11 @@ class WorkerService(Service):
             if self._republish:
                 self._republish_latest()
             self._ingest([item, *self.learn_q.drain()] if item is not None else [])
-            for lr in self.learners.values():
-                # The cloud model trains on its own thread: take a finished fit, start the first one
-                # (or a refitted classifier after a restart), and a refresh when new labels came.
-                lr.poll_cloud()
-                if lr.ensure_cloud():
-                    c.inc("learn.cloud_fitted")
-                elif self.cfg.learn:
-                    lr.refresh_cloud()
+            try:
+                self._cloud_step()
+            except Interrupted:  # stopping while the feature head refits: what is held is kept
+                c.inc("learn.interrupted")
+                break
             if not self.cfg.learn:
                 continue
             if self.rollouts is not None:

@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("role", choices=("agent", "bridge", "worker", "console"))
-    p.add_argument("--url", default="http://127.0.0.1:8765/login", help="console: the page that must answer")
+    console_port = environ.get("LEPTON_CONSOLE__PORT", "8765")  # the port the console itself reads
+    p.add_argument("--url", default=f"http://127.0.0.1:{console_port}/login",
+                   help="console: the page that must answer")
     p.add_argument("--device", default=environ.get("LEPTON_DEVICE"), help="agent device id")
     p.add_argument("--task", default="digits", help="worker: the task whose manifest must exist")
     p.add_argument("--public-key", type=Path, help="worker: verify the manifest signature with this key")

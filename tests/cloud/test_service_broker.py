@@ -196,3 +196,27 @@ def test_answered_escalations_wait_for_their_labels_and_become_raw_training_rows
     assert sorted(r.key for r in lr.raw.truth()) == [("cam-1", int(s)) for s in sorted(stream)]
     w.stop()
     assert (w.registry.task_dir("digits") / "buffer.npz").exists()  # saved by the learner thread on stop
+
+
+def test_a_stop_while_the_cloud_step_trains_is_a_clean_exit(tmp_path, keydir, broker, topics, registry_copy):
+    # A stop that lands while the learn thread refits the cloud's feature head (after a cloud fit
+    # finished) abandons that fit: the worker exits cleanly, counts it, and still saves what it holds.
+    from cloud_worker.train import Interrupted
+
+    registry_copy()
+    w = WorkerService(make_config(tmp_path, keydir, broker, topics, worker_id="w-stop")).start()
+    lr = w.learners["digits"]
+    entered = []
+
+    def poll_cloud_until_stopped():
+        entered.append(True)
+        w.stopping.wait(30)
+        raise Interrupted("stopping: training abandoned")
+
+    lr.poll_cloud = poll_cloud_until_stopped
+    try:
+        assert wait_until(lambda: entered, 10)
+    finally:
+        w.stop()
+    assert not w.errors, w.errors
+    assert w.counters.get("learn.interrupted") == 1

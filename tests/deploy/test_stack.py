@@ -2,7 +2,8 @@
 healthcheck, run as native processes against a local mosquitto started from compose.conf.
 
 What is translated, and nothing else: the compose host name `mosquitto` and port 1883 become the
-local broker; container paths become temporary directories (named volumes, the image's state
+local broker; the console's 8765 becomes a free port (LEPTON_CONSOLE__PORT, read by the console and
+its healthcheck); container paths become temporary directories (named volumes, the image's state
 dir), copies of the bind-mounted config files (with the same path translation inside) and, for
 /usr/local/lib/lepton, this repo's docker/ directory (what the Dockerfiles COPY there).
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import Broker
+from shared.broker import Broker, free_port
 from shared.mqtt import MqttClient, MqttSettings
 from shared.schemas import Manifest, ModelState, ServiceStatus, Status, loads
 from shared.signing import load_public, verify_manifest_obj
@@ -33,7 +34,7 @@ from .conftest import REPO, load_compose
 
 pytestmark = pytest.mark.slow
 
-START_ORDER = ("keygen", "bridge", "worker", "agent-1", "agent-2")
+START_ORDER = ("keygen", "bridge", "console", "worker", "agent-1", "agent-2")
 IMAGE_PATHS = {"/usr/local/lib/lepton": REPO / "docker"}  # COPY docker/*.py in every Dockerfile
 STATE_DIR = "/var/lib/lepton"  # the images' WORKDIR, writable by the service user
 DEADLINE_S = 240.0  # liveness only: bootstrap trains v1 on 2 cores
@@ -44,6 +45,7 @@ class NativeService:
 
     def __init__(self, name: str, spec: dict, tmp: Path, broker_port: int) -> None:
         self.name, self.spec, self.port = name, spec, broker_port
+        self.console_port = free_port() if name == "console" else None
         self.paths: dict[str, Path] = dict(IMAGE_PATHS)
         self.paths[STATE_DIR] = tmp / "state" / name
         for vol in spec.get("volumes", []):
@@ -82,6 +84,8 @@ class NativeService:
             elif k == "LEPTON_MQTT__PORT" and v == "1883":
                 v = str(self.port)
             env[k] = self.translate(v)
+        if self.console_port is not None:
+            env["LEPTON_CONSOLE__PORT"] = str(self.console_port)
         return env
 
     def start(self) -> None:
@@ -177,6 +181,8 @@ def test_compose_stack_runs_natively(compose_broker: Broker, tmp_path: Path) -> 
         assert keygen.proc is not None and keygen.proc.wait(60) == 0, keygen.tail()
         by_name["bridge"].start()
         wait_until(by_name["bridge"].healthy, services, "bridge healthy", deadline)
+        by_name["console"].start()
+        wait_until(by_name["console"].healthy, services, "console healthy", deadline)
         by_name["worker"].start()
         for a in ("agent-1", "agent-2"):
             by_name[a].start()

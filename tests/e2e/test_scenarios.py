@@ -56,11 +56,12 @@ def test_the_scoreboard_is_printed_and_complete(run):
     assert "scoreboard" in run["stdout"]
     for b in run["summary"]["scoreboard"]:
         assert b["versions"][0].get("holdout_edge_acc") is not None, b["task"]
-        # v1 goes out before the cloud model is fitted (it takes longer); the versions after it carry
-        # the cloud's figures and what asking it adds.
-        later = [v for v in b["versions"] if v.get("holdout_cloud_acc") is not None]
-        assert later, (b["task"], b["versions"])
-        for key in ("holdout_edge_acc", "holdout_cloud_acc", "holdout_joint_acc", "holdout_escalated", "labels"):
-            assert later[-1].get(key) is not None, (b["task"], key, later[-1])
+        assert b["versions"][-1].get("labels") is not None, b["task"]
+        # v1 goes out before the cloud model is fitted (it takes longer), and on a loaded machine the
+        # versions of a short run may all precede it: the state the run ended in (the deployed edge and
+        # the cloud as it is then, from the worker's last status) carries the cloud's figures.
+        end = b.get("end") or {}
+        for key in ("holdout_edge_acc", "holdout_cloud_acc", "holdout_joint_acc", "holdout_escalated"):
+            assert end.get(key) is not None, (b["task"], key, end, b["versions"])
         assert b["uplink_per_sample"] > 0 and b["raw_per_sample"], b["task"]
         assert "joint_vs_edge" in b["targets"]
