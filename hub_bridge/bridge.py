@@ -42,7 +42,8 @@ from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
 from hub_bridge.custody_notes import CustodyNotes
 from hub_bridge.fusion import Fuser
 from hub_bridge.gc_policy import GcPolicy
-from hub_bridge.label_custody import LabelCustody, LabelTicket
+from hub_bridge.label_custody import LabelCustody
+from hub_bridge.label_route import LabelRefs, LabelRouter
 from hub_bridge.scheduler import Item, PriorityScheduler
 from shared import codec, schemas, strictjson, wire
 from shared.counters import Counters
@@ -90,8 +91,11 @@ class HubBridge(Service):
                                on_abandon=self._abandoned, on_label_held=self.labels.release)
         self.clients: list[MqttClient] = []
         self.acker = Acker([self._ack_hi, self._ack_bulk])
-        self.fuser = Fuser(cfg.fusion, cfg.id, self.context, counters=self.counters, release=self._release_ref,
+        self.label_refs = LabelRefs(self.labels, self.acker)
+        self.fuser = Fuser(cfg.fusion, cfg.id, self.context, counters=self.counters, release=self.label_refs.release,
                            boot=self.boot)
+        self.label_router = LabelRouter(self.labels, self.label_refs, self.fuser, self.acker, self.counters, self.t,
+                                        lambda: self.clients[HI])
         self.devices_online: dict[str, int] = {}
         self.delivered = [0] * 5
         self._delivered_lock = threading.Lock()  # the hi network thread delivers alerts too (take_now)
@@ -454,62 +458,7 @@ class HubBridge(Service):
         self.acker.flush()
 
     def _do_label(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
-        lb = wire.decode_parsed(parsed, msg.payload)
-        ticket = None
-        if lb.seq is not None:  # under custody: deduplicated by (publisher, boot, seq)
-            key = (lb.publisher, lb.boot, lb.seq)
-            if not self.labels.admit(key):
-                self.counters.inc("duplicate.label")
-                return False
-            ticket = LabelTicket(tok, key)
-        self.counters.inc("labels.in", len(lb.items))
-        if lb.supersedes:
-            self._forward_relabel(lb, msg, tok, ticket, now)
-        else:
-            self.fuser.add_labels(lb, now, ticket or tok, self._hold_ref)
-        if ticket is not None:
-            self.labels.release(ticket)  # the processing reference: what carries an item holds its own
-        return True
-
-    def _forward_relabel(self, lb, msg: Message, tok: AckToken | None, ticket: LabelTicket | None,
-                         now: float) -> None:
-        """A correction: fix what fusion holds, and send the message unchanged to every worker
-        (hub/relabel/{task}); its fate is final once the broker has that."""
-        self.fuser.supersede(lb, now)
-        self.acker.hold(tok)
-        if ticket is not None:
-            self.labels.hold(ticket)
-
-        def acked(rc: int) -> None:
-            if rc >= 0x80:
-                self.counters.inc("out.relabel_denied")
-            if ticket is not None:
-                self.labels.release(ticket)
-            self.acker.release(tok)
-            self.acker.flush()
-
-        try:
-            self.clients[HI].publish(self.t.hub_relabel(lb.task), msg.payload, qos=1, on_ack=acked)
-            self.counters.inc("out.relabel")
-        except MqttError:
-            # Not forwarded: the message is acknowledged without custody, so its publisher sends it again.
-            self.counters.inc("out.relabel_unsent")
-            if ticket is not None:
-                self.labels.lose(ticket)
-            self.acker.release(tok)
-
-    def _hold_ref(self, ref) -> None:
-        if isinstance(ref, LabelTicket):
-            self.labels.hold(ref)
-            ref = ref.tok
-        self.acker.hold(ref)
-
-    def _release_ref(self, ref) -> None:
-        """Fusion lets a label go (unmatched, evicted, replaced): its ack and, for a ticket, its custody."""
-        if isinstance(ref, LabelTicket):
-            self.labels.release(ref)
-            ref = ref.tok
-        self.acker.release(ref)
+        return self.label_router.route(wire.decode_parsed(parsed, msg.payload), msg, tok, now)
 
     def _do_feature(self, msg: Message, parsed, tok: AckToken | None, now: float) -> bool:
         fb = wire.decode_parsed(parsed, msg.payload)
