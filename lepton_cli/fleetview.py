@@ -11,6 +11,7 @@ sample of all of it, which `lepton up` records over time for its report.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict, deque
@@ -27,6 +28,8 @@ from shared.containers import FeatureBatch
 from shared.dedup import SeqSet
 from shared.topics import Kind
 from shared.wire import Decoded
+
+log = logging.getLogger(__name__)
 
 WINDOW = 200
 MAX_EVENTS = 10_000  # swaps, rejections and publications kept for the timeline
@@ -48,9 +51,19 @@ def _truth(ref: str) -> tuple[int, bool] | None:
     task, sep, idx = ref.partition(":")
     if not sep or not idx.isdigit():
         return None
+    if task in _NO_TRUTH:
+        return None
     try:
         d = load_task(task).dataset()
     except TaskSpecError:  # not a task this process can load: no ground truth for it
+        _NO_TRUTH.add(task)
+        return None
+    except (ImportError, OSError, ValueError) as exc:
+        # Its data needs a package this install lacks (or is unreadable): the fleet view goes on
+        # without field accuracy for it, and says so once instead of failing every message.
+        _NO_TRUTH.add(task)
+        log.warning("no ground truth for task %s here (field accuracy not shown): %s: %s", task,
+                    type(exc).__name__, exc)
         return None
     i = int(idx)
     if not 0 <= i < len(d.y):
@@ -59,6 +72,7 @@ def _truth(ref: str) -> tuple[int, bool] | None:
 
 
 _DRIFT: dict[str, frozenset[int]] = {}
+_NO_TRUTH: set[str] = set()  # tasks whose dataset cannot be loaded in this process
 
 
 def _drift_set(task: str) -> frozenset[int]:

@@ -69,3 +69,23 @@ def test_qos1_sequence_gaps_and_duplicates_are_reported():
     out = s.summary()
     assert out["qos1_seq_gaps"] == {"cam-1/7": 1}
     assert out["qos1_duplicates"] == 1
+
+
+def test_a_task_whose_data_cannot_load_here_has_no_truth_and_says_so_once(monkeypatch, caplog):
+    # The compose console has no OpenCV for the digits frames: one warning, no truth, no failed handlers.
+    import lepton_cli.fleetview as fv
+
+    calls = []
+
+    class NoData:
+        def dataset(self):
+            calls.append(1)
+            raise ImportError("No module named 'cv2'")
+
+    monkeypatch.setattr(fv, "load_task", lambda name: NoData())
+    monkeypatch.setattr(fv, "_NO_TRUTH", set())
+    with caplog.at_level("WARNING", logger="lepton_cli.fleetview"):
+        assert truth_for("nodata:3") is None and truth_for("nodata:4") is None
+    assert len(calls) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "no ground truth for task nodata here (field accuracy not shown): ImportError: No module named 'cv2'"]

@@ -33,7 +33,7 @@ from .conftest import COMPOSE_FILE, REPO, load_compose
 
 pytestmark = pytest.mark.slow
 
-SERVICES = ("mosquitto", "bridge", "worker", "agent-1", "agent-2")
+SERVICES = ("mosquitto", "bridge", "console", "worker", "agent-1", "agent-2")
 AGENTS = {"agent-1": "cam-1", "agent-2": "cam-2"}
 UP_DEADLINE_S = 420.0  # liveness only: worker bootstrap trains v1 on 2 shared cores
 T = Topics()
