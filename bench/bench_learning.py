@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,11 +103,16 @@ def main() -> int:
     p.add_argument("--agents", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--markdown", type=Path, default=None)
+    p.add_argument("--keep", type=Path, default=None,
+                   help="copy each run's summary.json here as TASK.json (`lepton report` plots one)")
     args = p.parse_args()
     runs = []
     for task in args.tasks:
         with tempfile.TemporaryDirectory(prefix=f"lepton-learn-{task}-") as d:
             r = run_one(task, args, Path(d))
+            if args.keep and (Path(d) / "summary.json").exists():
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(d) / "summary.json", args.keep / f"{task}.json")
             if not args.no_reference:  # after the live run: the two must not share the CPU
                 r["reference"] = reference(r["spec"])
                 if r.get("board"):
