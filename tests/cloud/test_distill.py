@@ -51,3 +51,34 @@ def test_every_release_is_calibrated_on_the_holdout(tmp_path, keydir, registry_c
 
     _, probs = ort_run(lr.deployed.onnx, lr.hold_x[:16])
     np.testing.assert_allclose(probs, softmax(logits[:16], temp), atol=1e-4)
+
+
+def test_a_refused_whole_candidate_is_where_the_next_one_starts(tmp_path, keydir, registry_copy):
+    # Fine-tuning a weak edge for a dozen epochs at a time gets nowhere if each candidate starts again
+    # from the deployed model: candidates go on from the last one, and a new deployed edge restarts that.
+    lr, published = learner(tmp_path, keydir, registry_copy, training={"whole_min_raw": 100},
+                            gate={"margin": 0.9})  # nothing passes the gate
+    answered(lr, "digits", load_task("digits").dataset().stream[:200])
+    bases, made = [], []
+    whole = lr.candidates.whole
+
+    def spy(base, ws, rng, label_noise=False):
+        bases.append(base)
+        made.append(whole(base, ws, rng, label_noise))
+        return made[-1]
+
+    lr.candidates.whole = spy
+    deployed = lr.edge
+
+    first = lr.retrain("manual")
+    second = lr.retrain("manual")
+    bad = lr.retrain("manual", label_noise=True)  # a deliberately bad candidate is never built upon
+    third = lr.retrain("manual")
+
+    assert not any(d["published"] for d in (first, second, bad, third)) and lr.version == 1
+    assert bases[0] is deployed and bases[1] is made[0].net and bases[2] is made[1].net
+    assert bases[3] is made[1].net
+    lr.sync()  # nothing newer: the chain goes on
+    assert lr.whole_base is made[3].net
+    lr._adopt(lr.deployed)  # a new deployed edge (published, promoted, rolled back) starts it again
+    assert lr.whole_base is None
