@@ -57,7 +57,8 @@ def run_one(task: str, args: argparse.Namespace, workdir: Path) -> dict:
     t0 = time.monotonic()
     duration = args.durations.get(task, args.duration)
     mode = args.labeller or _default_labeller(ref)
-    labeller = ["--labeller", mode] + (["--person-rate", str(args.person_rate)] if mode == "queue" else [])
+    labeller = ["--labeller", mode] + (["--person-rate", str(args.person_rate)] if mode == "queue" else
+                                       ["--label-fraction", str(args.label_fraction)])
     proc = subprocess.run([sys.executable, "-m", "lepton_cli.main", "up", "--task", ref, "--duration",
                            str(duration), "--agents", str(args.agents), "--fps", str(args.fps), "--no-tui",
                            *labeller, "--workdir", str(workdir / "stack"), "--summary", str(summary)],
@@ -97,6 +98,9 @@ def main() -> int:
     p.add_argument("--durations", type=_durations, default={}, help="per scenario, e.g. camera=600,traffic=240")
     p.add_argument("--labeller", choices=("random", "queue"), default=None,
                    help="default: queue for image tasks (a person at the console), random for windows")
+    p.add_argument("--label-fraction", type=float, default=0.3,
+                   help="random labeller: the share of samples labelled (more of the stream labelled: nearer "
+                        "the reference, which learns from all of it)")
     p.add_argument("--person-rate", type=float, default=3.0, help="labels a second of the queue labeller")
     p.add_argument("--no-reference", action="store_true", help="skip the offline reference methods")
     p.add_argument("--fps", type=float, default=10.0)
