@@ -3,11 +3,12 @@
 
     .venv/bin/python bench/bench_learning.py [--tasks camera industrial traffic health]
                                             [--duration 300] [--durations camera=600] [--fps 10] [--agents 2]
-                                            [--labeller random|queue] [--person-rate 3] [--no-reference]
-                                            [--out bench/results/bench_learning.json] [--markdown FILE]
+                                            [--labeller random|queue] [--label-fraction 0.3] [--person-rate 3]
+                                            [--no-reference] [--out bench/results/bench_learning.json]
+                                            [--markdown FILE] [--keep DIR]
 
 Each scenario is one `lepton up --task NAME` run (real mosquitto, bridge, worker, agents replaying the
-task's stream, and a labeller: `random` corrects 30% of all predictions after 2 s, as an app with its own
+task's stream, and a labeller: `random` corrects 30% (`--label-fraction`) of all predictions after 2 s, as an app with its own
 ground truth would (the default for windows, every one of which travels with its feature row); `queue` is
 a scripted person labelling the console's queue of escalated samples in its order, `--person-rate` a
 second (the default for frames: a person labels what they can see), whose

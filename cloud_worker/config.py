@@ -44,10 +44,13 @@ class GateSettings(_Strict):
 
 class BufferSettings(_Strict):
     capacity: int = Field(20000, ge=10, description="Feature rows kept (class-balanced) for head training.")
-    raw_capacity: int = Field(3000, ge=10, description="Raw samples kept (class-balanced, ground truth first) for "
-                                                      "the cloud model and whole-model edge training; each is held "
-                                                      "with its edge and cloud inputs (a 320x240 camera frame: "
-                                                      "~100 KB in memory).")
+    raw_capacity: int | None = Field(None, ge=10, description="Raw samples kept (class-balanced, ground truth "
+                                                             "first) for the cloud model and whole-model edge "
+                                                             "training, each with its edge and cloud inputs. "
+                                                             "Default by task kind: 3000 frames (a 320x240 "
+                                                             "frame: ~100 KB in memory), 20000 windows (a few KB "
+                                                             "each): the cloud learns from every labelled window "
+                                                             "a stream of that size gives it.")
     pending_hard: int = Field(5000, ge=1, description="Escalations' cloud answers kept while waiting for a label.")
     pseudo_confidence: float = Field(0.95, gt=0, le=1, description="Cloud confidence needed to pseudo-label a "
                                                                    "feature row.")
@@ -55,6 +58,14 @@ class BufferSettings(_Strict):
                                                               "cloud's answer alone (ground truth: 1).")
     learned_keys: int = Field(200_000, ge=100, description="(device, sample) rows remembered as learned from, so "
                                                            "copies are skipped; saved with the buffer.")
+
+
+RAW_CAPACITY = {"image": 3000, "window": 20000}
+
+
+def raw_capacity(buffer: BufferSettings, kind: str) -> int:
+    """The raw store's size: the configured one, or the task kind's default (RAW_CAPACITY)."""
+    return buffer.raw_capacity or RAW_CAPACITY.get(kind, RAW_CAPACITY["image"])
 
 
 class TrainSettings(_Strict):

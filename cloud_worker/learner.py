@@ -37,7 +37,7 @@ from .calibrate import ece, softmax
 from .candidates import CandidateTrainer, WholeSet, head_set
 from .cloudjob import CloudJob
 from .cloudmodels import CloudTrainer, FeatureCloud, RawCloud
-from .config import WorkerConfig
+from .config import WorkerConfig, raw_capacity
 from .intake import Intake
 from .learned import LearnedSet
 from .rawstore import RawStore
@@ -78,7 +78,7 @@ class Learner:
         self._edge_pipe, self._cloud_pipe = task.pipeline(), task.cloud_pipeline()
         b = cfg.buffer
         self.features = BalancedStore(b.capacity, self.n_classes)
-        self.raw = RawStore(b.raw_capacity, self.n_classes, self.prepare,
+        self.raw = RawStore(raw_capacity(b, task.kind), self.n_classes, self.prepare,
                             registry.task_dir(task.name) / "raw.sqlite")
         self.learned = LearnedSet(b.learned_keys)
         self.intake = Intake(b, self.n_classes, self.features, self.raw, self.learned, self.counters,

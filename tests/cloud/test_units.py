@@ -11,7 +11,7 @@ import torch
 
 from cloud_worker import augment, policy
 from cloud_worker.buffer import Audit, BalancedStore, Pending, Row
-from cloud_worker.config import GateSettings, TriggerSettings, WorkerConfig
+from cloud_worker.config import GateSettings, TriggerSettings, WorkerConfig, raw_capacity
 from cloud_worker.keys import init_keys
 from cloud_worker.registry import Registry
 from shared.config import ConfigError, load_config
@@ -160,6 +160,15 @@ def test_config_env_overrides_and_task_check(tmp_path):
     assert (cfg.mqtt.port, cfg.gate.margin) == (1999, 0.02)
     with pytest.raises(ConfigError, match="unknown task"):
         load_config(WorkerConfig, None, environ={"LEPTON_TASKS": '["nope"]'})
+
+
+def test_the_raw_store_holds_a_whole_window_stream_unless_told_otherwise():
+    # 3000 windows (a few MB) held the industrial cloud 2 points below MiniRocket on every labelled row
+    default = load_config(WorkerConfig, None, environ={})
+    assert raw_capacity(default.buffer, "window") > 12_060  # every row of the longest shipped stream (traffic)
+    assert raw_capacity(default.buffer, "image") == 3000
+    told = load_config(WorkerConfig, None, environ={"LEPTON_WORKER__BUFFER__RAW_CAPACITY": "500"})
+    assert raw_capacity(told.buffer, "window") == raw_capacity(told.buffer, "image") == 500
 
 
 def test_augment_shifts_by_at_most_one_and_keeps_shape():
