@@ -316,6 +316,12 @@ def _targets(summary: dict[str, Any]) -> str:
             + "".join(rows) + "</table>")
 
 
+SVG_CSS = """\
+svg .title{font-size:14px;font-weight:600} svg .tick,svg .legend,svg .marklabel,svg .spanlabel{font-size:11px}
+svg .label{font-size:12px;fill:#444} svg .grid{stroke:#eee} svg .axis{stroke:#999}
+svg .frame{fill:none;stroke:#bbb} svg .mark{stroke-dasharray:3 3} svg .marklabel{fill:#555}
+svg .nodata{fill:#999;font-size:13px} svg .spanlabel{fill:#fff;font-weight:600}"""
+
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:20px;color:#222;background:#fff}
 h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:12px}
@@ -325,16 +331,19 @@ h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:12px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fill,minmax(612px,1fr));gap:6px}
 figure.plot{margin:4px 0;border:1px solid #eee;border-radius:6px;padding:4px}
 figcaption{color:#555;font-size:12px;padding:0 6px 4px}
-svg .title{font-size:14px;font-weight:600} svg .tick,svg .legend,svg .marklabel,svg .spanlabel{font-size:11px}
-svg .label{font-size:12px;fill:#444} svg .grid{stroke:#eee} svg .axis{stroke:#999}
-svg .frame{fill:none;stroke:#bbb} svg .mark{stroke-dasharray:3 3} svg .marklabel{fill:#555}
-svg .nodata{fill:#999;font-size:13px} svg .spanlabel{fill:#fff;font-weight:600}
+""" + SVG_CSS + """
 table.versions{border-collapse:collapse;margin:8px 0 16px} .versions td,.versions th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 .versions th{background:#f6f6f6} .versions td.what{text-align:left} .targets td.met{color:#1a7f37;font-weight:600}
 .targets td.missed{color:#c62828;font-weight:600} .targets td.na{color:#888} .targets th{text-align:left} p.explain{max-width:1100px;color:#333}
 figcaption .note{color:#8a5a00}
 h2{font-size:16px;margin:14px 0 4px} .rollout td,.rollout th{text-align:left;vertical-align:top} .rollout td:last-child{max-width:520px}
 """
+
+
+def standalone_svg(svg: str) -> str:
+    """A chart served on its own (the console's <img>), which cannot see a page's CSS: its styles inside."""
+    head, sep, rest = svg.partition(">")
+    return f"{head}{sep}<style>text{{font-family:system-ui,sans-serif}}\n{SVG_CSS}</style>{rest}"
 
 
 def render(summary: dict[str, Any], title: str = "Lepton run") -> str:

@@ -334,7 +334,7 @@ def start_console(args: argparse.Namespace, access: PlainAccess | SecureAccess, 
     from lepton_console.service import ConsoleService
 
     cfg = ConsoleConfig(mqtt=MqttSettings(**access.service("console")), root=args.root, port=args.console_port,
-                        registry=run_dir / "registry")
+                        registry=run_dir / "registry", outbox=run_dir / "console" / "labels.sqlite")
     svc = ConsoleService(cfg)
     try:
         svc.start()

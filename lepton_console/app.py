@@ -67,10 +67,10 @@ class Timeline:
                    'collecting: the plots start after two samples</text></svg>'
         w = report._window(len(pts), self.every_s)
         tasks = len({t for p in pts for t in p.get("joint", {})}) or 1
-        if which == "accuracy":
-            return report.accuracy_chart(pts, self.t0, w, "joint", "joint (edge + cloud)", tasks).render()
-        if which == "edge":
-            return report.accuracy_chart(pts, self.t0, w, "edge", "edge only", tasks).render()
+        if which in ("accuracy", "edge"):
+            kind, title = ("joint", "joint (edge + cloud)") if which == "accuracy" else ("edge", "edge only")
+            chart, _ = report.accuracy_chart(pts, self.t0, kind, title, tasks)
+            return chart.render()
         pubs = [(t - self.t0, f"v{v} published") for (task, v), (t, _) in list(self.state.fleet.published.items())
                 if t >= self.t0 - 1]
         return report.escalation_chart(pts, self.t0, w, pubs).render()
@@ -269,7 +269,7 @@ def build_app(state: ConsoleState, actions: Actions, sessions: Sessions, *, regi
         which = request.path_params["which"]
         if which not in ("accuracy", "edge", "escalation"):
             return Response("no such plot", 404)
-        return Response(timeline.svg(which), media_type="image/svg+xml",
+        return Response(report.standalone_svg(timeline.svg(which)), media_type="image/svg+xml",
                         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     async def events(request: Request) -> Response:

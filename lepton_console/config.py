@@ -31,6 +31,10 @@ class ConsoleConfig(BaseModel):
     max_history: int = Field(20000, ge=10, description="Labels kept for the review page (oldest forgotten).")
     max_sample_bytes: int = Field(1024 * 1024, ge=1024, description="A raw sample larger than this is shown as a "
                                                                     "placeholder with the reason.")
+    outbox: Path | None = Field(None, description="SQLite file that keeps each label until the bridge has it in "
+                                                  "custody, so labels a restart or crash of the console cut off "
+                                                  "are sent again at its next start; None: memory only (a stop "
+                                                  "then loses them, and says how many).")
     custody_timeout_s: float = Field(30.0, gt=0, description="Send a label again when the bridge has not given "
                                                              "custody within this long (doubling per attempt).")
     custody_timeout_max_s: float = Field(600.0, gt=0, description="Longest wait between two sends of one label.")

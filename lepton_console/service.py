@@ -20,6 +20,7 @@ from lepton_console.config import ConsoleConfig
 from lepton_console.state import ConsoleState
 from shared import schemas
 from shared.counters import Counters
+from shared.label_journal import LabelJournal
 from shared.label_outbox import LabelOutbox, LabelSender
 from shared.mqtt import MqttClient
 from shared.service import Service
@@ -44,14 +45,20 @@ class ConsoleService(Service):
                                   max_sample_bytes=cfg.max_sample_bytes)
         self.sessions = Sessions(cfg.token)
         self.client = MqttClient(cfg.mqtt, client_id=f"lepton-{cfg.name}".replace("_", "-"), counters=self.counters)
+        self.journal = LabelJournal(cfg.outbox, self.counters).open() if cfg.outbox else None
         self.sender = LabelSender(self.client, self.topics,
                                   LabelOutbox(cfg.name, timeout_s=cfg.custody_timeout_s,
-                                              timeout_max_s=cfg.custody_timeout_max_s, counters=self.counters))
+                                              timeout_max_s=cfg.custody_timeout_max_s, counters=self.counters,
+                                              journal=self.journal))
+        if self.counters.get("labels.recovered"):
+            log.info("%d labels kept in %s from the last run are sent again", self.counters.get("labels.recovered"),
+                     cfg.outbox)
         receive = Receiver(self.topics, self.state.on_value, self.counters)
         t = self.topics
         for kind in READS:
             self.client.subscribe(t.edge_kind(kind), 1 if kind in (Kind.HARD, Kind.STATUS) else 0, receive)
-        for flt in (t.labels(), t.hub_status(), t.manifests(), t.cloud_statuses()):
+        for flt in (t.labels(), t.hub_status(), t.manifests(), t.cloud_statuses(), t.releases(), t.rollout_events(),
+                    t.of_kind(Kind.MODEL_VERSION)):
             self.client.subscribe(flt, 1, receive)
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
@@ -112,6 +119,16 @@ class ConsoleService(Service):
         if self._sock is not None:
             self._sock.close()
         self.client.stop()
+        waiting = len(self.sender.outbox)
+        if self.journal is not None:
+            self.journal.close()
+            if waiting:
+                log.info("%d label messages not yet in the bridge's custody are kept in %s for the next start",
+                         waiting, self.cfg.outbox)
+        elif waiting:
+            self.counters.inc("labels.lost_at_stop", waiting)
+            log.warning("%d label messages not yet in the bridge's custody are lost (set outbox = FILE to keep "
+                        "them across restarts)", waiting)
 
 
 class _Actions:

@@ -133,7 +133,7 @@ class ConsoleState:
             self._labels(v)
         elif k in (Kind.STATUS, Kind.TELEMETRY, Kind.MODEL_STATE):
             self._tell({"type": "fleet"})
-        elif k in (Kind.MANIFEST, Kind.CLOUD_STATUS):
+        elif k in (Kind.MANIFEST, Kind.MODEL_VERSION, Kind.CLOUD_STATUS, Kind.RELEASE, Kind.ROLLOUT_EVENT):
             self._tell({"type": "models"})
 
     def _hard(self, hs: HardSample) -> None:

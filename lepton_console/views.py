@@ -12,6 +12,7 @@ from lepton_console import ranking
 from lepton_console.state import ConsoleState, Item
 
 MAX_DECISIONS = 30
+MAX_ROLLOUT_EVENTS = 50  # stage changes shown on the Models page, newest first
 
 
 def item_json(st: ConsoleState, it: Item) -> dict[str, Any]:
@@ -90,6 +91,9 @@ def models_json(st: ConsoleState, registry: Path | None) -> dict[str, Any]:
         metrics = dict(fs.version_metrics)
         published = dict(fs.published)
         joint = {k: list(v) for k, v in fs.joint.items()}
+        releases = fs.rollout.summary() or {"releases": [], "events": []}
+        gauges = {k: v for w in fs.workers.values() for k, v in w.gauges.items() if ".rollout." in k}
+        live = fs.rollout.line(gauges)
     tasks: dict[str, Any] = {}
     for (task, ver), m in sorted(metrics.items()):
         t = tasks.setdefault(task, {"versions": [], "devices": {}, "decisions": [], "classes": st.classes(task)})
@@ -106,7 +110,9 @@ def models_json(st: ConsoleState, registry: Path | None) -> dict[str, Any]:
         t["decisions"] = decisions(registry, task)
     workers = {w: {"state": s.state, "published": s.counters.get("learn.published", 0),
                    "refused": s.counters.get("learn.rejected", 0)} for w, s in fs.workers.items()}
-    return {"tasks": tasks, "workers": workers}
+    rollout = {"releases": releases["releases"], "events": releases["events"][-MAX_ROLLOUT_EVENTS:][::-1],
+               "live": live.splitlines()}
+    return {"tasks": tasks, "workers": workers, "rollout": rollout}
 
 
 def decisions(registry: Path | None, task: str) -> list[dict[str, Any]]:

@@ -153,8 +153,9 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
     ),
     # The console (lepton_console): a labeller and an operator in one, and what it shows to do
     # either: escalations with their raw samples, predictions, the cloud's replies, fleet and model
-    # state, and other consoles' labels (so an item labelled on one screen leaves every queue).
-    # It may publish labels and device commands only: never models, replies or predictions.
+    # state, staged releases and their stage changes, and other consoles' labels (so an item
+    # labelled on one screen leaves every queue). It may publish labels and device commands only:
+    # never models, releases, rollout commands, replies or predictions.
     Role.CONSOLE: (
         Grant(W, Kind.LABEL),
         Grant(W, Kind.CMD),
@@ -170,6 +171,9 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(R, Kind.HUB_STATUS),
         Grant(R, Kind.CLOUD_STATUS),
         Grant(R, Kind.MANIFEST),
+        Grant(R, Kind.MODEL_VERSION),
+        Grant(R, Kind.RELEASE),
+        Grant(R, Kind.ROLLOUT_EVENT),
     ),
     Role.MONITOR: (Grant(R, tree="all"),),
 }

@@ -9,8 +9,10 @@ sent and not in custody after ``timeout_s`` goes out again, the wait doubling pe
 ``timeout_max_s`` (docs/PROTOCOL.md, "Delivery guarantee"). :class:`LabelSender` is that outbox on
 an :class:`shared.mqtt.MqttClient`; the outbox itself is pure (clock passed in).
 
-The outbox lives in memory and is bounded (``max_messages``; the oldest given up, counted
-``labels.outbox_evicted``): a publisher that must survive its own restart persists it.
+The outbox is bounded (``max_messages``; the oldest given up, counted ``labels.outbox_evicted``).
+It lives in memory unless given a :class:`shared.label_journal.LabelJournal`, which keeps a copy on
+disk: what an earlier boot left there is taken back at start (counted ``labels.recovered``) and
+sent again under this boot.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from shared import schemas
 from shared.counters import Counters
+from shared.label_journal import LabelJournal
 from shared.mqtt import Message, MqttClient, MqttError
 from shared.topics import Topics, check_segment
 
@@ -35,7 +38,8 @@ class _Entry:
 
 class LabelOutbox:
     def __init__(self, publisher: str, *, timeout_s: float = 30.0, timeout_max_s: float = 600.0,
-                 max_messages: int = 100_000, boot: int | None = None, counters: Counters | None = None) -> None:
+                 max_messages: int = 100_000, boot: int | None = None, counters: Counters | None = None,
+                 journal: LabelJournal | None = None) -> None:
         self.publisher = check_segment(publisher, "publisher")
         self.boot = int(time.time() * 1000) if boot is None else boot
         self.timeout_s = timeout_s
@@ -45,6 +49,21 @@ class LabelOutbox:
         self._seq = 0
         self._q: OrderedDict[int, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self.journal = journal
+        if journal is not None:
+            self._recover(journal)
+
+    def _recover(self, journal: LabelJournal) -> None:
+        # New rows first, old ones deleted after: a crash in between sends some twice, never none.
+        for body in journal.left_over(self.boot):
+            try:
+                msg = schemas.loads(body, schemas.Labels)
+            except schemas.SchemaError as exc:
+                self.counters.inc(f"labels.journal_rejected.{exc.reason}")
+                continue
+            self.add(msg)  # stamped again: this publisher, this boot, a new seq
+            self.counters.inc("labels.recovered", len(msg.items))
+        journal.drop_other_boots(self.boot)
 
     def add(self, msg: schemas.Labels) -> schemas.Labels:
         """Stamp ``msg`` for custody and keep it; returns the stamped message (to send now or via due())."""
@@ -53,10 +72,21 @@ class LabelOutbox:
             self._seq += 1
             stamped = msg.model_copy(update={"publisher": self.publisher, "boot": self.boot, "seq": seq})
             self._q[seq] = _Entry(stamped)
+            self._keep(stamped)
+            evicted = []
             while len(self._q) > self.max_messages:
-                self._q.popitem(last=False)
+                evicted.append(self._q.popitem(last=False)[0])
                 self.counters.inc("labels.outbox_evicted")
+            self._forget(evicted)
             return stamped
+
+    def _keep(self, m: schemas.Labels) -> None:
+        if self.journal is not None:
+            self.journal.put(self.boot, m.seq, schemas.dumps(m))
+
+    def _forget(self, seqs: list[int]) -> None:
+        if self.journal is not None and seqs:
+            self.journal.delete(self.boot, seqs)
 
     def forget_sample(self, device: str, sample: int) -> int:
         """A correction replaces what is still waiting for this sample: drop it from kept messages, so a
@@ -73,8 +103,10 @@ class LabelOutbox:
                 dropped += len(m.items) - len(keep)
                 if keep:
                     e.msg = m.model_copy(update={"items": keep})
+                    self._keep(e.msg)
                 else:
                     del self._q[seq]
+                    self._forget([seq])
         return dropped
 
     def sent(self, seq: int, now: float) -> None:
@@ -100,18 +132,18 @@ class LabelOutbox:
         """Forget what ``lc`` covers; returns how many messages that was."""
         if lc.publisher != self.publisher or lc.boot != self.boot:
             return 0
-        n = 0
+        gone: list[int] = []
         with self._lock:
             for lo, hi in lc.ranges:
                 if hi - lo < len(self._q):
-                    for s in range(lo, hi + 1):
-                        n += self._q.pop(s, None) is not None
+                    gone += [s for s in range(lo, hi + 1) if self._q.pop(s, None) is not None]
                 else:
                     for s in [s for s in self._q if lo <= s <= hi]:
                         del self._q[s]
-                        n += 1
-        self.counters.inc("labels.custody", n)
-        return n
+                        gone.append(s)
+            self._forget(gone)
+        self.counters.inc("labels.custody", len(gone))
+        return len(gone)
 
     def __len__(self) -> int:
         with self._lock:

@@ -75,7 +75,10 @@ lowest-class-first eviction, per-class TTLs) and the bridge's policy drops and e
 `publisher`, `boot` (the publisher's start, ms) and `seq` (per boot) is kept by its publisher
 (`shared/label_outbox.py`: the console, `lepton up`'s labeller, any app) until the bridge gives
 custody on `hub/custody/{publisher}` (`LabelCustody`, cumulative ranges like a device's), and sent
-again without it after `custody_timeout_s` (30 s, doubling up to 600 s). The bridge drops copies by
+again without it after `custody_timeout_s` (30 s, doubling up to 600 s). A publisher that keeps its
+outbox on disk (`shared/label_journal.py`; the console's `outbox` file) sends what an earlier boot
+left again under its new boot, so across its own restart a label is delivered at least once; the
+worker keys rows by (device, sample), so a second copy is the same label. The bridge drops copies by
 (publisher, boot, seq) in a ledger of its own and announces custody again for copies it already
 holds. A label's fate is final when every fused batch carrying one of its items is held by a worker
 (the same acknowledgement as feature rows), when a correction has been forwarded to

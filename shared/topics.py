@@ -188,13 +188,13 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               "Signed model manifest: version, sha256, size, input spec, metrics, expiry."),
     TopicSpec(Kind.ARTIFACT, "model/{task}/artifact/{version}", "cloud worker", "agents", "ONNX bytes", "onnx", 1, True,
               "The model file itself; the manifest's sha256 and signature vouch for it."),
-    TopicSpec(Kind.RELEASE, "model/{task}/release", "cloud worker", "agents, monitor", "Release", "json", 1, True,
+    TopicSpec(Kind.RELEASE, "model/{task}/release", "cloud worker", "agents, monitor, console", "Release", "json", 1, True,
               "Signed staged rollout of a task: candidate and control versions, the plan, the current stage, "
               "pins; each agent runs the version its groups and ring position get from it."),
-    TopicSpec(Kind.MODEL_VERSION, "model/{task}/version/{version}", "cloud worker", "agents", "Manifest", "json", 1,
+    TopicSpec(Kind.MODEL_VERSION, "model/{task}/version/{version}", "cloud worker", "agents, console", "Manifest", "json", 1,
               True, "The signed manifest of one version, for the agents a release assigns it to (the fleet's "
                     "manifest stays on model/{task}/manifest)."),
-    TopicSpec(Kind.ROLLOUT_EVENT, "rollout/{task}/event", "cloud worker", "operators, monitor", "RolloutEvent",
+    TopicSpec(Kind.ROLLOUT_EVENT, "rollout/{task}/event", "cloud worker", "operators, monitor, console", "RolloutEvent",
               "json", 1, False, "Signed record of every stage change of a release: versions, group, reason and the "
                                 "field figures behind it."),
     TopicSpec(Kind.ROLLOUT_CMD, "rollout/{task}/cmd", "operator", "cloud worker", "RolloutCommand", "json", 1, False,

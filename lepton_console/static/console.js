@@ -390,7 +390,49 @@ function modelsPage() {
       } else sec.append(el("p", "Gate decisions show here when the console can read the worker's registry (--registry).", "muted"));
       box.append(sec);
     }
+    releases(d.rollout);
     document.body.dataset.ready = "1";
+  }
+  function arm(a) {
+    if (!a) return "–";
+    const acc = a.accuracy === null || a.accuracy === undefined ? "–" : a.accuracy.toFixed(3);
+    return "v" + a.version + ": accuracy " + acc + " (n=" + a.labelled + "), " + a.devices + (a.devices === 1 ? " device" : " devices");
+  }
+  function releases(r) {
+    const liveBox = $("release-live"), list = $("release-list"), evBox = $("release-events");
+    liveBox.replaceChildren(...r.live.map(line => el("p", line, "release-live")));
+    list.replaceChildren();
+    if (!r.releases.length) list.append(el("p", "No staged release yet: with a rollout plan, each new version goes to a canary group first.", "muted"));
+    else {
+      const tbl = el("table");
+      const head = el("tr");
+      for (const h of ["release", "task", "state", "candidate", "control", "restored", "stage", "pins"]) head.append(el("th", h));
+      tbl.append(head);
+      for (const x of r.releases.slice().reverse()) {
+        const tr = el("tr", null, "release " + x.state);
+        const pins = Object.entries(x.pins).map(([g, v]) => g + " → v" + v).join(", ");
+        tr.append(el("td", x.release + (x.forced ? " (forced past the gate)" : "")), el("td", x.task),
+                  el("td", x.state.replace("_", " ")), el("td", "v" + x.candidate), el("td", "v" + x.control),
+                  el("td", x.restored ? "v" + x.restored : "–"), el("td", x.stage), el("td", pins || "–"));
+        tbl.append(tr);
+      }
+      list.append(tbl);
+    }
+    evBox.replaceChildren();
+    if (!r.events.length) { evBox.append(el("p", "none yet", "muted")); return; }
+    const tbl = el("table", null, "release-events");
+    const head = el("tr");
+    for (const h of ["time", "release", "action", "versions", "group", "candidate", "control", "candidate - control (lower bound) vs -margin", "reason"]) head.append(el("th", h));
+    tbl.append(head);
+    for (const e of r.events) {
+      const f = e.figures;
+      const diff = f && f.difference !== null ? f.difference.toFixed(3) + (f.bounds ? " (" + f.bounds[0].toFixed(3) + ")" : "") + " vs -" + f.margin : "–";
+      const tr = el("tr", null, "event " + e.action);
+      tr.append(el("td", clock(e.ts)), el("td", e.release), el("td", e.action), el("td", "v" + e.from_version + " → v" + e.to_version),
+                el("td", e.group), el("td", f ? arm(f.candidate) : "–"), el("td", f ? arm(f.control) : "–"), el("td", diff), el("td", e.reason));
+      tbl.append(tr);
+    }
+    evBox.append(tbl);
   }
   let n = 0;
   const soon = throttle(() => refresh().catch(() => {}), 2000);

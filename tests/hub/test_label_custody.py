@@ -111,3 +111,36 @@ def test_a_correction_fixes_a_row_fusion_still_holds(broker, topics, mqtt_factor
     # Assert: the batch carries the corrected label and the retraction, never the old ones
     fb = FusedBatch.decode(out[0].payload)
     assert dict(zip(fb.sample.tolist(), fb.label.tolist(), strict=True)) == {30: 6, 31: -1}
+
+
+def test_a_label_the_bridge_never_took_reaches_a_worker_after_its_publisher_restarts(broker, topics, mqtt_factory,
+                                                                                    bridges, tmp_path):
+    from shared.label_journal import LabelJournal
+
+    # Prepare: a publisher labels while no bridge runs (the broker drops the message: nobody holds it)
+    path = tmp_path / "labels.sqlite"
+    first = mqtt_factory()
+    before = LabelSender(first, topics, LabelOutbox("console_t", timeout_s=30, journal=LabelJournal(path).open()))
+    before.send(_labels([(40, 7)]))
+    before.outbox.journal.close()
+    first.stop()  # the console goes down before any custody
+
+    # Execute: a bridge and a worker come up, then the publisher starts again on the same journal
+    pub, worker, lab = mqtt_factory(), mqtt_factory(), mqtt_factory()
+    cfg = bridge_config(broker, topics, fusion=dict(label_wait=0.3, batch_age=0.1), custody=dict(interval_s=0.2))
+    b = start_bridge(cfg, pub, topics)
+    bridges.append(b)
+    batches = Collector(worker).add(topics.hub_batches())
+    journal = LabelJournal(path).open()
+    after = LabelSender(lab, topics, LabelOutbox("console_t", timeout_s=30, journal=journal))
+    time.sleep(0.2)
+    pub.publish(topics.feat("cam-1", "front"), feat("cam-1", 1, [40, 41]), qos=1)
+    after.pump()
+    got = wait_until(lambda: any(7 in FusedBatch.decode(m.payload).label.tolist() for m in batches.matching()), 10)
+    _ack(worker, topics, cfg, b, batches)
+    released = wait_until(lambda: len(after.outbox) == 0, 10)
+
+    # Assert: sent again under the new boot, fused, in custody, and gone from disk
+    assert after.counters.get("labels.recovered") == 1
+    assert got and released and len(journal) == 0
+    journal.close()

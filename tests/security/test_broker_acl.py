@@ -307,6 +307,8 @@ def test_console_publishes_labels_and_commands_but_not_models_or_another_devices
     own_custody, codes_own = subscribe(console, t.label_custody("console_1"))
     _, codes_other = subscribe(console, t.label_custody("labeller_1"))
     _, codes_hard = subscribe(console, t.edge_kind(Kind.HARD))
+    _, codes_rollout = subscribe(console, t.releases())
+    _, codes_events = subscribe(console, t.rollout_events())
     inbox, _ = subscribe(d1, t.cmds("d1"))
 
     # Execute
@@ -317,9 +319,12 @@ def test_console_publishes_labels_and_commands_but_not_models_or_another_devices
     pred = publish_ack(console, t.pred("d1", "cam"), b"{}")
     reply = publish_ack(console, t.reply("d1"), b"{}")
     batch = publish_ack(console, t.hub_batch("digits"), b"x")
+    release = publish_ack(console, t.release("digits"), b"{}", retain=True)
+    rollout_cmd = publish_ack(console, t.rollout_cmd("digits"), b"{}")
 
-    # Assert: what a labeller and an operator need, nothing more
+    # Assert: what a labeller and an operator need, nothing more (it shows releases, it cannot make one)
     assert label < 0x80 and cmd < 0x80
-    assert (model, artifact, pred, reply, batch) == (NOT_AUTHORIZED,) * 5
+    assert (model, artifact, pred, reply, batch, release, rollout_cmd) == (NOT_AUTHORIZED,) * 7
     assert codes_own[0] < 0x80 and codes_hard[0] < 0x80 and codes_other == [NOT_AUTHORIZED]
+    assert codes_rollout[0] < 0x80 and codes_events[0] < 0x80
     assert inbox.wait_for(lambda ms: len(ms) == 1) and inbox.topics() == {str(t.cmd("d1", "thresholds"))}

@@ -56,3 +56,54 @@ def test_retraction_needs_supersedes_and_custody_fields_go_together():
     with pytest.raises(schemas.InvalidPayload):
         schemas.loads(schemas.dumps(_lb([(1, 2)])).replace(b'"publisher":""', b'"publisher":"x"'), schemas.Labels)
     assert schemas.loads(schemas.dumps(_lb([(1, -1)], supersedes=True)), schemas.Labels).items[0].label == -1
+
+
+def test_what_custody_did_not_cover_survives_a_restart_and_goes_out_again_under_the_new_boot(tmp_path):
+    from shared.label_journal import LabelJournal
+
+    # Prepare: three labels kept, the bridge has taken the first, the second was corrected
+    path = tmp_path / "console" / "labels.sqlite"
+    before = LabelOutbox("console_1", boot=1, journal=LabelJournal(path).open())
+    before.add(_lb([(1, 2)]))
+    before.add(_lb([(2, 3), (3, 3)]))
+    before.add(_lb([(4, 0)]))
+    before.custody(schemas.LabelCustody(publisher="console_1", boot=1, ranges=[(0, 0)], ts=1.0))
+    before.forget_sample("cam-1", 2)
+    before.journal.close()  # the process ends here: the memory copy is gone
+
+    # Execute
+    journal = LabelJournal(path).open()
+    after = LabelOutbox("console_1", boot=2, journal=journal)
+
+    # Assert: in order, under boot 2, the correction's effect kept, nothing covered sent again
+    due = after.due(0.0)
+    assert [(m.boot, m.seq, [(i.sample, i.label) for i in m.items]) for m in due] == [
+        (2, 0, [(3, 3)]), (2, 1, [(4, 0)])]
+    assert after.counters.get("labels.recovered") == 2 and len(journal) == 2
+    after.custody(schemas.LabelCustody(publisher="console_1", boot=2, ranges=[(0, 1)], ts=1.0))
+    assert len(journal) == 0 and len(LabelOutbox("console_1", boot=3, journal=journal)) == 0
+
+
+def test_an_unreadable_journal_is_moved_aside_and_a_bad_row_is_rejected_not_sent(tmp_path):
+    import sqlite3
+
+    from shared.label_journal import LabelJournal
+
+    path = tmp_path / "labels.sqlite"
+    path.write_bytes(b"not a database" * 100)
+    journal = LabelJournal(path).open()
+    assert journal.counters.get("labels.journal_unreadable") == 1
+    assert [p.name.split("-")[0] for p in tmp_path.glob("labels.sqlite.unreadable-*")] == ["labels.sqlite.unreadable"]
+
+    journal.put(1, 0, b'{"v":1,"device":"cam-1"')  # truncated
+    journal.put(1, 1, schemas.dumps(_lb([(9, 1)]).model_copy(update={"publisher": "console_1", "seq": 1})))
+    journal.put(1, 2, b"\xff" * 64)
+    ob = LabelOutbox("console_1", boot=2, journal=journal)
+    assert [[i.sample for i in m.items] for m in ob.due(0.0)] == [[9]]
+    assert ob.counters.total("labels.journal_rejected.") == 2 and len(journal) == 1
+
+    ob = LabelOutbox("console_1", boot=3, journal=journal)
+    with sqlite3.connect(path) as db:  # the file breaks under a running console: a write fails
+        db.execute("DROP TABLE kept")
+    ob.add(_lb([(5, 1)]))
+    assert journal.counters.get("labels.journal_errors") == 1 and len(ob) == 2  # kept in memory, counted
