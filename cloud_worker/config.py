@@ -143,8 +143,8 @@ class RolloutSettings(_Strict):
     max_error_rate_increase: float = Field(0.01, ge=0, le=1, description="Error-rate increase that rolls back.")
     max_swap_failures: int = Field(1, ge=1, description="Devices failing to load the candidate that roll back.")
     tick_s: float = Field(1.0, ge=0, description="Seconds between two looks of the judge (0: every learner loop).")
-    inject_bad_release: int = Field(0, ge=0, description="Demo: the Nth release of this registry is trained with "
-                                                         "label noise and released although the holdout gate "
+    inject_bad_release: int = Field(0, ge=0, description="Demo: the Nth release of this registry is trained on "
+                                                         "wrong labels (each class named as the next) and released although the holdout gate "
                                                          "refuses it (its event says so). 0: never.")
 
     @field_validator("stages")

@@ -406,8 +406,8 @@ class Learner:
 
     def retrain(self, trigger: str = "manual", *, label_noise: bool = False, force_release: bool = False) -> dict:
         """Refresh the cloud, train an edge candidate it teaches, gate it on the holdout, publish it if
-        it passes; return the decision. ``label_noise`` shuffles the candidate's training labels: a
-        deliberately bad candidate, for showing (and testing) that the gate refuses it. ``force_release``
+        it passes; return the decision. ``label_noise`` trains the candidate on wrong labels (each class
+        named as the next): a deliberately bad candidate, for showing (and testing) that the gate refuses it. ``force_release``
         publishes a refused candidate anyway, marked ``forced`` (the staged-rollout demo: the field must
         catch it).
 

@@ -149,7 +149,7 @@ class RolloutManager(OperatorCommands):
                 and self.fleet > 0 and entry.version > self.fleet and not self.active)
 
     def next_is_bad(self) -> bool:
-        """The demo's --inject-bad-release: is the next release the one to train with label noise?"""
+        """The demo's --inject-bad-release: is the next release the one to train on wrong labels?"""
         n = self.settings.inject_bad_release
         return self.settings.enabled and n > 0 and self.releases == n - 1
 

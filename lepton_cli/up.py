@@ -167,7 +167,7 @@ def add_rollout_args(p: argparse.ArgumentParser) -> None:
                         "min-samples=100, min-stage=15 (s), max-stage=90 (s), metric=accuracy|cloud_agreement, "
                         "alpha=0.05")
     p.add_argument("--inject-bad-release", nargs="?", type=int, const=2, default=0, metavar="N",
-                   help="demo, with --rollout: the Nth release (default the 2nd) is trained with label noise and "
+                   help="demo, with --rollout: the Nth release (default the 2nd) is trained on wrong labels and "
                         "released although the worker's gate refuses it, for the field judge to roll back")
 
 

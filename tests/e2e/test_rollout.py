@@ -1,6 +1,6 @@
 """Staged rollout end to end: real broker, worker, bridge, five agents and a labeller (the fast digits task).
 
-1. A deliberately worse candidate (trained with label noise, released although the holdout gate
+1. A deliberately worse candidate (trained on wrong labels, released although the holdout gate
    refuses it) goes to 20 % of the fleet, is rolled back by field evidence before any other device
    runs it, and the event names the figures; the next, better candidate is promoted to everyone.
 2. Worker kill -9 and broker SIGKILL in the middle of a stage: the rollout resumes in the same stage,
