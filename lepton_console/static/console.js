@@ -135,9 +135,13 @@ function queuePage() {
     }
   }
   const pending = new Set();  // keys whose action is on its way: never shown again meanwhile
-  let chain = Promise.resolve();
+  let chain = Promise.resolve(), landed = 0;
   async function refresh() {
+    // A queue read begun before an action landed may still hold the sample just labelled: it is dropped,
+    // and the read chained after that action brings the queue as it is now.
+    const began = landed;
     const d = await getJSON("/api/queue");
+    if (began !== landed) return;
     items = d.items.filter(x => !pending.has(x.key)); classes = d.classes;
     // The sample on screen stays until the person acts on it (or someone labels it): a more valuable one
     // arriving meanwhile waits its turn, so a key never lands on a sample that just replaced the one seen.
@@ -155,7 +159,7 @@ function queuePage() {
         const out = await post(url, body);
         flash(done + (out.undone ? " (" + out.undone + ")" : ""));
       } catch (e) { flash(e.message, true); }
-      finally { if (body.key) pending.delete(body.key); }
+      finally { landed++; if (body.key) pending.delete(body.key); }
       await refresh().catch(() => {});
     });
     return chain;

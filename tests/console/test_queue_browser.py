@@ -129,3 +129,56 @@ def test_a_sample_labelled_on_one_console_leaves_the_other(browser, consoles, pu
     # Assert: B's screen moves on by itself (live event), within a second or two
     pb.wait_for_function(f"document.querySelector('#sample-img').src !== {shown_b[1]!r}", timeout=5000)
     assert wait_until(lambda: len(b.state.items) == 2, 5)
+
+
+HOLD_QUEUE_READS = """
+window.__hold = false; window.__held = [];
+const plainFetch = window.fetch.bind(window);
+window.fetch = async (url, opts) => {
+  const r = await plainFetch(url, opts);
+  if (window.__hold && String(url).includes("/api/queue")) await new Promise(go => window.__held.push(go));
+  return r;
+};
+"""
+
+
+def test_a_queue_read_begun_before_a_label_never_brings_that_sample_back(browser, consoles, pub, topics, mqtt_factory):
+    # Prepare: four escalated frames, the first the most uncertain; the page's queue reads can be held back,
+    # as a loaded server or network does: a read begun before a label lands answers after it
+    svc = consoles(topics)
+    got = _labels_on_broker(mqtt_factory, topics)
+    pub.publish(topics.manifest("camera"), manifest("camera", CAMERA), qos=1, retain=True)
+    scores = [[0.26, 0.25, 0.25, 0.24], [0.3, 0.3, 0.2, 0.2], [0.4, 0.3, 0.2, 0.1], [0.5, 0.3, 0.1, 0.1]]
+    for i, s in enumerate(scores):
+        pub.publish(topics.hard("cam-3", "cam"), hard("cam-3", 300 + i, s, task="camera",
+                                                      raw=RawRows.jpeg([jpeg_frame(i)])), qos=1)
+    assert wait_until(lambda: len(svc.state.items) == 4)
+    page = new_page(browser)
+    page.add_init_script(HOLD_QUEUE_READS)
+    login(page, svc)
+    src = "document.querySelector('#sample-img').src"
+    page.wait_for_timeout(500)  # the reads the arrivals caused have answered
+    first = page.evaluate(src)
+
+    # Execute: a new arrival starts a queue read, held; label the sample on screen; the held read answers
+    # (holding the sample just labelled); label the next one
+    page.evaluate("window.__hold = true")
+    pub.publish(topics.hard("cam-3", "cam"), hard("cam-3", 399, [0.97, 0.01, 0.01, 0.01], task="camera",
+                                                  raw=RawRows.jpeg([jpeg_frame(9)])), qos=1)
+    page.wait_for_function("window.__held.length >= 1")
+    page.keyboard.press("1")
+    assert wait_until(lambda: len(got) == 1)
+    page.wait_for_function("window.__held.length >= 2")  # the read chained after the label is held as well
+    page.evaluate("window.__held[0]()")
+    page.wait_for_timeout(300)
+    second = page.evaluate(src)
+    page.keyboard.press("2")  # leaves the screen at once; its request waits for the held read chained before it
+    third = page.evaluate(src)
+    page.evaluate("window.__hold = false; window.__held.forEach(go => go())")
+    assert wait_until(lambda: len(got) == 2)
+    page.wait_for_function("document.querySelector('#s-total').textContent === '2'")
+
+    # Assert: the stale read was dropped: each sample shown once, in rank order, each labelled once
+    assert first.endswith("cam-3%3A300") and second.endswith("cam-3%3A301"), (first, second)
+    assert third.endswith("cam-3%3A302"), third
+    assert [(g.items[0].sample, g.items[0].label) for g in got] == [(300, 0), (301, 1)]

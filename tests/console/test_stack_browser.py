@@ -59,6 +59,7 @@ def test_a_person_labels_by_keyboard_corrects_and_watches_the_fleet(tmp_path, br
         for _ in range(20):
             src = page.get_attribute("#sample-img", "src") or ""
             key = urllib.request.unquote(src.rsplit("/sample/", 1)[-1])
+            assert key not in dict(done), f"{key} came back to the screen after it was labelled"
             wait_until(lambda k=key: _truth(console, k) is not None, 3)
             y = _truth(console, key)
             if y is None:
