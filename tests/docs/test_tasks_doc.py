@@ -35,3 +35,23 @@ def test_each_op_s_parameters_and_defaults_are_the_code_s():
                 assert required, f"{op}.{p.name} is required in the code"
             else:
                 assert not required and tomllib.loads(f"v = {value}")["v"] == p.default, f"{op}.{p.name}"
+
+
+def test_the_raw_sample_options_table_is_the_recorded_bench():
+    """Each row of the 'ways of moving samples' table quotes both seeds of bench_raw_options.json."""
+    import json
+
+    rec = json.loads((DOC.parents[1] / "bench" / "results" / "bench_raw_options.json").read_text())
+    names = {"edge alone, no cloud": "edge alone (no cloud)", "features only": "features only (no sample)",
+             "every escalation": "every escalation", "one in 2": "one in 2", "one in 3": "one in 3",
+             "on request, features below 0.9": "on request (features below 0.9)",
+             "on request, features below 0.95": "on request (features below 0.95)"}
+    text = DOC.read_text()
+    section = text[text.index("| option (seed 0 / seed 1)"):]
+    rows = re.findall(r"^\| \**([a-z0-9., ]+?)\** \| \**([0-9.]+) / ([0-9.]+)\** \| ([0-9,]+) / ([0-9,]+) \|",
+                      section, re.M)
+    assert len(rows) == len(names), rows
+    by_seed = [{o["option"]: o for o in r["options"]} for r in rec["runs"]]
+    for name, a0, a1, b0, b1 in rows:
+        recorded = [(round(by[names[name]]["escalated_acc"], 3), by[names[name]]["bytes_per_escalation"]) for by in by_seed]
+        assert recorded == [(float(a0), int(b0.replace(",", ""))), (float(a1), int(b1.replace(",", "")))], name
