@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The reference a task's live figures are measured against: a strong method trained offline on the same split.
 
-    .venv/bin/python bench/reference.py --task camera [--max-rows 5000] [--epochs 15] [--threads 2]
+    .venv/bin/python bench/reference.py --task camera [--max-rows 5000] [--epochs 15] [--threads 2] [--seed 0 ...]
 
 Windows: MiniRocket with a ridge classifier (the cloud's default window model, cloud_worker/rocket.py)
 trained on the seed and the whole stream, every sample labelled. Frames: the cloud model of the task
@@ -77,9 +77,12 @@ def main() -> int:
     p.add_argument("--max-rows", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, action="append",
+                   help="which random subsample of --max-rows (and the training seed); repeat for several")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    out = [reference(t, max_rows=args.max_rows, epochs=args.epochs, threads=args.threads) for t in args.task]
+    out = [{**reference(t, max_rows=args.max_rows, epochs=args.epochs, threads=args.threads, seed=seed), "seed": seed}
+           for t in args.task for seed in (args.seed or [0])]
     for r in out:
         print(json.dumps(r))
     if args.out:
