@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -120,8 +121,12 @@ def env_for(broker) -> dict[str, str]:
 def test_main_reads_the_retained_status_from_the_broker(broker, mqtt_factory, topics: Topics,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     pub = mqtt_factory()
-    pub.publish(topics.status("cam-1"), status("online"), qos=1, retain=True)
-    pub.publish(topics.status("cam-2"), status("offline", device="cam-2"), qos=1, retain=True)
+    # The health check counts retained messages only: it must start after the broker holds them.
+    acked = [threading.Event(), threading.Event()]
+    pub.publish(topics.status("cam-1"), status("online"), qos=1, retain=True, on_ack=lambda rc: acked[0].set())
+    pub.publish(topics.status("cam-2"), status("offline", device="cam-2"), qos=1, retain=True,
+                on_ack=lambda rc: acked[1].set())
+    assert all(ev.wait(10) for ev in acked)
 
     rc_online = health.main(["agent", "--root", topics.root, "--timeout", "5"], {**env_for(broker),
                                                                                  "LEPTON_DEVICE": "cam-1"})
