@@ -66,7 +66,7 @@ def gen_payloads(kind: str, n: int, seq0: int, devices: int) -> list[tuple[str, 
     payloads decode as their own encoding would)."""
     import numpy as np
 
-    from shared.containers import FeatureBatch
+    from shared.protocol.containers import FeatureBatch
 
     if kind == "b64":
         return [(f"{BENCH_ROOT}/edge/d{i % devices}/feat/s", b"x" * 64) for i in range(n)]
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="JSON results file.")
     ap.add_argument("--skip", default="", help="Phases to skip: comma-separated of lossless,cpu,replicas,fleet.")
     args = ap.parse_args(argv)
-    from shared.broker import Broker
+    from shared.transport.broker import Broker
 
     quick = args.quick
     rounds = args.rounds or (1 if quick else 2)
@@ -469,10 +469,10 @@ def _targets(r: dict) -> list[dict]:
 
 def _machine() -> dict:
     """What the figures depend on besides the code: the CPU, the interpreter, the libraries, and
-    whether the bridge's fast receive path (shared/mqtt_fast.py) works with this paho."""
+    whether the bridge's fast receive path (shared/transport/mqtt_fast.py) works with this paho."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from shared import mqtt_fast
+    from shared.transport import mqtt_fast
 
     model = "unknown"
     try:
@@ -499,7 +499,7 @@ def _loadavg() -> float:
 
 def _mosq_version() -> str:
     try:
-        from shared.broker import mosquitto_binary
+        from shared.transport.broker import mosquitto_binary
 
         out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5).stdout
         return out.splitlines()[0].split("version")[-1].strip()

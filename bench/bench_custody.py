@@ -48,7 +48,7 @@ RESULTS = ROOT / "bench" / "results" / "bench_custody.json"
 
 
 def fleet_phase(args: argparse.Namespace) -> list[dict]:
-    from shared.broker import Broker
+    from shared.transport.broker import Broker
 
     out = []
     broker = Broker(Path(tempfile.mkdtemp(prefix="bench-custody-"))).start()

@@ -97,7 +97,7 @@ def bench_ort_vs_torch(iters: int) -> list[dict]:
         buf = io.BytesIO()
         t0 = time.perf_counter()
         # The legacy exporter (dynamo=False): one self-contained file, timed as export_s below
-        # (cloud_worker/export.py says why not the dynamo exporter).
+        # (cloud_worker/releasing/export.py says why not the dynamo exporter).
         torch.onnx.export(model, (x,), buf, input_names=["x"], output_names=["feat", "probs"],
                           dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
         export_s = time.perf_counter() - t0
@@ -145,9 +145,9 @@ def child(args: argparse.Namespace) -> None:
     from edge_agent.model import load_model
     from edge_agent.sources import Sample
     from lepton_tasks import load_task
-    from shared.mqtt import MqttClient, MqttSettings
-    from shared.schemas import Manifest
-    from shared.topics import Topics
+    from shared.protocol.schemas import Manifest
+    from shared.protocol.topics import Topics
+    from shared.transport.mqtt import MqttClient, MqttSettings
 
     rel_dir = Path(args.releases)
     topics = Topics(args.root)
@@ -265,7 +265,7 @@ def child(args: argparse.Namespace) -> None:
 
 # ---- parent ---------------------------------------------------------------------------------
 def make_releases(folder: Path, root: str, n: int) -> None:
-    from shared.topics import Topics
+    from shared.protocol.topics import Topics
     from tests.edge.models import release
 
     topics = Topics(root)
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args.iters = args.iters or (500 if args.quick else 5000)
     t_start = time.perf_counter()
 
-    from shared.broker import Broker
+    from shared.transport.broker import Broker
 
     with tempfile.TemporaryDirectory() as tmp:
         releases = Path(tmp) / "releases"

@@ -13,7 +13,7 @@ ground truth would (the default for windows, every one of which travels with its
 a scripted person labelling the console's queue of escalated samples in its order, `--person-rate` a
 second (the default for frames: a person labels what they can see), whose
 summary holds the scoreboard
-(lepton_cli/scoreboard.py): per model version the holdout accuracy and macro-F1 of edge-only,
+(lepton_views/scoreboard.py): per model version the holdout accuracy and macro-F1 of edge-only,
 cloud-only and joint decisions, the escalation ratio, edge against cloud on the escalated samples,
 the field accuracies against ground truth, uplink bytes per sample against the raw samples, and for
 a task with a drift phase the labels and seconds it took to recover. The targets of docs/TASKS.md
@@ -45,7 +45,7 @@ import cleanup  # noqa: E402  (bench/cleanup.py)
 
 from bench import usertask  # noqa: E402
 from bench.reference import reference  # noqa: E402
-from lepton_cli.scoreboard import headline, markdown  # noqa: E402
+from lepton_views.scoreboard import headline, markdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bench_learning.json"
 SCENARIOS = ("camera", "industrial", "traffic", "health", "user-devices")

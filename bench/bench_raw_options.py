@@ -7,7 +7,7 @@ One offline replay with the real parts, not the live stack. The task's own model
 worker trains them (cloud_worker/config.py TrainSettings defaults) on the same labelled frames: the
 edge (version 1 on the seed, then ``--edge-rounds`` whole-model versions), the cloud model at the
 cloud contract's resolution, and the cloud's feature section on the edge's features
-(cloud_worker/cloudmodels.py). Frames are JPEG-encoded at the task's quality and decoded again
+(cloud_worker/models/cloudmodels.py). Frames are JPEG-encoded at the task's quality and decoded again
 before the cloud sees them, as on the wire; message sizes are those of the real containers
 (``HardSample.encode``). The escalated samples are those a deployed agent would send: below the
 task's threshold, at most the budget's share, most uncertain first. The live worker also distils
@@ -59,7 +59,7 @@ def _escalated(conf: np.ndarray, threshold: float, budget: float) -> np.ndarray:
 def _request_size(task: str) -> int:
     """The cloud's "send me the sample" on the escalation's response topic: a Reply that defers,
     the smallest message the existing wire has for it (on-request is not on the wire today)."""
-    from shared.schemas import Reply, dumps
+    from shared.protocol.schemas import Reply, dumps
 
     return len(dumps(Reply(task=task, sample=123456, label=0, confidence=0.5, defer=True, model="camera-cloud-3",
                            worker="worker-1", ts=time.time())))
@@ -107,14 +107,14 @@ def run(task_name: str, *, train_rows: int, eval_rows: int, epochs: int | None, 
         seed: int) -> dict:
     import torch
 
-    from cloud_worker import augment, nets, train
-    from cloud_worker.calibrate import softmax
-    from cloud_worker.cloudmodels import feature_head
     from cloud_worker.config import TrainSettings
+    from cloud_worker.models import augment, nets, train
+    from cloud_worker.models.calibrate import softmax
+    from cloud_worker.models.cloudmodels import feature_head
     from lepton_tasks import load_task
-    from shared import rawsample
-    from shared.containers import HardSample
-    from shared.rawsample import RawRows
+    from shared.protocol import rawsample
+    from shared.protocol.containers import HardSample
+    from shared.protocol.rawsample import RawRows
 
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")
@@ -224,8 +224,8 @@ def table(r: dict) -> str:
 def chart(runs: list[dict]) -> str:
     """Right on escalated samples against bytes per escalation: each family of options a line from
     "features only" (no sample) up, one per seed (the second dashed)."""
-    from lepton_cli.report import standalone_svg
-    from lepton_cli.svgplot import Chart, color
+    from lepton_views.report import standalone_svg
+    from lepton_views.svgplot import Chart, color
 
     c = Chart("Escalated frames: cloud right vs uplink (dashed: second seed)", x_label="bytes per escalation",
               y_label="right on escalated", width=640, height=330, y_range=(0.4, 1.0))

@@ -68,7 +68,7 @@ def task_data(name: str):
 def bench_training(device_name: str, quick: bool, threads: int) -> dict:
     import torch
 
-    from cloud_worker import nets, train
+    from cloud_worker.models import nets, train
 
     train.configure_torch(threads)
     dev = train.pick_device(device_name)
@@ -117,8 +117,8 @@ def bench_training(device_name: str, quick: bool, threads: int) -> dict:
 def bench_inference(quick: bool) -> dict:
     import torch
 
-    from cloud_worker import export as ex
-    from cloud_worker import nets
+    from cloud_worker.models import nets
+    from cloud_worker.releasing import export as ex
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -191,16 +191,16 @@ def write_cfg(path: Path, port: int, root: str, reg: Path, keys: Path, worker: s
 
 def bench_broker(quick: bool, tmp: Path) -> dict:
     from cloud_worker.config import WorkerConfig
-    from cloud_worker.keys import init_keys
-    from cloud_worker.learner import Learner
-    from cloud_worker.registry import Registry
+    from cloud_worker.learning.learner import Learner
+    from cloud_worker.releasing.keys import init_keys
+    from cloud_worker.releasing.registry import Registry
     from cloud_worker.service import WorkerService, load_signer
     from lepton_tasks import load_task
-    from shared.broker import Broker
-    from shared.config import load_config
-    from shared.mqtt import MqttClient, MqttSettings
-    from shared.schemas import ServiceStatus, loads
-    from shared.topics import Filter, Topics
+    from shared.process.config import load_config
+    from shared.protocol.schemas import ServiceStatus, loads
+    from shared.protocol.topics import Filter, Topics
+    from shared.transport.broker import Broker
+    from shared.transport.mqtt import MqttClient, MqttSettings
 
     sys.path.insert(0, str(ROOT / "tests"))
     from cloud.helpers import fused_batch, hard_sample
@@ -215,7 +215,7 @@ def bench_broker(quick: bool, tmp: Path) -> dict:
     cfg = load_config(WorkerConfig, cfg_path, environ={})
     import torch
 
-    from cloud_worker.train import configure_torch
+    from cloud_worker.models.train import configure_torch
 
     configure_torch(cfg.training.threads)
     lr = Learner(load_task("digits"), cfg, Registry(reg), load_signer(cfg), topics, device=torch.device("cpu"))
@@ -279,7 +279,7 @@ def bench_broker(quick: bool, tmp: Path) -> dict:
         # Baseline: a bare echo (QoS 1 in, QoS 1 out) instead of a worker.
         echo = MqttClient(settings, client_id="bench-echo").start()
         assert echo.wait_connected(10)
-        from shared.topics import Topic
+        from shared.protocol.topics import Topic
 
         echo.subscribe_and_wait(topics.hub_infers("digits").shared("workers"), 1,
                                 lambda m: echo.publish(Topic(m.response_topic), b"{}", qos=1,

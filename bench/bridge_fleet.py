@@ -50,9 +50,9 @@ def fleet_proc(port: int, devices: int, hz: float, seconds: float, rows_per_msg:
     import numpy as np
     import rawmqtt
 
-    from shared import schemas
-    from shared.containers import FeatureBatch, HardSample
-    from shared.topics import Topics
+    from shared.protocol import schemas
+    from shared.protocol.containers import FeatureBatch, HardSample
+    from shared.protocol.topics import Topics
 
     t = Topics(BENCH_ROOT)
     rng = np.random.default_rng(0)
@@ -278,7 +278,7 @@ def fleet(port: int, devices: int, hz: float, seconds: float, *, broker_pid: int
         # subject; % of one core), and the box: busy and stolen by the hypervisor, % of all its cores.
         "other_cpu_percent": {"generator": round(100 * (res["cpu_s"] - gen_cpu0) / el, 1),
                               **{k: round(100 * (cpu1[k] - cpu0[k]) / el, 1) for k in pids}},
-        # 1.0 means one socket read per message: the bridge runs without shared.mqtt_fast (plain paho)
+        # 1.0 means one socket read per message: the bridge runs without shared.transport.mqtt_fast (plain paho)
         "bridge_msgs_per_read": round(d.get("mqtt.received", 0) / max(1, d.get("mqtt.reads", 0)), 2),
         "box_busy_percent": round(100 * (box1["busy"] - box0["busy"]) / jiffies, 1),
         "box_steal_percent": round(100 * (box1["steal"] - box0["steal"]) / jiffies, 1),

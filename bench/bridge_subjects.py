@@ -116,7 +116,7 @@ def subject(kind: str, port: int, qos: int, conn, bridge_id: str = "bench", shar
         return worker_subject(port, conn)
     from hub_bridge.bridge import HubBridge
     from hub_bridge.config import BridgeConfig
-    from shared.mqtt import MqttSettings
+    from shared.transport.mqtt import MqttSettings
 
     cfg = BridgeConfig(root=BENCH_ROOT, id=bridge_id, mqtt=MqttSettings(port=port), share_group=share,
                        status_interval=1.0, session_expiry=0, custody=dict(features=custody, **(custody_settings or {})),
@@ -156,9 +156,9 @@ def worker_subject(port: int, conn) -> None:
 
     import paho.mqtt.client as paho
 
-    from shared import codec, schemas
-    from shared.dedup import SeqSet
-    from shared.topics import Topics
+    from shared.protocol import codec, schemas
+    from shared.protocol.dedup import SeqSet
+    from shared.protocol.topics import Topics
 
     t = Topics(BENCH_ROOT)
     lock = threading.Lock()

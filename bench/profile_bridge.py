@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gil", action="store_true", help="Sample only the thread holding the GIL (CPU in Python).")
     ap.add_argument("--no-spy", action="store_true", help="Only measure CPU per message.")
     args = ap.parse_args(argv)
-    from shared.broker import Broker
+    from shared.transport.broker import Broker
 
     work = Path(tempfile.mkdtemp(prefix="prof-bridge-"))
     broker = Broker(work).start()

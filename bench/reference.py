@@ -3,9 +3,9 @@
 
     .venv/bin/python bench/reference.py --task camera [--max-rows 5000] [--epochs 15] [--threads 2] [--seed 0 ...]
 
-Windows: MiniRocket with a ridge classifier (the cloud's default window model, cloud_worker/rocket.py)
+Windows: MiniRocket with a ridge classifier (the cloud's default window model, cloud_worker/models/rocket.py)
 trained on the seed and the whole stream, every sample labelled. Frames: the cloud model of the task
-(cloud_worker/nets.py image_cloud at the cloud contract's resolution, with the worker's augmentation
+(cloud_worker/models/nets.py image_cloud at the cloud contract's resolution, with the worker's augmentation
 and schedule) trained on the seed and every stream frame. Both are scored on the task's holdout, the
 same samples the worker's gate and the scoreboard use. This is the ceiling the live system (which
 learns from what its labeller and its escalations give it) is measured against.
@@ -33,10 +33,10 @@ import cleanup  # noqa: E402  (bench/cleanup.py)
 def reference(task_name: str, *, max_rows: int = 5000, epochs: int = 15, threads: int = 2, seed: int = 0) -> dict:
     import torch
 
-    from cloud_worker import augment, nets, train
-    from cloud_worker.calibrate import softmax
-    from cloud_worker.rocket import MiniRocketClassifier
-    from cloud_worker.scoring import macro_f1
+    from cloud_worker.learning.scoring import macro_f1
+    from cloud_worker.models import augment, nets, train
+    from cloud_worker.models.calibrate import softmax
+    from cloud_worker.models.rocket import MiniRocketClassifier
     from lepton_tasks import load_task
 
     torch.set_num_threads(threads)

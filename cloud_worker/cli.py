@@ -28,10 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from cloud_worker.config import DeviceUnavailable, WorkerConfig
 from lepton_tasks import load_task
-from shared.closed_pipe import ends_quietly_on_closed_pipe
-from shared.config import ConfigError, load_config, redacted
-from shared.service import (
+from shared.process.closed_pipe import ends_quietly_on_closed_pipe
+from shared.process.config import ConfigError, load_config, redacted
+from shared.process.service import (
     EXIT_CONFIG,
     EXIT_ERROR,
     EXIT_OK,
@@ -40,9 +41,7 @@ from shared.service import (
     parse_args,
     run_until_signal,
 )
-from shared.topics import Topics
-
-from .config import DeviceUnavailable, WorkerConfig
+from shared.protocol.topics import Topics
 
 log = logging.getLogger("lepton-worker")
 
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "bootstrap":
             return _bootstrap(cfg, args)
         if args.cmd == "rollout":
-            from .rollout_cli import rollout_command
+            from cloud_worker.rollout.cli import rollout_command
 
             return rollout_command(cfg, args)
         return _models(cfg, args)
@@ -177,7 +176,7 @@ def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
     if args.validate_config:
         print(json.dumps(redacted(cfg), indent=2))
         return EXIT_OK
-    from .service import WorkerService
+    from cloud_worker.service import WorkerService
 
     return run_until_signal(WorkerService(cfg), duration=args.duration)
 
@@ -186,13 +185,12 @@ class _Session:
     """A learner plus (optionally) a connected publisher, for the one-shot commands."""
 
     def __init__(self, cfg: WorkerConfig, task: str, publish: bool) -> None:
-        from shared.mqtt import MqttClient
-
-        from .learner import Learner
-        from .publisher import Publisher
-        from .registry import Registry
-        from .service import load_signer
-        from .train import configure_torch, pick_device
+        from cloud_worker.learning.learner import Learner
+        from cloud_worker.models.train import configure_torch, pick_device
+        from cloud_worker.releasing.publisher import Publisher
+        from cloud_worker.releasing.registry import Registry
+        from cloud_worker.service import load_signer
+        from shared.transport.mqtt import MqttClient
 
         self.cfg = cfg
         configure_torch(cfg.training.threads)
@@ -231,7 +229,7 @@ def _with_session(cfg: WorkerConfig, task: str, publish: bool, fn) -> int:
 
 
 def _bootstrap(cfg: WorkerConfig, args: argparse.Namespace) -> int:
-    from .publisher import PublishError
+    from cloud_worker.releasing.publisher import PublishError
 
     def go(s: _Session) -> int:
         lr = s.learner
@@ -255,7 +253,7 @@ def _bootstrap(cfg: WorkerConfig, args: argparse.Namespace) -> int:
 
 
 def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
-    from .registry import Registry, RegistryError
+    from cloud_worker.releasing.registry import Registry, RegistryError
 
     reg = Registry(cfg.registry)
     where = reg.root.resolve()

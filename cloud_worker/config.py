@@ -7,9 +7,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.mqtt import MqttSettings
-from shared.statedir import state_dir
-from shared.topics import DEFAULT_ROOT, check_root, check_segment
+from shared.protocol.topics import DEFAULT_ROOT, check_root, check_segment
+from shared.security.statedir import state_dir
+from shared.transport.mqtt import MqttSettings
 
 
 class DeviceUnavailable(RuntimeError):
@@ -150,7 +150,7 @@ class RolloutSettings(_Strict):
     @field_validator("stages")
     @classmethod
     def _stages(cls, v: list[str]) -> list[str]:
-        from .rollout_plan import parse_stage
+        from cloud_worker.rollout.plan import parse_stage
 
         for item in v:
             parse_stage(item)
@@ -158,7 +158,7 @@ class RolloutSettings(_Strict):
 
 
 class WorkerConfig(_Strict):
-    ENV_ROLE: ClassVar[str] = "worker"  # LEPTON_WORKER__* env vars (shared.config)
+    ENV_ROLE: ClassVar[str] = "worker"  # LEPTON_WORKER__* env vars (shared.process.config)
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")

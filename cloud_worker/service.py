@@ -16,28 +16,27 @@ import logging
 import time
 from typing import Any
 
+from cloud_worker.answering import answer as ans
+from cloud_worker.config import WorkerConfig
+from cloud_worker.learning import relabel
+from cloud_worker.learning.learner import Learner, Signer
+from cloud_worker.models.train import Interrupted, configure_torch, pick_device
+from cloud_worker.releasing.export import ExportError
+from cloud_worker.releasing.publisher import Publisher, PublishError
+from cloud_worker.releasing.registry import Registry
+from cloud_worker.rollout.wiring import Rollouts
 from lepton_tasks import load_task
-from shared.bounded import DropOldestQueue
-from shared.codec import CodecError
-from shared.containers import FusedBatch
-from shared.counters import Counters
-from shared.dedup import SeqSet
-from shared.mqtt import Message, MqttClient, MqttError, Will
-from shared.schemas import MAX_RANGES, BatchAck, ServiceStatus, dumps
-from shared.service import Service
-from shared.signing import load_private, load_public
-from shared.topics import Kind, Topic, TopicError, Topics
-from shared.wire import WireError, decode
-
-from . import answer as ans
-from . import relabel
-from .config import WorkerConfig
-from .export import ExportError
-from .learner import Learner, Signer
-from .publisher import Publisher, PublishError
-from .registry import Registry
-from .rollout_io import Rollouts
-from .train import Interrupted, configure_torch, pick_device
+from shared.process.bounded import DropOldestQueue
+from shared.process.counters import Counters
+from shared.process.service import Service
+from shared.protocol.codec import CodecError
+from shared.protocol.containers import FusedBatch
+from shared.protocol.dedup import SeqSet
+from shared.protocol.schemas import MAX_RANGES, BatchAck, ServiceStatus, dumps
+from shared.protocol.topics import Kind, Topic, TopicError, Topics
+from shared.protocol.wire import WireError, decode
+from shared.security.signing import load_private, load_public
+from shared.transport.mqtt import Message, MqttClient, MqttError, Will
 
 log = logging.getLogger(__name__)
 

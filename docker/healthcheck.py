@@ -29,11 +29,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.config import ConfigError, load_config
-from shared.mqtt import MqttClient, MqttSettings
-from shared.schemas import Manifest, SchemaError, ServiceStatus, Status, loads
-from shared.signing import SignatureError, load_public, verify_manifest_obj
-from shared.topics import DEFAULT_ROOT, Filter, TopicError, Topics
+from shared.process.config import ConfigError, load_config
+from shared.protocol.schemas import Manifest, SchemaError, ServiceStatus, Status, loads
+from shared.protocol.topics import DEFAULT_ROOT, Filter, TopicError, Topics
+from shared.security.signing import SignatureError, load_public, verify_manifest_obj
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 
 class _MqttOnly(BaseModel):

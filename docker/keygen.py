@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from shared.signing import SignatureError, generate_keypair, key_id, load_private
+from shared.security.signing import SignatureError, generate_keypair, key_id, load_private
 
 
 def public_pem(private_path: Path) -> bytes:

@@ -36,18 +36,18 @@ from edge_agent.rawuplink import RawUplink
 from edge_agent.sender import OutboxSender
 from edge_agent.settings import DecisionControl
 from edge_agent.store import ModelStore
-from shared import schemas
-from shared.containers import FeatureBatch, HardSample
-from shared.counters import Counters
-from shared.model_contract import sample_id
-from shared.mqtt import Message, MqttClient, MqttError, Will
-from shared.rawsample import RawRows
-from shared.schemas import Command, Custody, ModelState, Prediction, Status, Telemetry
-from shared.sdnotify import SdNotifier
-from shared.service import Service
-from shared.signing import load_public
-from shared.topics import Topics
-from shared.wire import Decoded, Receiver
+from shared.model.model_contract import sample_id
+from shared.process.counters import Counters
+from shared.process.sdnotify import SdNotifier
+from shared.process.service import Service
+from shared.protocol import schemas
+from shared.protocol.containers import FeatureBatch, HardSample
+from shared.protocol.rawsample import RawRows
+from shared.protocol.schemas import Command, Custody, ModelState, Prediction, Status, Telemetry
+from shared.protocol.topics import Topics
+from shared.protocol.wire import Decoded, Receiver
+from shared.security.signing import load_public
+from shared.transport.mqtt import Message, MqttClient, MqttError, Will
 
 log = logging.getLogger(__name__)
 

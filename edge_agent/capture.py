@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from shared.bounded import DropOldestQueue
+from shared.process.bounded import DropOldestQueue
 
 EOF_MARK = object()  # the source ended
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from edge_agent.config import AgentConfig
-from shared.closed_pipe import ends_quietly_on_closed_pipe
-from shared.service import add_service_args, run_service_cli
+from shared.process.closed_pipe import ends_quietly_on_closed_pipe
+from shared.process.service import add_service_args, run_service_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

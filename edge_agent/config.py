@@ -1,4 +1,4 @@
-"""Agent configuration: one pydantic model, loaded from TOML + ``LEPTON_*`` env by shared.config.
+"""Agent configuration: one pydantic model, loaded from TOML + ``LEPTON_*`` env by shared.process.config.
 
 Sources and decision policies are discriminated unions on ``type`` (Frigate-style), so a
 config names what it wants and pydantic rejects fields that do not belong to that choice.
@@ -11,9 +11,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.mqtt import MqttSettings
-from shared.schemas import GROUP_RE
-from shared.topics import DEFAULT_ROOT, DEVICE_RE, SEGMENT_RE, check_root
+from shared.protocol.schemas import GROUP_RE
+from shared.protocol.topics import DEFAULT_ROOT, DEVICE_RE, SEGMENT_RE, check_root
+from shared.transport.mqtt import MqttSettings
 
 
 class _Cfg(BaseModel):
@@ -194,7 +194,7 @@ class TelemetrySettings(_Cfg):
 
 
 class AgentConfig(_Cfg):
-    ENV_ROLE: ClassVar[str] = "agent"  # LEPTON_AGENT__* env vars (shared.config)
+    ENV_ROLE: ClassVar[str] = "agent"  # LEPTON_AGENT__* env vars (shared.process.config)
 
     device: str = Field(pattern=DEVICE_RE.pattern, description="Device id ([a-z0-9-]); also the MQTT client id.")
     root: str = Field(DEFAULT_ROOT, description="Topic root.")

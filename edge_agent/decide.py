@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from shared.policy import (
+from shared.model.policy import (
     POLICIES,
     Entropy,
     Margin,

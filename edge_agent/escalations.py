@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from edge_agent.config import DecisionSettings
 from edge_agent.pending import PendingTable
-from shared.counters import Counters
-from shared.mqtt import Message
-from shared.schemas import Reply
-from shared.wire import Decoded
+from shared.process.counters import Counters
+from shared.protocol.schemas import Reply
+from shared.protocol.wire import Decoded
+from shared.transport.mqtt import Message
 
 
 @dataclass(slots=True)

@@ -41,11 +41,11 @@ from edge_agent.model import LoadedModel, ModelRejected, load_model
 from edge_agent.rollout import ReleaseGate
 from edge_agent.store import ModelStore
 from edge_agent.verify import Rejection, check_artifact, parse_manifest
-from shared.bounded import DropOldestQueue
-from shared.counters import Counters
-from shared.mqtt import Message, MqttClient
-from shared.schemas import Manifest
-from shared.topics import Filter, Topics
+from shared.process.bounded import DropOldestQueue
+from shared.process.counters import Counters
+from shared.protocol.schemas import Manifest
+from shared.protocol.topics import Filter, Topics
+from shared.transport.mqtt import Message, MqttClient
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
-from shared import codec, model_contract, preprocess
-from shared.schemas import Manifest
+from shared.model import model_contract, preprocess
+from shared.protocol import codec
+from shared.protocol.schemas import Manifest
 
 log = logging.getLogger(__name__)
 

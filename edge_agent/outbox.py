@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.counters import Counters
+from shared.process.counters import Counters
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared import rawsample
-from shared.counters import Counters
-from shared.rawsample import RawError, RawRows
-from shared.schemas import CloudInput
+from shared.process.counters import Counters
+from shared.protocol import rawsample
+from shared.protocol.rawsample import RawError, RawRows
+from shared.protocol.schemas import CloudInput
 
 
 class RawUplink:

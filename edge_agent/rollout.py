@@ -5,7 +5,7 @@ one only if it is signed by the pinned key (when one is configured, as for manif
 task, and has a higher ``seq`` than the last one it took (a replayed older release is ``not_newer``);
 it keeps it on disk (atomic write, fsync) so that after a restart it runs what its stage says before
 the broker answers. From the release, its groups and its place on the hash ring
-(``shared.groups``) it gets its **target** version:
+(``shared.model.groups``) it gets its **target** version:
 
 - a manifest is adopted only if the release permits it: the target, or a version newer than the
   release's candidate (a version published to the fleet outside the release supersedes it), unless
@@ -29,11 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge_agent.verify import Rejection
-from shared import groups, schemas
-from shared.counters import Counters
-from shared.envelope import json_object
-from shared.schemas import Release
-from shared.signing import SignatureError, verify_obj
+from shared.model import groups
+from shared.process.counters import Counters
+from shared.protocol import schemas
+from shared.protocol.schemas import Release
+from shared.security.envelope import json_object
+from shared.security.signing import SignatureError, verify_obj
 
 log = logging.getLogger(__name__)
 

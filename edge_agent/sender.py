@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 
 from edge_agent.outbox import CLASSES, Outbox, Row
-from shared.counters import Counters
-from shared.mqtt import PACKET_TOO_LARGE, MqttClient, MqttError, PacketTooLarge
-from shared.topics import Topic
+from shared.process.counters import Counters
+from shared.protocol.topics import Topic
+from shared.transport.mqtt import PACKET_TOO_LARGE, MqttClient, MqttError, PacketTooLarge
 
 log = logging.getLogger(__name__)
 

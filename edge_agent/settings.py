@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_agent.config import DecisionSettings, MaxProbPolicy
 from edge_agent.decide import Budget, Decider, TokenBucket, make_policy, policy_of
-from shared.schemas import DecisionDefaults
+from shared.protocol.schemas import DecisionDefaults
 
 log = logging.getLogger(__name__)
 

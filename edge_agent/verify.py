@@ -13,12 +13,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from shared import schemas
-from shared.envelope import json_object
-from shared.onnx_guard import OnnxGuardError, check_onnx_bytes
-from shared.schemas import Manifest
-from shared.signing import SignatureError, verify_manifest_obj
-from shared.topics import Topics
+from shared.protocol import schemas
+from shared.protocol.schemas import Manifest
+from shared.protocol.topics import Topics
+from shared.security.envelope import json_object
+from shared.security.onnx_guard import OnnxGuardError, check_onnx_bytes
+from shared.security.signing import SignatureError, verify_manifest_obj
 
 
 class Rejection(Exception):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from shared.mqtt import Message
+from shared.transport.mqtt import Message
 
 
 class AckToken:

@@ -15,9 +15,9 @@ from hub_bridge.acks import Acker
 from hub_bridge.custody import Handoff
 from hub_bridge.fusion import Emitted
 from hub_bridge.label_custody import LabelTicket
-from shared.counters import Counters
-from shared.mqtt import MqttClient, MqttError
-from shared.topics import Topics
+from shared.process.counters import Counters
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import MqttClient, MqttError
 
 
 class BatchOut:

@@ -6,7 +6,7 @@ queues in front of an alert), one dispatcher, one status publisher. The network 
 classify by topic (cached), check size, and queue; an alert (event, escalation) with nothing
 of its class or above waiting is served on the hi network thread at once (take_now), so it
 never waits for the dispatcher. The dispatcher serves the rest of the scheduler by priority.
-Everything decodes through ``shared.wire.decode_parsed``.
+Everything decodes through ``shared.protocol.wire.decode_parsed``.
 
 Custody (hub_bridge/custody.py): every device message that reaches its final fate here, or
 whose rows a worker holds durably, is reported back to its device on edge/{device}/custody,
@@ -45,11 +45,19 @@ from hub_bridge.gc_policy import GcPolicy
 from hub_bridge.label_custody import LabelCustody
 from hub_bridge.label_route import LabelRefs, LabelRouter
 from hub_bridge.scheduler import Item, PriorityScheduler
-from shared import codec, schemas, strictjson, wire
-from shared.counters import Counters
-from shared.mqtt import Message, MqttClient, MqttError, NotConnected, PacketTooLarge, PublishRefused, Will
-from shared.service import Service
-from shared.topics import Filter, Kind, TopicError, Topics
+from shared.process.counters import Counters
+from shared.process.service import Service
+from shared.protocol import codec, schemas, strictjson, wire
+from shared.protocol.topics import Filter, Kind, TopicError, Topics
+from shared.transport.mqtt import (
+    Message,
+    MqttClient,
+    MqttError,
+    NotConnected,
+    PacketTooLarge,
+    PublishRefused,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 

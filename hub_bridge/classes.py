@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.topics import Kind
+from shared.protocol.topics import Kind
 
 EVENT, ESCALATION, LABEL, FEATURE, TELEMETRY = range(5)
 CLASS_NAMES = ("event", "escalation", "label", "feature", "telemetry")

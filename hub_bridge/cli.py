@@ -7,8 +7,8 @@ import sys
 
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import BridgeConfig
-from shared.closed_pipe import ends_quietly_on_closed_pipe
-from shared.service import add_service_args, run_service_cli
+from shared.process.closed_pipe import ends_quietly_on_closed_pipe
+from shared.process.service import add_service_args, run_service_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

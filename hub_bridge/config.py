@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub_bridge.classes import CLASS_NAMES
-from shared.mqtt import MqttSettings
-from shared.topics import DEFAULT_ROOT, SEGMENT_RE, check_root
+from shared.protocol.topics import DEFAULT_ROOT, SEGMENT_RE, check_root
+from shared.transport.mqtt import MqttSettings
 
 CONTEXT_BUILTINS = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "late_label", "events_1m")
 TELEMETRY_FIELDS = ("fps", "latency_ms_p50", "latency_ms_p99", "outbox_depth", "escalation_ratio", "dropped_frames")
@@ -136,7 +136,7 @@ class BridgeConfig(BaseModel):
     """The hub bridge: priority routing, shedding, dedup, fusion."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    ENV_ROLE: ClassVar[str] = "bridge"  # LEPTON_BRIDGE__* env vars (shared.config)
+    ENV_ROLE: ClassVar[str] = "bridge"  # LEPTON_BRIDGE__* env vars (shared.process.config)
 
     root: str = Field(DEFAULT_ROOT, description="Topic root every topic lives under.")
     id: str = Field("bridge-1", pattern=SEGMENT_RE.pattern,

@@ -25,8 +25,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from shared.dedup import SeqSet
-from shared.schemas import MAX_RANGES
+from shared.protocol.dedup import SeqSet
+from shared.protocol.schemas import MAX_RANGES
 
 Key = tuple[str, int, int]  # (device, boot, seq)
 Stream = tuple[str, int]  # (device, boot)

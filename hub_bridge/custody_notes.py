@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 
 from hub_bridge.custody import CustodyLedger, custody_payload
-from shared.counters import Counters
-from shared.mqtt import MqttClient, MqttError
-from shared.topics import Topics
+from shared.process.counters import Counters
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import MqttClient, MqttError
 
 _TOPIC_CACHE_MAX = 200_000
 

@@ -39,10 +39,10 @@ import numpy as np
 
 from hub_bridge.config import FusionSettings
 from hub_bridge.context import ContextBuilder
-from shared.containers import FeatureBatch, FusedBatch
-from shared.counters import Counters
-from shared.rawsample import RawRows
-from shared.schemas import Labels
+from shared.process.counters import Counters
+from shared.protocol.containers import FeatureBatch, FusedBatch
+from shared.protocol.rawsample import RawRows
+from shared.protocol.schemas import Labels
 
 Key = tuple[str, int]  # (device, sample)
 

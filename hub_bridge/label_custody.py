@@ -1,6 +1,6 @@
 """Custody for labels: a label publisher keeps each label message until the bridge says its fate is final.
 
-Label messages that name themselves (``publisher``, ``boot``, ``seq`` in :class:`shared.schemas.Labels`)
+Label messages that name themselves (``publisher``, ``boot``, ``seq`` in :class:`shared.protocol.schemas.Labels`)
 are deduplicated by that key in a ledger of their own (a publisher's name is not a device id) and
 announced on ``hub/custody/{publisher}``, cumulatively, like a device's messages
 (docs/PROTOCOL.md, "Delivery guarantee"). A label's fate is final when
@@ -23,8 +23,8 @@ import threading
 from typing import Any
 
 from hub_bridge.custody import NEW, CustodyLedger, Key
-from shared import strictjson
-from shared.topics import SEGMENT_RE
+from shared.protocol import strictjson
+from shared.protocol.topics import SEGMENT_RE
 
 
 class LabelTicket:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from hub_bridge.acks import Acker, AckToken
 from hub_bridge.fusion import Fuser
 from hub_bridge.label_custody import LabelCustody, LabelTicket
-from shared.counters import Counters
-from shared.mqtt import Message, MqttClient, MqttError
-from shared.topics import Topics
+from shared.process.counters import Counters
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import Message, MqttClient, MqttError
 
 
 class LabelRefs:
@@ -48,7 +48,7 @@ class LabelRouter:
         self.counters, self.t, self.hi_client = counters, topics, hi_client
 
     def route(self, lb, msg: Message, tok: AckToken | None, now: float) -> bool:
-        """``lb``: the decoded :class:`shared.schemas.Labels`; False for a copy already seen."""
+        """``lb``: the decoded :class:`shared.protocol.schemas.Labels`; False for a copy already seen."""
         ticket = None
         if lb.seq is not None:  # under custody: deduplicated by (publisher, boot, seq)
             key = (lb.publisher, lb.boot, lb.seq)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lepton_cli.fleetview import DeviceRow, FleetStats
+from lepton_views.fleetview import DeviceRow, FleetStats
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from shared.topics import Topics
+from shared.protocol.topics import Topics
 
 
 def command(name: str, cwd: Path | None = None) -> str:
@@ -46,6 +46,6 @@ def broker_args(port: int | None, user: str | None = None, password_file: Path |
 
 
 def mosquitto_sub(root: str, port: int | None, user: str | None = None, password_file: Path | None = None) -> str:
-    """The readable (JSON) topics only, filters generated from shared/topics.py's TOPIC_SPECS."""
+    """The readable (JSON) topics only, filters generated from shared/protocol/topics.py's TOPIC_SPECS."""
     flt = f"$({command('lepton')} topics --json-filters" + (f" --root {root}" if root != Topics().root else "") + ")"
     return f"mosquitto_sub -v {broker_args(port, user, password_file)} {flt}"

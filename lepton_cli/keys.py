@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lepton_cli.pki import DEFAULT_SERVER_NAMES, BrokerPki, PkiError
 from lepton_cli.secure_broker import DYNSEC_FILE, write_dynsec
-from shared.signing import generate_keypair, key_id, load_public
-from shared.statedir import exposure_warning, private_dir, state_dir
+from shared.security.signing import generate_keypair, key_id, load_public
+from shared.security.statedir import exposure_warning, private_dir, state_dir
 
 PRIVATE_NAME, PUBLIC_NAME = "signing.key", "signing.pub"
 

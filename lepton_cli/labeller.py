@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from lepton_tasks import TaskSpecError, load_task
-from shared import schemas
-from shared.counters import Counters
-from shared.label_outbox import LabelOutbox, LabelSender
-from shared.mqtt import Message, MqttClient, MqttSettings
-from shared.service import Service
-from shared.topics import Kind, Topics
+from shared.process.counters import Counters
+from shared.process.service import Service
+from shared.protocol import schemas
+from shared.protocol.topics import Kind, Topics
+from shared.stores.label_outbox import LabelOutbox, LabelSender
+from shared.transport.mqtt import Message, MqttClient, MqttSettings
 
 
 def parse_ref(ref: str) -> tuple[str, int] | None:
@@ -85,7 +85,7 @@ class Labeller(Service):
         self.plan = LabelPlan(fraction, delay, seed)
         self._lock = threading.Lock()
         self.client = MqttClient(mqtt, client_id="lepton-labeller", counters=self.counters)
-        # Every label is kept until the bridge gives custody (shared/label_outbox.py).
+        # Every label is kept until the bridge gives custody (shared/stores/label_outbox.py).
         self.sender = LabelSender(self.client, topics, LabelOutbox(publisher, timeout_s=custody_timeout_s,
                                                                    counters=self.counters))
 

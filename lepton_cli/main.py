@@ -7,8 +7,8 @@ import importlib
 import logging
 import sys
 
-from shared.closed_pipe import ends_quietly_on_closed_pipe
-from shared.service import parse_args
+from shared.process.closed_pipe import ends_quietly_on_closed_pipe
+from shared.process.service import parse_args
 
 # name -> module; each module defines register(subparsers) adding its parser with set_defaults(func=...)
 SUBCOMMANDS = {
@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "monitor": "lepton_cli.monitor",
     "keys": "lepton_cli.keys",
     "provision": "lepton_cli.provision",
-    "report": "lepton_cli.report",
+    "report": "lepton_views.report",
     "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
     "topics": "lepton_cli.topics",
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # These tools say in their own words whether they reached the broker (`lepton monitor`: "cannot
         # reach the broker at ..."); their clients' connection lines would only cut into a live table.
-        logging.getLogger("shared.mqtt.connect").setLevel(logging.WARNING)
+        logging.getLogger("shared.transport.mqtt.connect").setLevel(logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

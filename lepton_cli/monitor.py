@@ -20,13 +20,13 @@ import uuid
 from typing import Any, TextIO
 
 from lepton_cli.fleettable import FleetView, worker_short
-from lepton_cli.fleetview import FleetStats
-from shared.closed_pipe import silence_stdout
-from shared.containers import FeatureBatch, FusedBatch, HardSample
-from shared.counters import Counters
-from shared.mqtt import Message, MqttClient, MqttSettings, TlsSettings
-from shared.topics import DEFAULT_ROOT, Topics
-from shared.wire import Decoded, Receiver
+from lepton_views.fleetview import FleetStats
+from shared.process.closed_pipe import silence_stdout
+from shared.process.counters import Counters
+from shared.protocol.containers import FeatureBatch, FusedBatch, HardSample
+from shared.protocol.topics import DEFAULT_ROOT, Topics
+from shared.protocol.wire import Decoded, Receiver
+from shared.transport.mqtt import Message, MqttClient, MqttSettings, TlsSettings
 
 
 def describe(d: Decoded) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shared import protocol_doc
+from shared.protocol import protocol_doc
 
 
 def register(sub: argparse._SubParsersAction) -> None:

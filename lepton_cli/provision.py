@@ -8,7 +8,7 @@
 
 Provisioning adds a random password to the broker's password file (mosquitto_passwd),
 issues a client certificate with CN=identity from the device CA, regenerates the ACLs from
-shared/acl.py (DIR/dynsec.json for the dynamic security plugin secure.conf loads, and
+shared/security/acl.py (DIR/dynsec.json for the dynamic security plugin secure.conf loads, and
 DIR/lepton.acl, the same rules as a plain acl_file) and renders DIR/mosquitto.conf from
 mosquitto/secure.conf. The bundle holds the agent config (TOML), the server CA, the client
 certificate and key and the model-signing PUBLIC key. Restart mosquitto after adding an
@@ -42,15 +42,15 @@ from lepton_cli.secure_broker import (
     write_dynsec,
     write_secure_config,
 )
-from shared.acl import IdentityError, Role, role_of
-from shared.signing import SignatureError, key_id, load_public
-from shared.statedir import private_dir, state_dir
-from shared.topics import DEFAULT_ROOT, TopicError, check_root, check_segment
+from shared.protocol.topics import DEFAULT_ROOT, TopicError, check_root, check_segment
+from shared.security.acl import IdentityError, Role, role_of
+from shared.security.signing import SignatureError, key_id, load_public
+from shared.security.statedir import private_dir, state_dir
 
 LISTENERS = {"mtls": MTLS_PORT, "tls": TLS_PASSWORD_PORT, "loopback": 1883}
 
 
-# Per-user state (shared/statedir.py): CA keys, passwords and bundles never land in a work tree by default.
+# Per-user state (shared/security/statedir.py): CA keys, passwords and bundles never land in a work tree by default.
 def default_broker_dir() -> Path:
     return state_dir() / "broker"
 
@@ -65,7 +65,7 @@ def _toml_str(value: str) -> str:
 
 def bundle_toml(identity: str, role: Role, *, root: str, host: str, port: int, listener: str, password: str,
                 files: Path, public_key_id: str, task: str | None = None) -> str:
-    """The agent/service config. The [mqtt] table is exactly shared.mqtt.MqttSettings."""
+    """The agent/service config. The [mqtt] table is exactly shared.transport.mqtt.MqttSettings."""
     tls = ""
     if listener in ("mtls", "tls"):
         tls = f"\n[mqtt.tls]\nca = {_toml_str(str(files / 'ca.crt'))}\n"

@@ -1,14 +1,14 @@
 """A broker directory for mosquitto/secure.conf: passwords, the generated ACLs, the rendered config.
 
 The broker enforces the rules through the dynamic security plugin (``dynsec.json``, generated
-by ``shared.acl.render_dynsec``: SUBSCRIBE outside the rules gets SUBACK 0x87); ``lepton.acl``
+by ``shared.security.acl.render_dynsec``: SUBSCRIBE outside the rules gets SUBACK 0x87); ``lepton.acl``
 is the same rules as a plain ``acl_file`` for brokers without the plugin. Passwords stay in
 ``passwd`` (mosquitto_passwd), which mosquitto re-reads on SIGHUP; the plugin reads
 ``dynsec.json`` only at start, so a *new* identity needs a broker restart to get its rights.
 
-``render_secure_config`` is additive to ``shared.broker.render_config``: it points the file
+``render_secure_config`` is additive to ``shared.transport.broker.render_config``: it points the file
 paths of secure.conf at a broker directory and moves the two TLS listeners to given ports;
-``shared.broker.Broker`` then rewrites the first (loopback) listener and the persistence
+``shared.transport.broker.Broker`` then rewrites the first (loopback) listener and the persistence
 directory as it does for every config, so tests run the real secure.conf on free ports.
 """
 
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from lepton_cli.pki import BrokerPki
-from shared.acl import dynsec_json, render_acl, role_of
-from shared.broker import REPO_MOSQUITTO, Broker, free_port, port_in_use
-from shared.topics import DEFAULT_ROOT
+from shared.protocol.topics import DEFAULT_ROOT
+from shared.security.acl import dynsec_json, render_acl, role_of
+from shared.transport.broker import REPO_MOSQUITTO, Broker, free_port, port_in_use
 
 SECURE_CONF = REPO_MOSQUITTO / "secure.conf"
 SECURE_DIR = "/etc/mosquitto/lepton/"  # the directory secure.conf names

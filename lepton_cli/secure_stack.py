@@ -2,7 +2,7 @@
 
 Under ``RUN/secure/``: a fresh PKI (server CA, device CA, broker certificate, CRL; lepton_cli/pki.py),
 one identity per service and device in the broker's password file, a client certificate per
-device, and the dynamic-security ACLs generated from shared/acl.py. The broker runs the real
+device, and the dynamic-security ACLs generated from shared/security/acl.py. The broker runs the real
 secure.conf (rendered for that directory) on free loopback ports: services log in with their
 password on the loopback listener, agents with their client certificate over mutual TLS. The
 labeller and the live view have identities of their own; ``monitor_2`` is left for the user.

@@ -4,8 +4,8 @@
     mosquitto_sub -v -p PORT $(lepton topics --json-filters)   # only the readable (JSON) topics
 
 ``lepton/v1/#`` also brings the binary ones: feature, escalation, fused-batch and forwarded
-tensors (shared/containers.py) and the retained ONNX artifacts, hundreds of kB on connect. The
-filters come from shared/topics.py's TOPIC_SPECS, so they follow the protocol as it changes.
+tensors (shared/protocol/containers.py) and the retained ONNX artifacts, hundreds of kB on connect. The
+filters come from shared/protocol/topics.py's TOPIC_SPECS, so they follow the protocol as it changes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 from lepton_cli.hints import command
 from lepton_cli.monitor import HelpFormatter
-from shared.topics import DEFAULT_ROOT, TOPIC_SPECS, TopicError, Topics, check_root
+from shared.protocol.topics import DEFAULT_ROOT, TOPIC_SPECS, TopicError, Topics, check_root
 
 
 def table(topics: Topics) -> str:

@@ -9,7 +9,7 @@ fleet view and labeller run in this process. Ctrl-C, SIGTERM or --duration end i
 With `--secure` the broker runs mosquitto/secure.conf instead: a CA made on the fly, an
 identity for every service and device, TLS and the dynamic-security ACLs (lepton_cli/secure_stack.py).
 The fleet view is sampled every `--sample-every` seconds into the summary's `timeline`, which
-`--report FILE.html` (or `lepton report SUMMARY.json`) turns into plots (lepton_cli/report.py).
+`--report FILE.html` (or `lepton report SUMMARY.json`) turns into plots (lepton_views/report.py).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from lepton_cli.secure_broker import CredentialError
 from lepton_cli.secure_stack import SecureAccess
 from lepton_cli.upsummary import short_summary, shown, start_lines, where
 from lepton_tasks import TaskSpecError, load_task
-from shared import signing
-from shared.broker import REPO_MOSQUITTO, Broker, BrokerUnavailable
-from shared.mqtt import MqttSettings
-from shared.topics import DEFAULT_ROOT, Topics
+from shared.protocol.topics import DEFAULT_ROOT, Topics
+from shared.security import signing
+from shared.transport.broker import REPO_MOSQUITTO, Broker, BrokerUnavailable
+from shared.transport.mqtt import MqttSettings
 
 log = logging.getLogger("lepton.up")
 
@@ -68,7 +68,7 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
     def terminate(self) -> None:
-        """SIGTERM once: services take a second one as "stop now" (shared/service.py)."""
+        """SIGTERM once: services take a second one as "stop now" (shared/process/service.py)."""
         if self.popen is not None and self.popen.poll() is None and not self.terminated:
             self.terminated = True
             self.popen.send_signal(signal.SIGTERM)
@@ -474,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
         rc = 1
     print("\n".join(short_summary(summary, time.time() - t0)))
     if summary.get("scoreboard"):
-        from lepton_cli.scoreboard import markdown
+        from lepton_views.scoreboard import markdown
 
         print("\nscoreboard (docs/TASKS.md explains each figure):\n" + markdown(summary["scoreboard"]))
     # The whole summary always goes to the run directory; --summary puts a copy where asked.
@@ -486,7 +486,7 @@ def run(args: argparse.Namespace) -> int:
         summary_path.write_text(text)
     report = None
     if args.report:
-        from lepton_cli.report import write_report
+        from lepton_views.report import write_report
 
         report = write_report(summary, Path(args.report))
     print("\n" + "\n".join(where(stack.run_dir, summary_path, report)))

@@ -26,13 +26,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from lepton_cli import report
 from lepton_console import views
 from lepton_console.auth import COOKIE, CSRF_HEADER, Session, Sessions
 from lepton_console.state import ConsoleState
-from shared import schemas
-from shared.mqtt import MqttError
-from shared.topics import DEVICE_RE, SEGMENT_RE
+from lepton_views import report
+from shared.protocol import schemas
+from shared.protocol.topics import DEVICE_RE, SEGMENT_RE
+from shared.transport.mqtt import MqttError
 
 HERE = Path(__file__).parent
 COMMANDS = ("rollback", "thresholds", "rebirth")

@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from lepton_cli.monitor import HelpFormatter
-from shared.config import ConfigError, load_config, redacted
-from shared.service import EXIT_CONFIG, EXIT_OK, log_ignored_env, run_until_signal
+from shared.process.config import ConfigError, load_config, redacted
+from shared.process.service import EXIT_CONFIG, EXIT_OK, log_ignored_env, run_until_signal
 
 log = logging.getLogger("lepton.console")
 

@@ -7,13 +7,13 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.mqtt import MqttSettings
-from shared.topics import DEFAULT_ROOT
+from shared.protocol.topics import DEFAULT_ROOT
+from shared.transport.mqtt import MqttSettings
 
 
 class ConsoleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ENV_ROLE: ClassVar[str] = "console"  # LEPTON_CONSOLE__* env vars (shared.config)
+    ENV_ROLE: ClassVar[str] = "console"  # LEPTON_CONSOLE__* env vars (shared.process.config)
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection (its own identity "
                                                                          "console_<name> on a secure broker).")

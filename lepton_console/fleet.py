@@ -1,4 +1,4 @@
-"""What the Fleet page adds to :class:`lepton_cli.fleetview.FleetStats`: since when a device is in its
+"""What the Fleet page adds to :class:`lepton_views.fleetview.FleetStats`: since when a device is in its
 state, its last error, custody lag, and its recent predictions and events (for the device page)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from lepton_cli.fleetview import CAPTURE_ERROR_COUNTERS, FleetStats
-from shared import schemas
-from shared.topics import Kind
-from shared.wire import Decoded
+from lepton_views.fleetview import CAPTURE_ERROR_COUNTERS, FleetStats
+from shared.protocol import schemas
+from shared.protocol.topics import Kind
+from shared.protocol.wire import Decoded
 
 RECENT = 50
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from lepton_cli.labeller import parse_ref
 from lepton_console.state import ConsoleState
 from lepton_tasks import TaskSpecError, load_task
-from shared import schemas
-from shared.counters import Counters
-from shared.service import Service
+from shared.process.counters import Counters
+from shared.process.service import Service
+from shared.protocol import schemas
 
 
 def truth(ref: str) -> int | None:

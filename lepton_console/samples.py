@@ -2,7 +2,7 @@
 preprocessed input as a small PNG, or a placeholder that says why there is nothing to show.
 
 JPEG bytes from a device are served as they came (image/jpeg), never decoded here; their frame header
-is read first (``shared.rawsample.jpeg_dims``) so a file that is not a JPEG or claims absurd
+is read first (``shared.protocol.rawsample.jpeg_dims``) so a file that is not a JPEG or claims absurd
 dimensions becomes a placeholder with the reason, not a broken page.
 """
 
@@ -15,7 +15,7 @@ from html import escape
 
 import numpy as np
 
-from shared.rawsample import MAX_SIDE, RawError, jpeg_dims
+from shared.protocol.rawsample import MAX_SIDE, RawError, jpeg_dims
 
 PLOT_POINTS = 600  # a window longer than this is drawn from evenly spaced points
 

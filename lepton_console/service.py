@@ -18,18 +18,18 @@ from lepton_console.app import build_app
 from lepton_console.auth import Sessions
 from lepton_console.config import ConsoleConfig
 from lepton_console.state import ConsoleState
-from shared import schemas
-from shared.counters import Counters
-from shared.label_journal import LabelJournal
-from shared.label_outbox import LabelOutbox, LabelSender
-from shared.mqtt import MqttClient
-from shared.service import Service
-from shared.topics import Kind, Topics
-from shared.wire import Receiver
+from shared.process.counters import Counters
+from shared.process.service import Service
+from shared.protocol import schemas
+from shared.protocol.topics import Kind, Topics
+from shared.protocol.wire import Receiver
+from shared.stores.label_journal import LabelJournal
+from shared.stores.label_outbox import LabelOutbox, LabelSender
+from shared.transport.mqtt import MqttClient
 
 log = logging.getLogger(__name__)
 
-# What the console reads (shared/acl.py grants the console role exactly these, and its own custody topic).
+# What the console reads (shared/security/acl.py grants the console role exactly these, and its own custody topic).
 READS = (Kind.HARD, Kind.PRED, Kind.REPLY, Kind.STATUS, Kind.TELEMETRY, Kind.MODEL_STATE, Kind.EVENT)
 
 

@@ -1,6 +1,6 @@
 """What the console knows, from the broker: the label queue, the labels given, the fleet and the models.
 
-:class:`ConsoleState` is fed decoded messages (``shared.wire.Receiver`` on the console's MQTT client):
+:class:`ConsoleState` is fed decoded messages (``shared.protocol.wire.Receiver`` on the console's MQTT client):
 
 - escalations (``edge/+/hard/+``) become queue items, with their raw sample when it came
   (``HardSample.raw``: a JPEG frame or a window), else the edge's preprocessed input, else nothing
@@ -11,7 +11,7 @@
 - labels (``label/+/+``) from anyone take their samples out of the queue (so a sample labelled on
   one console leaves every other console's queue) into the labelled history, and count per class
   (the queue's rarity);
-- everything else goes to :class:`lepton_cli.fleetview.FleetStats` (the state `lepton monitor` keeps)
+- everything else goes to :class:`lepton_views.fleetview.FleetStats` (the state `lepton monitor` keeps)
   and :class:`lepton_console.fleet.FleetExtras`.
 
 Listeners (the web app's live streams) hear of every change; they are called on the network thread
@@ -30,16 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from lepton_cli.fleetview import FleetStats
 from lepton_console import ranking
 from lepton_console.fleet import FleetExtras
 from lepton_console.samples import Shown, from_input, from_jpeg, from_window, placeholder
-from shared import schemas
-from shared.containers import HardSample
-from shared.counters import Counters
-from shared.mqtt import Message
-from shared.topics import Kind
-from shared.wire import Decoded
+from lepton_views.fleetview import FleetStats
+from shared.process.counters import Counters
+from shared.protocol import schemas
+from shared.protocol.containers import HardSample
+from shared.protocol.topics import Kind
+from shared.protocol.wire import Decoded
+from shared.transport.mqtt import Message
 
 Listener = Callable[[dict[str, Any]], None]
 

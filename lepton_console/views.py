@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lepton_cli.fleetview import metric_value
 from lepton_console import ranking
 from lepton_console.state import ConsoleState, Item
+from lepton_views.fleetview import metric_value
 
 MAX_DECISIONS = 30
 MAX_ROLLOUT_EVENTS = 50  # stage changes shown on the Models page, newest first

@@ -64,7 +64,7 @@ def check(ref: str, *, models: bool = True, out=print) -> None:
     try:
         import torch
 
-        from cloud_worker import nets
+        from cloud_worker.models import nets
     except ModuleNotFoundError as exc:
         out(f"  models: not checked ({exc.name} is not installed: the cloud extra builds them)")
         return
@@ -85,7 +85,7 @@ def check(ref: str, *, models: bool = True, out=print) -> None:
     if logits.shape[-1] != n:
         raise TaskSpecError(f"models.cloud: outputs {logits.shape[-1]} class scores, the spec names {n} classes")
     try:  # what ships to agents must export to one ONNX graph
-        from cloud_worker.export import to_onnx
+        from cloud_worker.releasing.export import to_onnx
 
         size = len(to_onnx(edge, task.input_shape))
     except Exception as exc:  # torch.onnx raises many kinds of error for a graph it cannot export

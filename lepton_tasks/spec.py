@@ -1,7 +1,7 @@
 """The task spec: one TOML file says what a task is, so a user's own task needs no code change.
 
 A spec names the classes (and which of them raise alerts), the preprocessing (the step
-vocabulary of ``shared/preprocess.py``, carried in every signed manifest), the model input,
+vocabulary of ``shared/model/preprocess.py``, carried in every signed manifest), the model input,
 the edge and cloud models as ``module:callable`` factories (defaults per kind), where the data
 comes from, how it splits into seed / holdout / stream, and decision defaults. Unknown keys
 are refused, and every error names the key (``TaskSpecError``: one line, for ``lepton tasks
@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared import preprocess
-from shared.topics import SEGMENT_RE
+from shared.model import preprocess
+from shared.protocol.topics import SEGMENT_RE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +52,7 @@ class InputCfg(_Strict):
 
 
 class ModelsCfg(_Strict):
-    edge: Callable_ | None = Field(None, description="Factory (input_shape, n_classes) -> cloud_worker.nets.EdgeNet;"
+    edge: Callable_ | None = Field(None, description="Factory (input_shape, n_classes) -> cloud_worker.models.nets.EdgeNet;"
                                                      " default per kind.")
     cloud: Callable_ | None = Field(None, description="Factory (input_shape, n_classes) -> torch module returning "
                                                       "logits; default per kind.")
@@ -100,7 +100,7 @@ class CloudCfg(_Strict):
     """The cloud's input contract: how a device sends the raw sample, and how the cloud preprocesses it."""
 
     preprocess: list[dict[str, Any]] | None = Field(
-        None, description="Steps of shared/preprocess.py the cloud runs on the raw sample. Default: the edge's "
+        None, description="Steps of shared/model/preprocess.py the cloud runs on the raw sample. Default: the edge's "
                           "steps at twice the resolution (image: every resize/letterbox size doubled) or at full "
                           "length (window: the edge's steps without `resample`).")
     shape: list[int] | None = Field(None, min_length=2, max_length=3,
@@ -128,7 +128,7 @@ class CloudCfg(_Strict):
 
 
 class TargetsCfg(_Strict):
-    """What the scoreboard of a run checks for this task (lepton_cli/scoreboard.py); None: not checked."""
+    """What the scoreboard of a run checks for this task (lepton_views/scoreboard.py); None: not checked."""
 
     cloud_accuracy: float | None = Field(None, ge=0, le=1, description="The cloud model's holdout accuracy at the "
                                                                        "last version is at least this.")
@@ -166,7 +166,7 @@ class TaskSpec(_Strict):
     description: str = Field("", max_length=500, description="One or two sentences for `lepton tasks list`.")
     classes: list[str] = Field(min_length=2, description="Class names by index.")
     alert_classes: list[str] = Field(default_factory=list, description="Classes that raise an event.")
-    preprocess: list[dict[str, Any]] = Field(min_length=1, description="Steps of shared/preprocess.py, in order.")
+    preprocess: list[dict[str, Any]] = Field(min_length=1, description="Steps of shared/model/preprocess.py, in order.")
     input: InputCfg = Field(description="The model input after preprocessing.")
     models: ModelsCfg = Field(default_factory=ModelsCfg, description="Edge and cloud model factories.")
     dataset: DatasetCfg = Field(description="The labelled data.")

@@ -15,8 +15,8 @@ import numpy as np
 
 from lepton_tasks import datasets
 from lepton_tasks.spec import TaskSpec, TaskSpecError
-from shared import preprocess
-from shared.schemas import CloudInput, DecisionDefaults, InputSpec, TensorSpec
+from shared.model import preprocess
+from shared.protocol.schemas import CloudInput, DecisionDefaults, InputSpec, TensorSpec
 
 RAW = {"image": "HxWx3 uint8 BGR frame (cv2.VideoCapture order)", "window": "(channels, time) float32 sensor window"}
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import Broker
-from shared.mqtt import MqttClient, MqttSettings
-from shared.topics import Topics
+from shared.protocol.topics import Topics
+from shared.transport.broker import Broker
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 # Read once and removed: every LEPTON_* variable is a config override for the services the
-# tests start (shared.config), and they refuse keys they do not know.
+# tests start (shared.process.config), and they refuse keys they do not know.
 BROKER_MODE = os.environ.pop("LEPTON_TEST_BROKER", "local")
 BROKER_IMAGE = os.environ.pop("LEPTON_TEST_BROKER_IMAGE", "eclipse-mosquitto:2")
 
@@ -41,7 +41,7 @@ class _ContainerBroker:  # pragma: no cover - needs a container engine (scripts/
         from paho.mqtt.enums import CallbackAPIVersion
         from testcontainers.core.container import DockerContainer
 
-        from shared.broker import free_port
+        from shared.transport.broker import free_port
 
         conf = Path(__file__).resolve().parent.parent / "mosquitto" / "test.conf"
         text = conf.read_text().replace("listener 1883 127.0.0.1", "listener 1883 0.0.0.0")

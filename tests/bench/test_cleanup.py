@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A bench in miniature: the guard, a mosquitto (own session, as shared.broker starts it), a
+# A bench in miniature: the guard, a mosquitto (own session, as shared.transport.broker starts it), a
 # multiprocessing child, and a grandchild whose parent dies first, as `lepton up` under
 # bench_learning would be killed by subprocess.run while unwinding.
 BENCH_LIKE = r"""
@@ -23,7 +23,7 @@ import multiprocessing as mp, subprocess, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/bench")
 import cleanup
-from shared.broker import Broker
+from shared.transport.broker import Broker
 
 def sleeper():
     time.sleep(600)

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import bench_bridge  # noqa: E402
 
-from shared.containers import FeatureBatch  # noqa: E402
+from shared.protocol.containers import FeatureBatch  # noqa: E402
 
 
 def test_patched_payloads_decode_as_their_own_encoding():
@@ -35,7 +35,7 @@ def test_patched_payloads_decode_as_their_own_encoding():
 def test_the_fleet_generator_patches_seq_samples_and_times_exactly():
     import bridge_fleet
 
-    from shared.containers import HardSample
+    from shared.protocol.containers import HardSample
 
     feat = np.random.default_rng(1).random((5, 32), dtype=np.float32)
     scores = np.zeros((5, 10), np.float32)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import rawmqtt  # noqa: E402
 
-from shared.mqtt import Message  # noqa: E402
+from shared.transport.mqtt import Message  # noqa: E402
 
 pytestmark = pytest.mark.broker
 

@@ -2,7 +2,7 @@
 
 Off a TTY, through real pipes: one whose reader is gone before the first write (every write fails,
 deterministically), and a real `| head -3` in bash with pipefail. The exit status is 0
-(shared/closed_pipe.py says why).
+(shared/process/closed_pipe.py says why).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ COMMANDS = {
     "lepton tasks list": [str(BIN / "lepton"), "tasks", "list"],
     "lepton protocol-doc": [str(BIN / "lepton"), "protocol-doc"],
     "python -m lepton_cli.main --help": [PY, "-m", "lepton_cli.main", "--help"],
-    "python -m shared.protocol_doc": [PY, "-m", "shared.protocol_doc"],
+    "python -m shared.protocol.protocol_doc": [PY, "-m", "shared.protocol.protocol_doc"],
     "lepton-agent --validate-config": [str(BIN / "lepton-agent"), "--config", "{agent}", "--validate-config"],
     "lepton-agent --help": [str(BIN / "lepton-agent"), "--help"],
     "python -m edge_agent --validate-config": [PY, "-m", "edge_agent", "--config", "{agent}", "--validate-config"],
@@ -69,7 +69,7 @@ def test_the_issue_s_own_command_through_head_with_pipefail(tmp_path):
 
 def test_without_the_helper_the_same_output_fails_noisily(tmp_path):
     # The control: what the console scripts did before (and why the flush must happen inside main).
-    prog = ("import sys\nfrom shared.closed_pipe import ends_quietly_on_closed_pipe\n"
+    prog = ("import sys\nfrom shared.process.closed_pipe import ends_quietly_on_closed_pipe\n"
             "def main(argv=None):\n    print('x' * 100)\n    return 0\n"
             "sys.exit(ends_quietly_on_closed_pipe(main)() if sys.argv[1] == 'wrapped' else main())\n")
     bare = run_into_closed_pipe([PY, "-c", prog, "bare"], Path.cwd())

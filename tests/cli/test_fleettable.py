@@ -9,11 +9,11 @@ import time
 import pytest
 
 from lepton_cli.fleettable import COLUMNS, caption_lines, worker_activity, worker_short
-from lepton_cli.fleetview import FleetStats, truth_for
 from lepton_cli.monitor import ConnectionState, table
-from shared import schemas
-from shared.topics import Topics
-from shared.wire import decode
+from lepton_views.fleetview import FleetStats, truth_for
+from shared.protocol import schemas
+from shared.protocol.topics import Topics
+from shared.protocol.wire import decode
 
 T = Topics()
 ESSENTIAL = ("device", "state", "model", "joint acc", "escal.")

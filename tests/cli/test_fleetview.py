@@ -1,12 +1,12 @@
 import numpy as np
 
-from lepton_cli.fleetview import FleetStats, truth_for
 from lepton_cli.labeller import LabelPlan, parse_ref
 from lepton_tasks import load_task
-from shared import schemas
-from shared.containers import FeatureBatch
-from shared.topics import Topics
-from shared.wire import decode
+from lepton_views.fleetview import FleetStats, truth_for
+from shared.protocol import schemas
+from shared.protocol.containers import FeatureBatch
+from shared.protocol.topics import Topics
+from shared.protocol.wire import decode
 
 T = Topics()
 Y = load_task("digits").dataset().y
@@ -73,7 +73,7 @@ def test_qos1_sequence_gaps_and_duplicates_are_reported():
 
 def test_a_task_whose_data_cannot_load_here_has_no_truth_and_says_so_once(monkeypatch, caplog):
     # The compose console has no OpenCV for the digits frames: one warning, no truth, no failed handlers.
-    import lepton_cli.fleetview as fv
+    import lepton_views.fleetview as fv
 
     calls = []
 
@@ -84,7 +84,7 @@ def test_a_task_whose_data_cannot_load_here_has_no_truth_and_says_so_once(monkey
 
     monkeypatch.setattr(fv, "load_task", lambda name: NoData())
     monkeypatch.setattr(fv, "_NO_TRUTH", set())
-    with caplog.at_level("WARNING", logger="lepton_cli.fleetview"):
+    with caplog.at_level("WARNING", logger="lepton_views.fleetview"):
         assert truth_for("nodata:3") is None and truth_for("nodata:4") is None
     assert len(calls) == 1
     assert [r.getMessage() for r in caplog.records] == [

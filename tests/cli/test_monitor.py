@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from lepton_cli.fleetview import FleetStats
 from lepton_cli.monitor import ConnectionState, status_line, table
-from shared import schemas
-from shared.topics import Topics
-from shared.wire import decode
+from lepton_views.fleetview import FleetStats
+from shared.protocol import schemas
+from shared.protocol.topics import Topics
+from shared.protocol.wire import decode
 
 pytestmark = pytest.mark.broker
 T = Topics()

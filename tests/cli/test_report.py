@@ -14,8 +14,8 @@ import cv2
 import pytest
 
 from lepton_cli.main import main as lepton
-from lepton_cli.report import render, windowed_ratio
-from lepton_cli.svgplot import nice_ticks
+from lepton_views.report import render, windowed_ratio
+from lepton_views.svgplot import nice_ticks
 from tests.cli.chromium import open_page
 
 RECORDED = Path(__file__).with_name("data") / "up_summary.json"
@@ -94,7 +94,7 @@ def test_the_console_check_sees_a_page_error(tmp_path):
 
 
 def test_a_version_line_is_dotted_while_few_and_ends_with_its_last_sample():
-    from lepton_cli.report import version_accuracy
+    from lepton_views.report import version_accuracy
 
     total = [0, 5, 20, 60, 110, 150, 150, 152, 152]
     correct = [0, 5, 18, 54, 99, 135, 135, 136, 136]
@@ -121,7 +121,7 @@ def summary_with(versions: dict[str, list[int]], published: list[int], board: li
 
 
 def test_a_version_without_a_line_says_why():
-    from lepton_cli.report import accuracy_chart
+    from lepton_views.report import accuracy_chart
 
     s = summary_with({"1": [0, 40, 80, 120, 160], "2": [0, 0, 0, 2, 3]}, [1, 2, 3],
                      [{"version": 2, "cloud_deferred": True, "field_escalation_ratio": 0.05},
@@ -154,7 +154,7 @@ def test_the_targets_and_their_verdicts_are_in_the_report_whatever_they_are():
 
 
 def test_a_publication_at_the_end_keeps_its_label_inside_the_picture():
-    from lepton_cli.svgplot import Chart, Lanes, text_width
+    from lepton_views.svgplot import Chart, Lanes, text_width
 
     lanes = Lanes("swaps", x_range=(0.0, 60.0), width=1230)
     lanes.span("cam-1", 0.0, 60.0, "v1", "#123456")

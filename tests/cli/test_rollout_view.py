@@ -7,12 +7,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lepton_cli.fleetview import FleetStats
 from lepton_cli.monitor import status_line, table
-from lepton_cli.report import render
-from shared import schemas
-from shared.topics import Topics
-from shared.wire import decode
+from lepton_views.fleetview import FleetStats
+from lepton_views.report import render
+from shared.protocol import schemas
+from shared.protocol.topics import Topics
+from shared.protocol.wire import decode
 from tests.shared.samples import figures_sample, release_sample
 
 T = Topics()

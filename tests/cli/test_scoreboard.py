@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lepton_cli.scoreboard import build, drift_recovery, end_row, markdown
 from lepton_tasks.spec import TargetsCfg
+from lepton_views.scoreboard import build, drift_recovery, end_row, markdown
 
 
 def test_each_drift_phase_of_a_looped_stream_is_judged_on_its_own():

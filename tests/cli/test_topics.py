@@ -13,9 +13,9 @@ import pytest
 
 from lepton_cli.hints import command
 from lepton_cli.main import main as lepton
-from shared.mqtt import MqttClient
-from shared.schemas import ServiceStatus, dumps
-from shared.topics import TOPIC_SPECS
+from shared.protocol.schemas import ServiceStatus, dumps
+from shared.protocol.topics import TOPIC_SPECS
+from shared.transport.mqtt import MqttClient
 
 
 def test_json_filters_are_one_line_of_t_options_per_json_kind(capsys):

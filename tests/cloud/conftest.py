@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from cloud_worker.config import WorkerConfig
-from cloud_worker.keys import init_keys
-from cloud_worker.learner import Learner
-from cloud_worker.registry import Registry
+from cloud_worker.learning.learner import Learner
+from cloud_worker.releasing.keys import init_keys
+from cloud_worker.releasing.registry import Registry
 from cloud_worker.service import load_signer
 from lepton_tasks import load_task
-from shared.broker import Broker
-from shared.topics import Topics
+from shared.protocol.topics import Topics
+from shared.transport.broker import Broker
 
 # Tiny models: one torch thread is as fast as two here, and does not fight the broker and
 # the clients for the CI box's two cores (oversubscribed torch threads stall badly).

@@ -11,11 +11,11 @@ import numpy as np
 import onnxruntime as ort
 
 from lepton_tasks import load_task
-from shared import rawsample
-from shared.containers import FusedBatch, HardSample
-from shared.mqtt import Message
-from shared.rawsample import RawRows
-from shared.schemas import Manifest, loads
+from shared.protocol import rawsample
+from shared.protocol.containers import FusedBatch, HardSample
+from shared.protocol.rawsample import RawRows
+from shared.protocol.schemas import Manifest, loads
+from shared.transport.mqtt import Message
 
 
 def ort_run(onnx_bytes: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

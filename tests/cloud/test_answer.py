@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud_worker.answer import Model, answer
+from cloud_worker.answering.answer import Model, answer
 from lepton_tasks import load_task
-from shared.mqtt import Message
-from shared.schemas import Reply, loads
-from shared.topics import Topics
+from shared.protocol.schemas import Reply, loads
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import Message
 
 from .helpers import hard_sample, prepare_for
 
@@ -79,7 +79,7 @@ def test_requests_that_arrive_together_share_one_forward_and_get_one_reply_per_r
 def test_an_undecodable_sample_is_rejected_and_its_request_answered_from_features():
     import dataclasses
 
-    from shared.rawsample import RawRows
+    from shared.protocol.rawsample import RawRows
 
     bad = dataclasses.replace(hard_sample("digits", np.array([4])), raw=RawRows.jpeg([b"\xff\xd8not a jpeg"]))
     out = answer([msg(bad.encode())], T, TASKS, MODELS, "w1")

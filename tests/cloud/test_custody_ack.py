@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from cloud_worker.learned import LearnedSet
+from cloud_worker.learning.learned import LearnedSet
 from cloud_worker.service import WorkerService
 from lepton_tasks import load_task
-from shared import schemas
+from shared.protocol import schemas
 
 from .conftest import make_config
 from .helpers import Collector, fused_batch

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud_worker import train
-from cloud_worker.calibrate import _nll, ece, fit_temperature, softmax
+from cloud_worker.models import train
+from cloud_worker.models.calibrate import _nll, ece, fit_temperature, softmax
 from lepton_tasks import load_task
 
 from .helpers import answered

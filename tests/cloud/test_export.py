@@ -10,12 +10,12 @@ import onnx
 import pytest
 import torch
 
-from cloud_worker import export as ex
-from cloud_worker import nets
-from cloud_worker.registry import Registry, torch_load
+from cloud_worker.models import nets
+from cloud_worker.releasing import export as ex
+from cloud_worker.releasing.registry import Registry, torch_load
 from lepton_tasks import load_task
-from shared import model_contract as mc
-from shared.signing import SignatureError, load_public, verify_manifest_obj
+from shared.model import model_contract as mc
+from shared.security.signing import SignatureError, load_public, verify_manifest_obj
 
 from .helpers import ort_run, stream_inputs
 

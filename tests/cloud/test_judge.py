@@ -1,11 +1,11 @@
-"""The rollout decision rule on synthetic counts (cloud_worker/judge.py): pure, no broker, no torch."""
+"""The rollout decision rule on synthetic counts (cloud_worker/rollout/judge.py): pure, no broker, no torch."""
 
 from __future__ import annotations
 
 import pytest
 
-from cloud_worker.judge import Arm, judge, newcombe, wilson
-from shared.schemas import ReleasePlan, Stage
+from cloud_worker.rollout.judge import Arm, judge, newcombe, wilson
+from shared.protocol.schemas import ReleasePlan, Stage
 
 PLAN = ReleasePlan(stages=[Stage(share=20), Stage(share=100)], margin=0.03, alpha=0.05, min_samples=100,
                    min_labels=50, min_stage_s=10, max_stage_s=300)

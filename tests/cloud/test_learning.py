@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_worker.learner import Learner
-from cloud_worker.registry import Registry
+from cloud_worker.learning.learner import Learner
+from cloud_worker.releasing.registry import Registry
 from cloud_worker.service import load_signer
 from lepton_tasks import load_task
-from shared.schemas import Manifest
-from shared.topics import Topics
+from shared.protocol.schemas import Manifest
+from shared.protocol.topics import Topics
 
 from .conftest import make_config
 from .helpers import answered, fused_batch

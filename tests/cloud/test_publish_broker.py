@@ -11,10 +11,10 @@ import pytest
 
 from cloud_worker.cli import main
 from lepton_tasks import load_task
-from shared import model_contract as mc
-from shared import preprocess
-from shared.schemas import Manifest
-from shared.signing import load_public, verify_manifest_obj
+from shared.model import model_contract as mc
+from shared.model import preprocess
+from shared.protocol.schemas import Manifest
+from shared.security.signing import load_public, verify_manifest_obj
 
 from .helpers import Collector
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud_worker import relabel
+from cloud_worker.learning import relabel
 from lepton_tasks import load_task
 
 from .helpers import fused_batch

@@ -1,4 +1,4 @@
-"""The rollout state machine (cloud_worker/rollout.py) and its field counts (field.py), without a broker.
+"""The rollout state machine (cloud_worker/rollout/manager.py) and its field counts (field.py), without a broker.
 
 A real registry on disk, the real judge and signing; the broker and the learner are stand-ins that
 record what the manager asked of them (Ports).
@@ -14,14 +14,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_worker.config import RolloutSettings
-from cloud_worker.field import FieldCounts
-from cloud_worker.registry import Registry
-from cloud_worker.rollout import Ports, RolloutManager
-from shared import groups, schemas
-from shared.containers import FusedBatch
-from shared.schemas import ModelState, Release, RolloutCommand, RolloutEvent, Status, Telemetry
-from shared.signing import verify_obj
-from shared.topics import Topics
+from cloud_worker.releasing.registry import Registry
+from cloud_worker.rollout.field import FieldCounts
+from cloud_worker.rollout.manager import Ports, RolloutManager
+from shared.model import groups
+from shared.protocol import schemas
+from shared.protocol.containers import FusedBatch
+from shared.protocol.schemas import ModelState, Release, RolloutCommand, RolloutEvent, Status, Telemetry
+from shared.protocol.topics import Topics
+from shared.security.signing import verify_obj
 
 TASK = "digits"
 DEVICES = [f"cam-{i}" for i in range(1, 6)]

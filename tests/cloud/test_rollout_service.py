@@ -11,9 +11,10 @@ import pytest
 from cloud_worker import cli
 from lepton_cli import tomlgen
 from lepton_tasks import load_task
-from shared import groups, schemas
-from shared.schemas import Release, RolloutCommand, RolloutEvent, Status
-from shared.signing import sign_msg
+from shared.model import groups
+from shared.protocol import schemas
+from shared.protocol.schemas import Release, RolloutCommand, RolloutEvent, Status
+from shared.security.signing import sign_msg
 
 from .helpers import Collector, fused_batch
 from .test_service_broker import services, start_worker, wait_until  # noqa: F401 - the fixture is used

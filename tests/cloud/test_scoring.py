@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud_worker.scoring import Policy, escalated, macro_f1, split_worth
+from cloud_worker.learning.scoring import Policy, escalated, macro_f1, split_worth
 
 
 def _onehot(labels, conf, n=3):
@@ -50,11 +50,11 @@ def test_the_field_overrules_the_holdout_on_whether_to_defer(tmp_path, keydir, r
     import numpy as np
     import torch
 
-    from cloud_worker.learner import FIELD_DEFER_MIN, Learner
-    from cloud_worker.registry import Registry
+    from cloud_worker.learning.learner import FIELD_DEFER_MIN, Learner
+    from cloud_worker.releasing.registry import Registry
     from cloud_worker.service import load_signer
     from lepton_tasks import load_task
-    from shared.topics import Topics
+    from shared.protocol.topics import Topics
 
     from .conftest import make_config
     from .helpers import answered, fused_batch

@@ -11,7 +11,7 @@ import pytest
 
 from cloud_worker.service import WorkerService
 from lepton_tasks import load_task
-from shared.schemas import Manifest, Reply, ServiceStatus, loads
+from shared.protocol.schemas import Manifest, Reply, ServiceStatus, loads
 
 from .conftest import make_config
 from .helpers import Collector, fused_batch, hard_sample
@@ -201,7 +201,7 @@ def test_answered_escalations_wait_for_their_labels_and_become_raw_training_rows
 def test_a_stop_while_the_cloud_step_trains_is_a_clean_exit(tmp_path, keydir, broker, topics, registry_copy):
     # A stop that lands while the learn thread refits the cloud's feature head (after a cloud fit
     # finished) abandons that fit: the worker exits cleanly, counts it, and still saves what it holds.
-    from cloud_worker.train import Interrupted
+    from cloud_worker.models.train import Interrupted
 
     registry_copy()
     w = WorkerService(make_config(tmp_path, keydir, broker, topics, worker_id="w-stop")).start()

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_worker import augment, policy
-from cloud_worker.buffer import Audit, BalancedStore, Pending, Row
 from cloud_worker.config import GateSettings, TriggerSettings, WorkerConfig, raw_capacity
-from cloud_worker.keys import init_keys
-from cloud_worker.registry import Registry
-from shared.config import ConfigError, load_config
+from cloud_worker.learning import policy
+from cloud_worker.learning.buffer import Audit, BalancedStore, Pending, Row
+from cloud_worker.models import augment
+from cloud_worker.releasing.keys import init_keys
+from cloud_worker.releasing.registry import Registry
+from shared.process.config import ConfigError, load_config
 
 
 def row(key: int, label: int, pseudo: bool = False) -> Row:

@@ -14,11 +14,11 @@ import pytest
 
 from lepton_console.config import ConsoleConfig
 from lepton_console.service import ConsoleService
-from shared import schemas
-from shared.containers import HardSample
-from shared.mqtt import MqttClient, MqttSettings
-from shared.rawsample import RawRows
-from shared.topics import Topics
+from shared.protocol import schemas
+from shared.protocol.containers import HardSample
+from shared.protocol.rawsample import RawRows
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"]

@@ -10,8 +10,8 @@ import pytest
 
 from lepton_console.config import ConsoleConfig
 from lepton_console.service import ConsoleService
-from shared import schemas
-from shared.mqtt import MqttSettings
+from shared.protocol import schemas
+from shared.transport.mqtt import MqttSettings
 from tests.hub.helpers import Collector
 
 from .conftest import TOKEN, wait_until

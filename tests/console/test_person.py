@@ -8,7 +8,7 @@ from lepton_console.person import QueuePerson
 from lepton_console.samples import placeholder
 from lepton_console.state import ConsoleState, Item
 from lepton_tasks import load_task
-from shared import schemas
+from shared.protocol import schemas
 
 
 def _item(idx: int, scores: list[float], ref: str) -> Item:

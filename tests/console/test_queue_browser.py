@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared import schemas
-from shared.rawsample import RawRows
+from shared.protocol import schemas
+from shared.protocol.rawsample import RawRows
 
 from .conftest import DOCS, hard, jpeg_frame, login, manifest, new_page, wait_until
 

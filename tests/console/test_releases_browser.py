@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import schemas
+from shared.protocol import schemas
 from tests.shared.samples import figures_sample, release_sample
 
 from .conftest import DOCS, login, manifest, new_page, wait_until
@@ -57,7 +57,7 @@ def test_a_release_and_its_rollback_show_on_the_models_page(browser, consoles, p
 def test_a_plot_served_alone_carries_its_styles():
     from xml.etree import ElementTree
 
-    from lepton_cli.report import Chart, standalone_svg
+    from lepton_views.report import Chart, standalone_svg
 
     ch = Chart("t", y_label="y", y_range=(0.0, 1.0), x_range=(0.0, 1.0))
     ch.line([0.0, 1.0], [0.2, 0.4], "s", "#000")

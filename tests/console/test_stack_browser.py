@@ -15,8 +15,8 @@ import pytest
 from lepton_console.config import ConsoleConfig
 from lepton_console.service import ConsoleService
 from lepton_tasks import load_task
-from shared import schemas
-from shared.mqtt import MqttClient, MqttSettings
+from shared.protocol import schemas
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 from ..e2e.faultstack import FaultStack
 from .conftest import DOCS, TOKEN, login, new_page, wait_until

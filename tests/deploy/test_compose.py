@@ -233,7 +233,7 @@ def test_broker_healthcheck_escapes_the_dollar_for_compose() -> None:
 ])
 def test_mounted_config_plus_compose_env_is_valid(service: str, module: str, model: str) -> None:
     config_model = getattr(pytest.importorskip(module, reason=f"{module} is not written yet"), model)
-    from shared.config import load_config
+    from shared.process.config import load_config
 
     svc = load_compose()["services"][service]
     src = next(v.split(":")[0] for v in svc["volumes"] if v.startswith("./docker/config/"))

@@ -24,9 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shared.broker import free_port
-from shared.schemas import Manifest, ModelState, ServiceStatus, Status, loads
-from shared.topics import Topics
+from shared.protocol.schemas import Manifest, ModelState, ServiceStatus, Status, loads
+from shared.protocol.topics import Topics
+from shared.transport.broker import free_port
 
 from . import podman
 from .conftest import COMPOSE_FILE, REPO, load_compose

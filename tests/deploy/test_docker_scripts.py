@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from lepton_tasks import load_task
-from shared import schemas
-from shared.broker import free_port
-from shared.signing import generate_keypair, load_private, sign_manifest
-from shared.topics import Topics
+from shared.protocol import schemas
+from shared.protocol.topics import Topics
+from shared.security.signing import generate_keypair, load_private, sign_manifest
+from shared.transport.broker import free_port
 
 from .conftest import load_script
 

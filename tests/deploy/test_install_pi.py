@@ -157,7 +157,7 @@ def test_unit_has_the_required_settings() -> None:
                  "ExecStart=/opt/lepton/bin/lepton-agent --config /etc/lepton/agent.toml",
                  "WantedBy=multi-user.target"):
         assert want in settings
-    # The agent speaks sd_notify (shared/sdnotify.py): READY=1, then WATCHDOG=1 from its inference loop.
+    # The agent speaks sd_notify (shared/process/sdnotify.py): READY=1, then WATCHDOG=1 from its inference loop.
     for want in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30"):
         assert want in settings
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from lepton_tasks import load_task
-from shared.broker import Broker
-from shared.mqtt import MqttClient, MqttSettings
-from shared.schemas import Prediction, Status, loads
-from shared.signing import generate_keypair
-from shared.topics import Filter, Topics
+from shared.protocol.schemas import Prediction, Status, loads
+from shared.protocol.topics import Filter, Topics
+from shared.security.signing import generate_keypair
+from shared.transport.broker import Broker
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 from . import podman
 from .conftest import DEPLOY_DIR, REPO

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import Broker, free_port
-from shared.mqtt import MqttClient, MqttSettings
-from shared.schemas import Manifest, ModelState, ServiceStatus, Status, loads
-from shared.signing import load_public, verify_manifest_obj
-from shared.topics import Filter, Kind, Topics
+from shared.protocol.schemas import Manifest, ModelState, ServiceStatus, Status, loads
+from shared.protocol.topics import Filter, Kind, Topics
+from shared.security.signing import load_public, verify_manifest_obj
+from shared.transport.broker import Broker, free_port
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 from .conftest import REPO, load_compose
 

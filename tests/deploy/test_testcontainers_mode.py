@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from shared.topics import Filter
+from shared.protocol.topics import Filter
 from tests import conftest as root_conftest
 
 pytestmark = pytest.mark.broker

@@ -10,10 +10,10 @@ from pathlib import Path
 from cloud_worker.config import WorkerConfig
 from edge_agent.config import AgentConfig
 from hub_bridge.config import BridgeConfig
-from shared import schemas
-from shared.config import tomllib
-from shared.topics import Kind, Topics
-from shared.wire import decode
+from shared.process.config import tomllib
+from shared.protocol import schemas
+from shared.protocol.topics import Kind, Topics
+from shared.protocol.wire import decode
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "DEPLOY.md").read_text()

@@ -1,4 +1,4 @@
-"""docs/TASKS.md lists every preprocessing op of shared/preprocess.py, with its parameters and defaults."""
+"""docs/TASKS.md lists every preprocessing op of shared/model/preprocess.py, with its parameters and defaults."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import inspect
 import re
 from pathlib import Path
 
-from shared.config import tomllib
-from shared.preprocess import STEPS
+from shared.model.preprocess import STEPS
+from shared.process.config import tomllib
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "TASKS.md"
 

@@ -22,11 +22,12 @@ from typing import Any
 
 from lepton_cli import tomlgen
 from lepton_cli.labeller import Labeller
-from shared import schemas, signing
-from shared.broker import REPO_MOSQUITTO, Broker
-from shared.containers import FeatureBatch, FusedBatch, HardSample
-from shared.mqtt import Message, MqttClient, MqttSettings
-from shared.topics import Kind, Topics
+from shared.protocol import schemas
+from shared.protocol.containers import FeatureBatch, FusedBatch, HardSample
+from shared.protocol.topics import Kind, Topics
+from shared.security import signing
+from shared.transport.broker import REPO_MOSQUITTO, Broker
+from shared.transport.mqtt import Message, MqttClient, MqttSettings
 
 REPO = Path(__file__).resolve().parents[2]
 Key = tuple[str, int, int]  # (device, boot, seq)

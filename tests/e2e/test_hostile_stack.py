@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from shared import codec, schemas
-from shared.containers import FeatureBatch, HardSample
-from shared.mqtt import MqttClient, MqttSettings
+from shared.protocol import codec, schemas
+from shared.protocol.containers import FeatureBatch, HardSample
+from shared.transport.mqtt import MqttClient, MqttSettings
 from tests.e2e.faultstack import FaultStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from shared import schemas
-from shared.label_outbox import LabelOutbox, LabelSender
-from shared.mqtt import MqttClient, MqttSettings
+from shared.protocol import schemas
+from shared.stores.label_outbox import LabelOutbox, LabelSender
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 from .faultstack import FaultStack
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from lepton_cli.monitor import Watcher
-from shared.mqtt import MqttClient, MqttSettings
-from shared.topics import Topics
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 

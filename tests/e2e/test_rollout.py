@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from shared import groups, schemas
-from shared.mqtt import Message, MqttClient, MqttSettings
-from shared.schemas import ModelState, Release, RolloutEvent
-from shared.topics import Kind
+from shared.model import groups
+from shared.protocol import schemas
+from shared.protocol.schemas import ModelState, Release, RolloutEvent
+from shared.protocol.topics import Kind
+from shared.transport.mqtt import Message, MqttClient, MqttSettings
 from tests.e2e.faultstack import FaultStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]

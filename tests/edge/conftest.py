@@ -13,11 +13,11 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
-from shared import schemas
-from shared.broker import Broker
-from shared.mqtt import Message, MqttClient
-from shared.topics import Kind, Topics
-from shared.wire import decode
+from shared.protocol import schemas
+from shared.protocol.topics import Kind, Topics
+from shared.protocol.wire import decode
+from shared.transport.broker import Broker
+from shared.transport.mqtt import Message, MqttClient
 from tests.edge.models import Release
 
 

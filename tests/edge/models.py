@@ -1,6 +1,6 @@
 """Tiny real ONNX models for the agent's tests, built with onnx.helper (no torch, no cloud worker).
 
-Flatten -> Gemm -> Relu (= ``feat``) -> Gemm -> Softmax (= ``probs``), per shared/model_contract.py.
+Flatten -> Gemm -> Relu (= ``feat``) -> Gemm -> Softmax (= ``probs``), per shared/model/model_contract.py.
 The first layer is a fixed random projection; the head is ridge regression on one-hot
 targets over the task's seed split, so predictions mean something (digits: ~80% holdout).
 """
@@ -17,10 +17,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lepton_tasks import load_task
-from shared import schemas
-from shared.model_contract import encode_reference
-from shared.signing import sign_manifest
-from shared.topics import Topics
+from shared.model.model_contract import encode_reference
+from shared.protocol import schemas
+from shared.protocol.topics import Topics
+from shared.security.signing import sign_manifest
 
 
 @dataclass(frozen=True)

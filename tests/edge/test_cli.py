@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.cli import main
-from shared.topics import Kind
+from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "edge_agent" / "deploy" / "agent.example.toml"
@@ -108,7 +108,7 @@ def _notify_socket(path: Path):
 @pytest.mark.parametrize("case", ["closed_port", "unresolvable_host"])
 def test_an_agent_that_cannot_reach_its_broker_says_why_and_keeps_trying(tmp_path, case):
     # Prepare: nothing listens on the port, or the name does not resolve
-    from shared.broker import free_port
+    from shared.transport.broker import free_port
 
     host, port = ("127.0.0.1", free_port()) if case == "closed_port" else ("nonexistent.invalid", 1883)
     cfg = _minimal(tmp_path, "allow_unsigned = true\n", f'host = "{host}"\nport = {port}\n')
@@ -127,8 +127,8 @@ def test_an_agent_that_cannot_reach_its_broker_says_why_and_keeps_trying(tmp_pat
     # Assert: where, why, when again; one line for the outage so far (the retries are at DEBUG)
     reason = {"closed_port": "connection refused (is the broker running, on this port?)",
               "unresolvable_host": "cannot resolve host 'nonexistent.invalid' ("}[case]
-    lines = [ln.split(" INFO shared.mqtt.connect: ", 1)[1] for ln in r.stderr.splitlines()
-             if " INFO shared.mqtt.connect: " in ln]
+    lines = [ln.split(" INFO shared.transport.mqtt.connect: ", 1)[1] for ln in r.stderr.splitlines()
+             if " INFO shared.transport.mqtt.connect: " in ln]
     assert r.returncode == 0, r.stderr[-2000:]
     assert lines[0] == f"cam-1: connecting to {host}:{port}"
     assert len(lines) == 2 and lines[1].startswith(f"cam-1: cannot connect to {host}:{port}: {reason}"), lines

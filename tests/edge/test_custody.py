@@ -11,9 +11,9 @@ import pytest
 from edge_agent.outbox import Outbox
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import BridgeConfig
-from shared import schemas
-from shared.containers import FusedBatch
-from shared.topics import Kind
+from shared.protocol import schemas
+from shared.protocol.containers import FusedBatch
+from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 from tests.edge.models import release, write_files
 

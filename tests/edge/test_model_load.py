@@ -8,7 +8,7 @@ import pytest
 
 from edge_agent.model import ModelRejected, load_model
 from lepton_tasks import load_task
-from shared.topics import Topics
+from shared.protocol.topics import Topics
 from tests.edge.models import release
 
 T = Topics("lepton/v1/unit")

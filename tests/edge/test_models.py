@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from shared import schemas
-from shared.signing import generate_keypair, load_private
-from shared.topics import Kind
+from shared.protocol import schemas
+from shared.protocol.topics import Kind
+from shared.security.signing import generate_keypair, load_private
 from tests.edge.conftest import Collector, clear_retained, publish_release, wait_until
 from tests.edge.models import release, write_files
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from shared.dedup import Deduper
-from shared.topics import Kind
+from shared.protocol.dedup import Deduper
+from shared.protocol.topics import Kind
 from tests.edge.conftest import Collector, wait_until
 from tests.edge.models import release, write_files
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.outbox import Outbox
-from shared.counters import Counters
+from shared.process.counters import Counters
 
 
 class Clock:

@@ -7,9 +7,9 @@ import numpy as np
 
 from lepton_tasks import load_task
 from lepton_tasks.packs.digits import render_digit
-from shared import schemas
-from shared.containers import HardSample
-from shared.topics import Kind
+from shared.protocol import schemas
+from shared.protocol.containers import HardSample
+from shared.protocol.topics import Kind
 from tests.edge.conftest import preds_by_sample, publish_release, wait_until
 from tests.edge.models import release, write_files
 

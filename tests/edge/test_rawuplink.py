@@ -4,10 +4,10 @@ import numpy as np
 
 from edge_agent.rawuplink import RawUplink
 from lepton_tasks import load_task
-from shared import rawsample, schemas
-from shared.containers import HardSample
-from shared.counters import Counters
-from shared.topics import Kind
+from shared.process.counters import Counters
+from shared.protocol import rawsample, schemas
+from shared.protocol.containers import HardSample
+from shared.protocol.topics import Kind
 
 from .conftest import wait_until
 from .models import release, write_files

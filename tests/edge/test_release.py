@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from shared import schemas
-from shared.schemas import Pin, Release, ReleasePlan, Stage
-from shared.signing import generate_keypair, load_private, sign_msg
-from shared.topics import Kind
+from shared.protocol import schemas
+from shared.protocol.schemas import Pin, Release, ReleasePlan, Stage
+from shared.protocol.topics import Kind
+from shared.security.signing import generate_keypair, load_private, sign_msg
 from tests.edge.conftest import clear_retained, preds_by_sample, publish_release, wait_until
 from tests.edge.models import release, write_files
 
@@ -43,7 +43,7 @@ def sign_dict(obj: dict, key) -> bytes:
     import base64
     import json
 
-    from shared.signing import key_id
+    from shared.security.signing import key_id
 
     body = {**obj, "key_id": key_id(key.public_key())}
     body.pop("signature", None)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.sdnotify import SdNotifier
+from shared.process.sdnotify import SdNotifier
 
 
 @pytest.fixture

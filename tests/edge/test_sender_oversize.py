@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import schemas
-from shared.topics import Kind
+from shared.protocol import schemas
+from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 
 

@@ -19,8 +19,8 @@ import pytest
 from edge_agent import config as C
 from edge_agent.sources import Backoff, SourceUnavailable, open_source
 from lepton_tasks import load_task
-from shared.counters import Counters
-from shared.topics import Kind
+from shared.process.counters import Counters
+from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 from tests.edge.streams import MjpegCamera, SilentServer
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def agent_process(tmp_path: Path, source: str, *extra: str, port: int = 9, **popen) -> subprocess.Popen:
     """lepton-agent as a user runs it; the broker port is closed unless given (MQTT just retries)."""
-    from shared.signing import generate_keypair
+    from shared.security.signing import generate_keypair
 
     generate_keypair(tmp_path / "signing.key", tmp_path / "signing.pub")
     conf = tmp_path / "agent.toml"
@@ -53,7 +53,7 @@ def test_a_source_that_can_never_work_is_one_line_and_a_non_zero_exit(tmp_path, 
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     # (the broker connection, closed here, has lines of its own)
-    lines = [ln for ln in err.splitlines() if ln.strip() and " shared.mqtt.connect: " not in ln]
+    lines = [ln for ln in err.splitlines() if ln.strip() and " shared.transport.mqtt.connect: " not in ln]
     assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], err
     assert "Traceback" not in err
 

@@ -11,7 +11,7 @@ from edge_agent import config as C
 from edge_agent.capture import EOF_MARK, FrameQueue
 from edge_agent.sources import folder_source, open_source, read_sensor_csv, replay_source
 from lepton_tasks import load_task
-from shared.topics import Kind
+from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 from tests.edge.models import release, write_files
 

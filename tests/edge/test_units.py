@@ -11,8 +11,8 @@ from edge_agent.batching import FeatureBatcher
 from edge_agent.pending import PendingTable
 from edge_agent.store import ModelStore
 from edge_agent.verify import Rejection, check_artifact, parse_manifest
-from shared.signing import generate_keypair, load_private, load_public
-from shared.topics import Topics
+from shared.protocol.topics import Topics
+from shared.security.signing import generate_keypair, load_private, load_public
 from tests.edge.models import release
 
 T = Topics("lepton/v1/unit")
@@ -146,10 +146,10 @@ def test_signed_model_with_external_data_is_rejected_before_onnxruntime(tmp_path
 def test_every_escalation_ends_once_whatever_races_it():
     from edge_agent.config import DecisionSettings
     from edge_agent.escalations import Escalations, Pending
-    from shared.counters import Counters
-    from shared.mqtt import Message
-    from shared.schemas import Reply
-    from shared.wire import Decoded
+    from shared.process.counters import Counters
+    from shared.protocol.schemas import Reply
+    from shared.protocol.wire import Decoded
+    from shared.transport.mqtt import Message
 
     ended: list[tuple[int, str, int]] = []
     c = Counters()

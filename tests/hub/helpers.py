@@ -13,10 +13,10 @@ import numpy as np
 from hub_bridge.bridge import HubBridge
 from hub_bridge.classes import CLASS_NAMES, TELEMETRY
 from hub_bridge.config import BridgeConfig
-from shared import schemas
-from shared.containers import FeatureBatch, HardSample
-from shared.mqtt import Message, MqttClient, MqttSettings
-from shared.topics import Topics
+from shared.protocol import schemas
+from shared.protocol.containers import FeatureBatch, HardSample
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import Message, MqttClient, MqttSettings
 
 BOOT = 1_700_000_000
 # An agent numbers all its QoS 1 messages in one sequence per boot (the custody and dedup key is

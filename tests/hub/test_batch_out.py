@@ -9,8 +9,8 @@ from hub_bridge.acks import Acker
 from hub_bridge.batch_out import BatchOut
 from hub_bridge.custody import Handoff
 from hub_bridge.gc_policy import GcPolicy
-from shared.counters import Counters
-from shared.topics import Filter
+from shared.process.counters import Counters
+from shared.protocol.topics import Filter
 
 from .helpers import Collector, wait_until
 

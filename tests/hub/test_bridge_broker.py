@@ -8,8 +8,8 @@ import time
 import pytest
 
 from hub_bridge.classes import ESCALATION, EVENT
-from shared import schemas
-from shared.containers import FusedBatch, HardSample
+from shared.protocol import schemas
+from shared.protocol.containers import FusedBatch, HardSample
 
 from .helpers import (
     Collector,
@@ -69,13 +69,13 @@ def test_escalation_keeps_response_topic_correlation_and_user_properties(broker,
 
 
 def schemas_kind_reply():
-    from shared.topics import Kind
+    from shared.protocol.topics import Kind
 
     return Kind.REPLY
 
 
 def _topic(s: str):
-    from shared.topics import Topic
+    from shared.protocol.topics import Topic
 
     return Topic(s)
 
@@ -215,7 +215,7 @@ def test_status_tracks_devices_and_goes_offline_on_stop(broker, topics, mqtt_fac
 
 
 def _filter(topic):
-    from shared.topics import Filter
+    from shared.protocol.topics import Filter
 
     return Filter(str(topic))
 

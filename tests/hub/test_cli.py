@@ -8,8 +8,8 @@ import pytest
 
 from hub_bridge.cli import main
 from hub_bridge.config import BridgeConfig
-from shared.config import ConfigError, load_config
-from shared.schemas import ServiceStatus, loads
+from shared.process.config import ConfigError, load_config
+from shared.protocol.schemas import ServiceStatus, loads
 
 from .helpers import Collector, wait_until
 

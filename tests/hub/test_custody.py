@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from hub_bridge.custody import IN_CUSTODY, IN_PROCESS, NEW, CustodyLedger, Handoff
-from shared import schemas
-from shared.containers import FusedBatch
-from shared.topics import Kind
+from shared.protocol import schemas
+from shared.protocol.containers import FusedBatch
+from shared.protocol.topics import Kind
 
 from .helpers import (
     BOOT,
@@ -241,7 +241,7 @@ def test_custody_payload_is_the_custody_schema(ranges):
 
 def test_acker_sends_released_acks_in_one_batch_per_flush_and_never_on_a_newer_connection():
     from hub_bridge.acks import Acker
-    from shared.mqtt import Message
+    from shared.transport.mqtt import Message
 
     sent: list[list[int]] = []
     acker = Acker([lambda msgs: sent.append([m.mid for m in msgs])])

@@ -8,8 +8,8 @@ import numpy as np
 
 from hub_bridge.config import FusionSettings
 from hub_bridge.fusion import Fuser
-from shared.containers import FeatureBatch, FusedBatch
-from shared.schemas import LabelItem, Labels
+from shared.protocol.containers import FeatureBatch, FusedBatch
+from shared.protocol.schemas import LabelItem, Labels
 
 T0 = float(1_790_000_000 // 86400 * 86400)  # a UTC midnight
 
@@ -231,7 +231,7 @@ def test_sent_rows_leave_the_window_as_tombstones_bounded_in_number():
 def _with_raw(batch: FeatureBatch, length: int = 12) -> FeatureBatch:
     import dataclasses
 
-    from shared.rawsample import RawRows
+    from shared.protocol.rawsample import RawRows
 
     n = len(batch.sample)
     win = (np.zeros((n, 1, length), np.float32) + batch.sample[:, None, None]).astype(np.float16)

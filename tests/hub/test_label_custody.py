@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from shared import schemas
-from shared.containers import FusedBatch
-from shared.label_outbox import LabelOutbox, LabelSender
+from shared.protocol import schemas
+from shared.protocol.containers import FusedBatch
+from shared.stores.label_outbox import LabelOutbox, LabelSender
 
 from .helpers import Collector, bridge_config, feat, start_bridge, wait_until
 
@@ -115,7 +115,7 @@ def test_a_correction_fixes_a_row_fusion_still_holds(broker, topics, mqtt_factor
 
 def test_a_label_the_bridge_never_took_reaches_a_worker_after_its_publisher_restarts(broker, topics, mqtt_factory,
                                                                                     bridges, tmp_path):
-    from shared.label_journal import LabelJournal
+    from shared.stores.label_journal import LabelJournal
 
     # Prepare: a publisher labels while no bridge runs (the broker drops the message: nobody holds it)
     path = tmp_path / "labels.sqlite"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hub_bridge.classes import CLASS_NAMES
-from shared.containers import HardSample
+from shared.protocol.containers import HardSample
 
 from .helpers import (
     Collector,

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from shared.containers import FusedBatch, HardSample
+from shared.protocol.containers import FusedBatch, HardSample
 
 from .helpers import Collector, bridge_config, feat, hard, labels, start_bridge, wait_until
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.containers import FusedBatch, HardSample
+from shared.protocol.containers import FusedBatch, HardSample
 
 from .helpers import Collector, feat, hard, telemetry, wait_until
 

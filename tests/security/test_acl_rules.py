@@ -1,4 +1,4 @@
-"""Pure checks of shared/acl.py and of the broker config files (no broker)."""
+"""Pure checks of shared/security/acl.py and of the broker config files (no broker)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import re
 import pytest
 
 from lepton_cli.secure_broker import SECURE_CONF, dynsec_plugin, render_secure_config
-from shared.acl import (
+from shared.protocol.codec import Limits
+from shared.protocol.topics import DEFAULT_ROOT, Filter, Topics
+from shared.security.acl import (
     RULES,
     SERVICE_ROLES,
     Access,
@@ -21,9 +23,7 @@ from shared.acl import (
     role_of,
     uncovered_kinds,
 )
-from shared.broker import REPO_MOSQUITTO
-from shared.codec import Limits
-from shared.topics import DEFAULT_ROOT, Filter, Topics
+from shared.transport.broker import REPO_MOSQUITTO
 
 R, W = Access.READ, Access.WRITE
 T = Topics()
@@ -219,11 +219,11 @@ def test_render_secure_config_points_every_file_at_the_broker_dir(tmp_path):
     assert paths and all(p.startswith(str(tmp_path.resolve()) + "/") for p in paths)
     assert [v for k, v in _directives(text) if k == "plugin"] == [dynsec_plugin()] * 3
     assert set(_listeners(text)) == {"1883 127.0.0.1", "18883 127.0.0.1", "18884 127.0.0.1"}
-    assert re.search(r"(?m)^listener 1883 127\.0\.0\.1$", text)  # left for shared.broker.render_config
+    assert re.search(r"(?m)^listener 1883 127\.0\.0\.1$", text)  # left for shared.transport.broker.render_config
 
 
 def test_reply_topic_must_be_the_asking_device_own_reply():
-    from shared.acl import ResponseTopicError, checked_reply_topic
+    from shared.security.acl import ResponseTopicError, checked_reply_topic
 
     assert checked_reply_topic(T, "d1", str(T.reply("d1"))) == T.reply("d1")
     for bad in (str(T.reply("d2")), str(T.manifest("digits")), f"{DEFAULT_ROOT}/edge/d1/reply/x", None, ""):
@@ -233,7 +233,7 @@ def test_reply_topic_must_be_the_asking_device_own_reply():
 
 
 def test_security_doc_embeds_the_generated_rules_table():
-    from shared.acl import rules_markdown
+    from shared.security.acl import rules_markdown
 
     doc = (REPO_MOSQUITTO.parent / "docs" / "SECURITY.md").read_text()
-    assert rules_markdown(DEFAULT_ROOT) in doc, "regenerate with: python -c 'from shared.acl import rules_markdown; print(rules_markdown())'"
+    assert rules_markdown(DEFAULT_ROOT) in doc, "regenerate with: python -c 'from shared.security.acl import rules_markdown; print(rules_markdown())'"

@@ -14,12 +14,12 @@ import pytest
 from lepton_cli.main import main as lepton
 from lepton_cli.pki import BrokerPki, cert_pem, issue, make_ca
 from lepton_cli.secure_broker import SecureBroker
-from shared.containers import FeatureBatch
-from shared.counters import Counters
-from shared.dedup import Deduper
-from shared.mqtt import MqttClient, TlsSettings
-from shared.topics import Filter
-from shared.wire import Receiver
+from shared.process.counters import Counters
+from shared.protocol.containers import FeatureBatch
+from shared.protocol.dedup import Deduper
+from shared.protocol.topics import Filter
+from shared.protocol.wire import Receiver
+from shared.transport.mqtt import MqttClient, TlsSettings
 
 from .conftest import Inbox, SecureEnv, never_connects, provision, publish_ack
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import BridgeConfig
-from shared.containers import FeatureBatch, HardSample
+from shared.protocol.containers import FeatureBatch, HardSample
 
 from .conftest import publish_ack, subscribe
 

@@ -1,6 +1,6 @@
 """The generated ACL, enforced by a real mosquitto running secure.conf: allowed works, denied is denied.
 
-The dynamic security plugin (dynsec.json from shared.acl.render_dynsec) refuses PUBLISH with
+The dynamic security plugin (dynsec.json from shared.security.acl.render_dynsec) refuses PUBLISH with
 PUBACK 0x87, SUBSCRIBE with SUBACK 0x87, and never *delivers* a message a client may not
 read; deliveries are checked behind a barrier message.
 """
@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from shared.acl import SERVICE_ROLES, Access, allowed, filters
-from shared.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic
+from shared.protocol.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic
+from shared.security.acl import SERVICE_ROLES, Access, allowed, filters
 
 from .conftest import ROOT, Inbox, SecureEnv, publish_ack, subscribe
 
@@ -122,7 +122,7 @@ def test_device_own_and_model_subscriptions_are_granted(secure_env: SecureEnv, c
 
 
 def _raw_publish_code(settings, topic: str, payload: bytes, timeout: float = 5.0) -> int:
-    """PUBACK reason code of one QoS 1 publish through plain paho (shared.mqtt.Topic refuses '$' topics)."""
+    """PUBACK reason code of one QoS 1 publish through plain paho (shared.transport.mqtt.Topic refuses '$' topics)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 

@@ -11,9 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lepton_cli.main import main as lepton
-from shared.config import tomllib  # tomllib on 3.11+, tomli on 3.10
-from shared.mqtt import MqttSettings
-from shared.signing import key_id, load_private, load_public
+from shared.process.config import tomllib  # tomllib on 3.11+, tomli on 3.10
+from shared.security.signing import key_id, load_private, load_public
+from shared.transport.mqtt import MqttSettings
 
 
 def mode(p: Path) -> int:
@@ -67,7 +67,7 @@ def test_provision_writes_a_complete_bundle(tmp_path: Path, keys: Path):
     assert {p.name for p in out.iterdir()} == {"device.toml", "ca.crt", "client.crt", "client.key", "signing.pub"}
     assert mode(out / "client.key") == 0o600 and mode(out / "device.toml") == 0o600
     cfg = tomllib.loads((out / "device.toml").read_text())
-    settings = MqttSettings(**cfg["mqtt"])  # the [mqtt] table is exactly shared.mqtt's settings
+    settings = MqttSettings(**cfg["mqtt"])  # the [mqtt] table is exactly shared.transport.mqtt's settings
     assert cfg["device"] == "cam-1" and cfg["root"] == "lepton/v1"
     assert settings.username == "cam-1" and settings.port == 8883 and settings.host == "broker.example"
     assert settings.tls is not None and settings.tls.cert == out.resolve() / "client.crt"
@@ -165,7 +165,7 @@ def test_keys_tls_is_idempotent(tmp_path: Path):
 
 def test_device_bundle_is_a_valid_agent_config_once_a_source_is_added(tmp_path: Path, keys: Path):
     config = pytest.importorskip("edge_agent.config")
-    from shared.config import load_config
+    from shared.process.config import load_config
 
     # Prepare
     assert prov(tmp_path, keys, "cam-1", "--task", "digits") == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lepton_cli.pki import cert_pem, make_ca
-from shared.mqtt import MqttClient, TlsSettings
+from shared.transport.mqtt import MqttClient, TlsSettings
 from tests.security.conftest import SecureEnv
 
 REASONS = {
@@ -36,7 +36,7 @@ def test_each_failure_is_reported_with_its_reason_once_per_interval(secure_env: 
     (tmp_path / "other.crt").write_bytes(cert_pem(other))
     ca = secure_env.bundle("worker_1") / "ca.crt"
     # Execute: retries every 0.05-0.5 s, a line at most every 10 s
-    with caplog.at_level(logging.INFO, logger="shared.mqtt.connect"):
+    with caplog.at_level(logging.INFO, logger="shared.transport.mqtt.connect"):
         if case == "wrong_password":
             c = connect("d1", wait=False, password="not-it")
         elif case == "unknown_ca":
@@ -53,7 +53,7 @@ def test_each_failure_is_reported_with_its_reason_once_per_interval(secure_env: 
     assert _failed_attempts(c) >= 5 and not c.connected
     assert status.startswith(f"cannot connect to {c.report.where}: {REASONS[case]}"), status
     assert "retrying in" in status
-    lines = [r.getMessage() for r in caplog.records if r.name == "shared.mqtt.connect" and r.levelno == logging.INFO]
+    lines = [r.getMessage() for r in caplog.records if r.name == "shared.transport.mqtt.connect" and r.levelno == logging.INFO]
     failures = [m for m in lines if "cannot connect" in m]
     assert lines[0] == f"{c.client_id}: connecting to {c.report.where}"
     assert len(failures) == 1 and REASONS[case] in failures[0], lines

@@ -12,7 +12,7 @@ import pytest
 
 from cloud_worker.config import WorkerConfig
 from lepton_cli.main import main as lepton
-from shared.config import load_config
+from shared.process.config import load_config
 
 
 def mode(p: Path) -> int:
@@ -74,7 +74,7 @@ def test_an_ignored_directory_of_a_work_tree_is_fine(state, repo, capsys):
 
 
 def test_a_private_directory_leaves_existing_parents_alone(tmp_path):
-    from shared.statedir import private_dir
+    from shared.security.statedir import private_dir
 
     tmp_path.chmod(0o755)
     (tmp_path / "shared").mkdir(mode=0o755)

@@ -1,4 +1,4 @@
-"""shared.onnx_guard against models made by the onnx package, and against garbage."""
+"""shared.security.onnx_guard against models made by the onnx package, and against garbage."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
-from shared.onnx_guard import MAX_DEPTH, OnnxExternalData, OnnxGuardError, OnnxMalformed, check_onnx_bytes
+from shared.security.onnx_guard import (
+    MAX_DEPTH,
+    OnnxExternalData,
+    OnnxGuardError,
+    OnnxMalformed,
+    check_onnx_bytes,
+)
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -170,5 +176,5 @@ def test_single_byte_changes_of_a_model_never_crash_the_guard(pos, value):
 
 
 def test_guard_does_not_import_onnx():
-    code = "import sys, shared.onnx_guard; sys.exit('onnx' in sys.modules or 'google.protobuf' in sys.modules)"
+    code = "import sys, shared.security.onnx_guard; sys.exit('onnx' in sys.modules or 'google.protobuf' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -7,9 +7,9 @@ import time
 import numpy as np
 
 from lepton_tasks import load_task
-from shared import schemas
-from shared.containers import FeatureBatch, FusedBatch, HardSample
-from shared.topics import Topics
+from shared.protocol import schemas
+from shared.protocol.containers import FeatureBatch, FusedBatch, HardSample
+from shared.protocol.topics import Topics
 
 NOW = 1_790_000_000.0
 

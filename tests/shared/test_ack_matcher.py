@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from shared.ack_matcher import NOT_FOUND, AckMatcher
-from shared.counters import Counters
+from shared.process.counters import Counters
+from shared.transport.ack_matcher import NOT_FOUND, AckMatcher
 
 
 def test_an_ack_before_its_packet_is_registered_is_handed_to_that_packet():

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from shared import schemas, wire
-from shared.counters import Counters
-from shared.mqtt import MqttClient, MqttSettings, NotConnected
-from shared.topics import SPEC_BY_KIND, Topics
+from shared.process.counters import Counters
+from shared.protocol import schemas, wire
+from shared.protocol.topics import SPEC_BY_KIND, Topics
+from shared.transport.mqtt import MqttClient, MqttSettings, NotConnected
 
 from .samples import feature_batch, fused_batch, hard_sample, json_samples
 
@@ -102,9 +102,9 @@ def test_malformed_payload_is_rejected_typed_and_subscriber_keeps_working(mqtt_f
 
 LWT_CHILD = textwrap.dedent("""
     import sys, time
-    from shared.mqtt import MqttClient, MqttSettings, Will
-    from shared.topics import Topics
-    from shared import schemas
+    from shared.transport.mqtt import MqttClient, MqttSettings, Will
+    from shared.protocol.topics import Topics
+    from shared.protocol import schemas
     t = Topics(sys.argv[2])
     dev = "lwt-dev"
     def status(state):

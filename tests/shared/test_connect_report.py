@@ -6,7 +6,7 @@ import logging
 import socket
 import ssl
 
-from shared.connect_report import ConnectReport, connack_reason, socket_reason
+from shared.transport.connect_report import ConnectReport, connack_reason, socket_reason
 
 
 class Clock:
@@ -18,7 +18,7 @@ class Clock:
 
 
 def _lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "shared.mqtt.connect" and r.levelno >= logging.INFO]
+    return [r.getMessage() for r in caplog.records if r.name == "shared.transport.mqtt.connect" and r.levelno >= logging.INFO]
 
 
 def test_an_outage_is_announced_repeated_per_interval_and_its_end_said(caplog):
@@ -28,7 +28,7 @@ def test_an_outage_is_announced_repeated_per_interval_and_its_end_said(caplog):
     statuses: list[str] = []
     r.hooks.append(statuses.append)
     # Execute: 30 failures 0.5 s apart (15 s), one reason change, then success
-    with caplog.at_level(logging.DEBUG, logger="shared.mqtt.connect"):
+    with caplog.at_level(logging.DEBUG, logger="shared.transport.mqtt.connect"):
         for i in range(30):
             r.connecting()
             r.failed("connection refused" if i != 25 else "no answer within 5 s (timed out)", 0.5)
@@ -52,7 +52,7 @@ def test_an_outage_is_announced_repeated_per_interval_and_its_end_said(caplog):
 
 def test_a_lost_connection_is_announced_again_and_a_first_connect_says_so_plainly(caplog):
     r = ConnectReport("svc", "h", 1, tls=True, repeat_s=10.0, clock=Clock())
-    with caplog.at_level(logging.INFO, logger="shared.mqtt.connect"):
+    with caplog.at_level(logging.INFO, logger="shared.transport.mqtt.connect"):
         r.connecting()
         r.connected()
         r.lost("Unspecified error")

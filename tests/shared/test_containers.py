@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from shared import codec
-from shared.containers import LAYOUT, FeatureBatch, FusedBatch, HardSample
+from shared.protocol import codec
+from shared.protocol.containers import LAYOUT, FeatureBatch, FusedBatch, HardSample
 
 from .samples import feature_batch, fused_batch, hard_sample
 

@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_worker.rollout_io import CommandRejected, verify_command
+from cloud_worker.rollout.wiring import CommandRejected, verify_command
 from edge_agent.rollout import parse_release
 from edge_agent.verify import Rejection, parse_manifest
-from shared import codec, schemas, strictjson, wire
-from shared.containers import CONTAINERS, FeatureBatch, FusedBatch, HardSample
-from shared.model_contract import decode_reference
-from shared.signing import sign_manifest, sign_msg
-from shared.topics import Topics
+from shared.model.model_contract import decode_reference
+from shared.protocol import codec, schemas, strictjson, wire
+from shared.protocol.containers import CONTAINERS, FeatureBatch, FusedBatch, HardSample
+from shared.protocol.topics import Topics
+from shared.security.signing import sign_manifest, sign_msg
 
 from .samples import NOW, feature_batch, fused_batch, hard_sample, json_samples
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import schemas
-from shared.label_outbox import LabelOutbox
+from shared.protocol import schemas
+from shared.stores.label_outbox import LabelOutbox
 
 
 def _lb(pairs, **kw) -> schemas.Labels:
@@ -59,7 +59,7 @@ def test_retraction_needs_supersedes_and_custody_fields_go_together():
 
 
 def test_what_custody_did_not_cover_survives_a_restart_and_goes_out_again_under_the_new_boot(tmp_path):
-    from shared.label_journal import LabelJournal
+    from shared.stores.label_journal import LabelJournal
 
     # Prepare: three labels kept, the bridge has taken the first, the second was corrected
     path = tmp_path / "console" / "labels.sqlite"
@@ -87,7 +87,7 @@ def test_what_custody_did_not_cover_survives_a_restart_and_goes_out_again_under_
 def test_an_unreadable_journal_is_moved_aside_and_a_bad_row_is_rejected_not_sent(tmp_path):
     import sqlite3
 
-    from shared.label_journal import LabelJournal
+    from shared.stores.label_journal import LabelJournal
 
     path = tmp_path / "labels.sqlite"
     path.write_bytes(b"not a database" * 100)

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from shared.mqtt import MqttClient, MqttSettings
-from shared.topics import Topics
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import MqttClient, MqttSettings
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

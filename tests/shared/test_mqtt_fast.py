@@ -1,4 +1,4 @@
-"""shared.mqtt_fast: the chunked PUBLISH reader gives the same messages as paho, however the bytes arrive,
+"""shared.transport.mqtt_fast: the chunked PUBLISH reader gives the same messages as paho, however the bytes arrive,
 hands everything unusual to paho, and batches PUBACKs and QoS 0 publishes into one write."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shared import mqtt_fast
-from shared.mqtt import Message, MqttClient
+from shared.transport import mqtt_fast
+from shared.transport.mqtt import Message, MqttClient
 
 from ..conftest import settings_for
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from shared.mqtt import PacketTooLarge, PublishRefused, _props, publish_packet_size
-from shared.topics import Topics
+from shared.protocol.topics import Topics
+from shared.transport.mqtt import PacketTooLarge, PublishRefused, _props, publish_packet_size
 
 MiB = 1024 * 1024
 

@@ -1,14 +1,14 @@
 from pathlib import Path
 
 from lepton_cli.main import main as lepton
-from shared import protocol_doc, schemas
-from shared.topics import DEFAULT_ROOT, TOPIC_SPECS
+from shared.protocol import protocol_doc, schemas
+from shared.protocol.topics import DEFAULT_ROOT, TOPIC_SPECS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
 
 def test_protocol_doc_is_generated_from_the_code():
-    assert DOC.read_text() == protocol_doc.render(), "run: python -m shared.protocol_doc > docs/PROTOCOL.md"
+    assert DOC.read_text() == protocol_doc.render(), "run: python -m shared.protocol.protocol_doc > docs/PROTOCOL.md"
 
 
 def test_doc_names_every_topic_and_schema_field():

@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from shared import codec, rawsample
-from shared.containers import FeatureBatch, FusedBatch, HardSample
-from shared.rawsample import RawError, RawRows
+from shared.protocol import codec, rawsample
+from shared.protocol.containers import FeatureBatch, FusedBatch, HardSample
+from shared.protocol.rawsample import RawError, RawRows
 
 from .samples import feature_batch, fused_batch, hard_sample
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from shared import schemas
-from shared.topics import Topics
+from shared.protocol import schemas
+from shared.protocol.topics import Topics
 
 from .samples import json_samples
 

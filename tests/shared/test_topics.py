@@ -1,6 +1,6 @@
 import pytest
 
-from shared.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic, TopicError, Topics
+from shared.protocol.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic, TopicError, Topics
 
 T = Topics()
 

@@ -10,12 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton_tasks import available, load_task
 from lepton_tasks.packs.digits import render_digit
-from shared import preprocess, schemas, signing, wire
-from shared.bounded import DropOldestQueue
-from shared.config import ConfigError, load_config
-from shared.dedup import Deduper, SeqSet
-from shared.mqtt import MqttSettings
-from shared.topics import Topics
+from shared.model import preprocess
+from shared.process.bounded import DropOldestQueue
+from shared.process.config import ConfigError, load_config
+from shared.protocol import schemas, wire
+from shared.protocol.dedup import Deduper, SeqSet
+from shared.protocol.topics import Topics
+from shared.security import signing
+from shared.transport.mqtt import MqttSettings
 
 from .samples import feature_batch, json_samples
 
@@ -172,8 +174,8 @@ def test_wire_decode_dispatches_and_rejects():
 
 
 def test_receiver_counts_cleared_retained_topics_apart_from_rejections():
-    from shared.counters import Counters
-    from shared.mqtt import Message
+    from shared.process.counters import Counters
+    from shared.transport.mqtt import Message
 
     t = Topics()
     counters, got = Counters(), []
@@ -186,7 +188,7 @@ def test_receiver_counts_cleared_retained_topics_apart_from_rejections():
 
 
 def test_redacted_masks_every_secret():
-    from shared.config import redacted
+    from shared.process.config import redacted
 
     class Svc(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_tasks import TaskSpecError, load_task
 from lepton_tasks.spec import parse_spec
-from shared import schemas
-from shared.signing import SignatureError, sign_manifest, verify_manifest_obj
+from shared.protocol import schemas
+from shared.security.signing import SignatureError, sign_manifest, verify_manifest_obj
 
 from ..shared.samples import NOW
 

@@ -13,7 +13,7 @@ import pytest
 from lepton_tasks import TaskSpecError, load_task, parse_spec
 from lepton_tasks import registry as reg
 from lepton_tasks.cli import check
-from shared.topics import Kind
+from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 
 from .shapes import CLASSES, write_task
@@ -66,7 +66,7 @@ def _bad(tmp_path: Path, name: str, **edit: str) -> Path:
 def _factory_module(tmp_path: Path) -> str:
     """A user's model factory on the path that gets the class count wrong (4 for a 3-class task)."""
     (tmp_path / "wrong_models.py").write_text(
-        "from cloud_worker.nets import image_edge\n"
+        "from cloud_worker.models.nets import image_edge\n"
         "def edge(input_shape, n_classes):\n"
         "    return image_edge(input_shape, n_classes + 1)\n")
     return "wrong_models:edge"
@@ -79,7 +79,7 @@ def _factory_module(tmp_path: Path) -> str:
     ("bad_callable", "cannot import 'no_such_module'"),
     ("bad_alert", "alert_classes ['hexagon'] are not among the classes"),
     ("bad_step", "preprocess: step 0: unknown op 'sharpen'"),
-    ("bad_model_arg", "models.edge_args: cloud_worker.nets:image_edge refused {'bins': 12}"),
+    ("bad_model_arg", "models.edge_args: cloud_worker.models.nets:image_edge refused {'bins': 12}"),
 ])
 def test_malformed_specs_get_one_line_naming_the_key_and_exit_2(tmp_path, case, needle):
     edits = {
@@ -161,8 +161,8 @@ def test_npz_integer_labels_outside_the_class_range_are_named(tmp_path):
 
 
 def test_the_window_model_keeps_stretches_apart_and_still_exports():
-    from cloud_worker import nets
-    from cloud_worker.export import check_onnx, to_onnx
+    from cloud_worker.models import nets
+    from cloud_worker.releasing.export import check_onnx, to_onnx
 
     x = np.random.default_rng(0).normal(size=(4, 2, 16)).astype(np.float32)
     for bins, kept in ((1, 1), (4, 4), (5, 4), (99, 8)):  # 16 -> 8 after the pool: a divisor of 8 at most `bins`
@@ -207,7 +207,7 @@ def test_an_agent_runs_a_task_it_has_never_seen_from_the_manifest_alone(tmp_path
     # The same labels as the model run offline, on the same files, with the task's own preprocessing
     import onnxruntime as ort
 
-    from shared import preprocess
+    from shared.model import preprocess
 
     sess = ort.InferenceSession(rel.onnx, providers=["CPUExecutionProvider"])
     run = preprocess.build(rel.manifest.input.preprocess["steps"])
