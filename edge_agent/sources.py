@@ -249,6 +249,7 @@ def _folder(cfg: C.FolderSource, stop: threading.Event, counters: Counters) -> I
 
 def replay_source(cfg: C.ReplaySource, task_name: str, stop: threading.Event) -> Iterator[Sample]:
     from lepton_tasks import load_task  # a simulated device only: real ones need no task pack
+    from lepton_tasks.refs import sample_ref
 
     task = load_task(cfg.task or task_name)
     ds = task.dataset()
@@ -263,7 +264,7 @@ def replay_source(cfg: C.ReplaySource, task_name: str, stop: threading.Event) ->
         for i in idx:
             if not pacer.wait():
                 return
-            yield Sample(ds.raw[i], time.time(), f"{task.name}:{int(i)}")
+            yield Sample(ds.raw[i], time.time(), sample_ref(task.name, i))
         if not cfg.loop or len(idx) == 0:
             return
 

@@ -15,20 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 from lepton_tasks import TaskSpecError, load_task
+from lepton_tasks.refs import parse_ref
 from shared.process.counters import Counters
 from shared.process.service import Service
 from shared.protocol import schemas
 from shared.protocol.topics import Kind, Topics
 from shared.stores.label_outbox import LabelOutbox, LabelSender
 from shared.transport.mqtt import Message, MqttClient, MqttSettings
-
-
-def parse_ref(ref: str) -> tuple[str, int] | None:
-    """``digits:123`` -> ("digits", 123); anything else -> None (not a replayed dataset sample)."""
-    task, sep, idx = ref.partition(":")
-    if not sep or not idx.isdigit():
-        return None
-    return task, int(idx)
 
 
 @dataclass(order=True)

@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "bundle": "lepton_cli.bundle",
     "protocol-doc": "lepton_cli.protocol_doc",
     "topics": "lepton_cli.topics",
-    "tasks": "lepton_tasks.cli",
+    "tasks": "lepton_cli.tasks",
     "console": "lepton_console.cli",
 }
 

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from lepton_cli.fleettable import FleetView, worker_short
 from lepton_views.fleetview import FleetStats
+from shared.process.cli_help import HelpFormatter
 from shared.process.closed_pipe import silence_stdout
 from shared.process.counters import Counters
 from shared.protocol.containers import FeatureBatch, FusedBatch, HardSample
@@ -220,15 +221,6 @@ def add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-file", default=None, help="read the password from the first line of this file")
     p.add_argument("--cafile", default=None, help="CA certificate: connect with TLS and check the broker against it")
     p.add_argument("--root", default=DEFAULT_ROOT, help="topic root")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except for flags and options that are off by default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
-            return action.help or ""
-        return super()._get_help_string(action) or ""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

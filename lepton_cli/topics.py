@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from lepton_cli.hints import command
-from lepton_cli.monitor import HelpFormatter
+from shared.process.cli_help import HelpFormatter
 from shared.protocol.topics import DEFAULT_ROOT, TOPIC_SPECS, TopicError, Topics, check_root
 
 

@@ -30,12 +30,13 @@ from lepton_cli import tomlgen
 from lepton_cli.fleettable import worker_short
 from lepton_cli.hints import command, mosquitto_sub
 from lepton_cli.labeller import Labeller
-from lepton_cli.monitor import HelpFormatter, Watcher, status_line, table
+from lepton_cli.monitor import Watcher, status_line, table
 from lepton_cli.pki import PkiError, write_private_bytes
 from lepton_cli.secure_broker import CredentialError
 from lepton_cli.secure_stack import SecureAccess
 from lepton_cli.upsummary import short_summary, shown, start_lines, where
 from lepton_tasks import TaskSpecError, load_task
+from shared.process.cli_help import HelpFormatter
 from shared.protocol.topics import DEFAULT_ROOT, Topics
 from shared.security import signing
 from shared.transport.broker import REPO_MOSQUITTO, Broker, BrokerUnavailable

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from lepton_cli.monitor import HelpFormatter
+from shared.process.cli_help import HelpFormatter
 from shared.process.config import ConfigError, load_config, redacted
 from shared.process.service import EXIT_CONFIG, EXIT_OK, log_ignored_env, run_until_signal
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from lepton_cli.labeller import parse_ref
 from lepton_console.state import ConsoleState
 from lepton_tasks import TaskSpecError, load_task
+from lepton_tasks.refs import parse_ref
 from shared.process.counters import Counters
 from shared.process.service import Service
 from shared.protocol import schemas

@@ -12,15 +12,16 @@ saved across restarts. Kept apart from the learner so the learning code carries 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from cloud_worker.learning.buffer import Key, Row
+from cloud_worker.learning.buffer import BalancedStore, Key, Row
+from cloud_worker.learning.intake import Intake, _rows
+from cloud_worker.learning.learned import LearnedSet
+from cloud_worker.learning.rawstore import RawStore
+from shared.process.counters import Counters
 from shared.protocol.containers import FusedBatch
-
-if TYPE_CHECKING:
-    from cloud_worker.learning.learner import Learner
 
 
 class Corrections:
@@ -41,7 +42,18 @@ class Corrections:
         return len(self._d)
 
 
-def drop_superseded(lr: Learner, fb: FusedBatch) -> FusedBatch | None:
+class Stores(Protocol):
+    """What a correction touches: the learner's stores, its ledger and its memory of corrections."""
+
+    corrections: Corrections
+    counters: Counters
+    intake: Intake
+    learned: LearnedSet
+    features: BalancedStore
+    raw: RawStore
+
+
+def drop_superseded(lr: Stores, fb: FusedBatch) -> FusedBatch | None:
     """``fb`` without labelled rows whose label a correction replaced (None: nothing left)."""
     corr = lr.corrections
     if not len(corr):
@@ -56,12 +68,10 @@ def drop_superseded(lr: Learner, fb: FusedBatch) -> FusedBatch | None:
     lr.counters.inc("learn.rows.superseded", int((~keep).sum()))
     if not keep.any():
         return None
-    from cloud_worker.learning.intake import _rows
-
     return _rows(fb, keep)
 
 
-def apply(lr: Learner, key: Key, label: int) -> None:
+def apply(lr: Stores, key: Key, label: int) -> None:
     """Make ``label`` (-1: none) the label of ``key`` wherever the learner holds one."""
     c = lr.counters
     ik = lr.intake
@@ -89,7 +99,7 @@ def apply(lr: Learner, key: Key, label: int) -> None:
     c.inc("learn.relabel.retracted" if label < 0 else "learn.relabel.applied")
 
 
-def _fix_recent(lr: Learner, data: np.ndarray, label: int) -> None:
+def _fix_recent(lr: Stores, data: np.ndarray, label: int) -> None:
     """The recent field rows share their feature array with the store's row: find them by identity."""
     recent = lr.intake.recent
     rows = list(recent)

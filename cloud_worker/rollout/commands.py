@@ -7,19 +7,30 @@ with the reason.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cloud_worker.rollout.plan import plan_from
+from shared.process.counters import Counters
 from shared.protocol.schemas import Pin, Release, RolloutCommand
-
-if TYPE_CHECKING:
-    from cloud_worker.rollout.manager import RolloutManager
 
 
 class OperatorCommands:
-    """Mixed into RolloutManager: pause, resume, promote, abort, pin, unpin."""
+    """Mixed into RolloutManager: pause, resume, promote, abort, pin, unpin.
 
-    def command(self: RolloutManager, cmd: RolloutCommand) -> None:
+    The manager's state and stage moves it uses (``_advance``, ``_rollback``, ``_announce``, ``_event``,
+    ``_entry``, ``_try``, ``_group``, ``_seq``, ``save``, ``describe``) are the manager's; only the
+    fields are named here, so this module need not import the manager that imports it.
+    """
+
+    rel: Release | None
+    counters: Counters
+    cmd_ids: Any
+    last: Any
+    settings: Any
+    task: str
+    fleet: int
+
+    def command(self, cmd: RolloutCommand) -> None:
         """An operator's verified command; answered with an event that carries its id."""
         if cmd.id in self.cmd_ids:
             self.counters.inc("rollout.cmd.duplicate")
@@ -46,7 +57,7 @@ class OperatorCommands:
         else:
             self._rollback("aborted", "operator abort", figs.model_dump() if figs else None, cmd.id)
 
-    def _set_state(self: RolloutManager, state: str, cmd: RolloutCommand, why: str) -> None:
+    def _set_state(self, state: str, cmd: RolloutCommand, why: str) -> None:
         r = self.rel
         assert r is not None
         self.rel = r.model_copy(update={"state": state, "seq": self._seq(), "reason": why, "updated": self.clock()})
@@ -54,7 +65,7 @@ class OperatorCommands:
         self._announce(cmd.action, r.control, r.candidate, self._group(r.stage), r.stage, r.stage, why,  # type: ignore
                        self.last.figures if self.last else None, cmd.id)
 
-    def _pin(self: RolloutManager, cmd: RolloutCommand) -> None:
+    def _pin(self, cmd: RolloutCommand) -> None:
         assert cmd.group is not None
         pins = [p for p in (self.rel.pins if self.rel else []) if p.group != cmd.group]
         old = next((p.version for p in (self.rel.pins if self.rel else []) if p.group == cmd.group), 0)
@@ -81,7 +92,7 @@ class OperatorCommands:
         self.save()
         self._announce(cmd.action, old, new, cmd.group, self.rel.stage, self.rel.stage, why, None, cmd.id)
 
-    def _refuse(self: RolloutManager, cmd: RolloutCommand, why: str) -> None:
+    def _refuse(self, cmd: RolloutCommand, why: str) -> None:
         self.counters.inc("rollout.cmd.refused")
         self.save()  # its id, so it is not run again after a restart
         r = self.rel

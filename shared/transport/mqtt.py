@@ -44,6 +44,7 @@ from shared.process.counters import Counters
 from shared.protocol.topics import Filter, Topic
 from shared.transport.ack_matcher import NOT_FOUND, AckMatcher
 from shared.transport.connect_report import EARLY_CLOSE, ConnectReport, connack_reason, socket_reason
+from shared.transport.message import Message
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +102,6 @@ class MqttSettings(BaseModel):
         "moderate rate is taken in bursts: fewer wake-ups (CPU), at most this much added latency."))
     fast_receive: bool = Field(True, description="Read packets in 64 KiB chunks and parse QoS 0/1 PUBLISH without "
                                                  "paho's per-packet objects (shared.transport.mqtt_fast); False: plain paho.")
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One received message, copied out of paho so it can cross threads."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    user_properties: tuple[tuple[str, str], ...] = ()
-    message_expiry: int | None = None
-    mid: int = 0  # packet id, for MqttClient.ack with manual_ack
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ everything else (connect, keepalive, TLS, will, subscribe, publish, reconnect) a
 - ``_packet_read``: one ``recv()`` of up to 64 KiB, then every complete packet in the buffer is
   handled; a partial packet waits in the buffer for the next read. QoS 0/1 PUBLISH packets are
   parsed here (topic, packet id, the MQTT 5 properties Lepton uses) straight into a
-  :class:`~shared.transport.mqtt.Message`; anything unusual (QoS 2, a topic alias, an unknown property,
+  :class:`~shared.transport.message.Message`; anything unusual (QoS 2, a topic alias, an unknown property,
   bytes that do not parse) goes to paho's own handler, byte for byte as paho would have read it,
   so its behaviour (and its protocol errors) are unchanged.
 - PUBACKs of our own QoS 1 publishes: the packet id and reason code are read here and handed to
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as paho
 
-from shared.transport.mqtt import Message
+from shared.transport.message import Message
 
 READ_CHUNK = 65536
 _PUBLISH, _PUBACK = 0x30, 0x40

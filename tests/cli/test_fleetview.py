@@ -1,7 +1,8 @@
 import numpy as np
 
-from lepton_cli.labeller import LabelPlan, parse_ref
+from lepton_cli.labeller import LabelPlan
 from lepton_tasks import load_task
+from lepton_tasks.refs import parse_ref
 from lepton_views.fleetview import FleetStats, truth_for
 from shared.protocol import schemas
 from shared.protocol.containers import FeatureBatch

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lepton_cli.tasks import check
 from lepton_tasks import TaskSpecError, load_task, parse_spec
 from lepton_tasks import registry as reg
-from lepton_tasks.cli import check
 from shared.protocol.topics import Kind
 from tests.edge.conftest import wait_until
 
@@ -238,3 +238,30 @@ def test_docs_describe_every_spec_key():
         for name, field in model.model_fields.items():
             key = field.alias or name
             assert f"{key} " in doc or f"{key} =" in doc or f"`{key}`" in doc, f"docs/TASKS.md lacks {model.__name__}.{key}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["camera", "digits", "health", "industrial", "traffic", "csv-window"])
+def test_lepton_tasks_check_runs_both_models_of_every_shipped_spec_and_a_csv_window_task(tmp_path, name):
+    """Window tasks' cloud model is MiniRocket, not a torch module: the check fits it on the seed, then runs it."""
+    ref = name
+    if name == "csv-window":
+        rng = np.random.default_rng(1)
+        rows = ["label," + ",".join(f"v{i}" for i in range(40))]
+        for i in range(60):
+            lab = ("up", "down")[i % 2]
+            trend = np.linspace(0, 1 if lab == "up" else -1, 40)
+            rows.append(f"{lab}," + ",".join(f"{v:.4f}" for v in trend + rng.normal(0, 0.1, 40)))
+        (tmp_path / "w.csv").write_text("\n".join(rows))
+        (tmp_path / "w.toml").write_text(
+            'name = "w-csv"\nkind = "window"\nclasses = ["up", "down"]\npreprocess = [{op = "batch"}]\n'
+            '[input]\nshape = [1, 40]\nlayout = "NCT"\n[dataset]\nsource = "csv"\npath = "w.csv"\n'
+            '[split]\nseed = 20\nholdout = 10\n')
+        ref = str(tmp_path / "w.toml")
+    out = _lepton("tasks", "check", ref)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+    cloud = next(line for line in out.stdout.splitlines() if "cloud model:" in line)
+    if name in ("camera", "digits"):
+        assert "CloudNet" in cloud and "logits" in cloud, cloud
+    else:
+        assert "MiniRocketClassifier, fitted on" in cloud, cloud
