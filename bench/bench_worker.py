@@ -192,8 +192,8 @@ def write_cfg(path: Path, port: int, root: str, reg: Path, keys: Path, worker: s
 def bench_broker(quick: bool, tmp: Path) -> dict:
     from cloud_worker.config import WorkerConfig
     from cloud_worker.learning.learner import Learner
+    from cloud_worker.registry import Registry
     from cloud_worker.releasing.keys import init_keys
-    from cloud_worker.releasing.registry import Registry
     from cloud_worker.service import WorkerService, load_signer
     from lepton_tasks import load_task
     from shared.process.config import load_config

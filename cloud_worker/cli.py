@@ -187,8 +187,8 @@ class _Session:
     def __init__(self, cfg: WorkerConfig, task: str, publish: bool) -> None:
         from cloud_worker.learning.learner import Learner
         from cloud_worker.models.train import configure_torch, pick_device
+        from cloud_worker.registry import Registry
         from cloud_worker.releasing.publisher import Publisher
-        from cloud_worker.releasing.registry import Registry
         from cloud_worker.service import load_signer
         from shared.transport.mqtt import MqttClient
 
@@ -253,7 +253,7 @@ def _bootstrap(cfg: WorkerConfig, args: argparse.Namespace) -> int:
 
 
 def _models(cfg: WorkerConfig, args: argparse.Namespace) -> int:
-    from cloud_worker.releasing.registry import Registry, RegistryError
+    from cloud_worker.registry import Registry, RegistryError
 
     reg = Registry(cfg.registry)
     where = reg.root.resolve()

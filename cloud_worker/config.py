@@ -150,7 +150,7 @@ class RolloutSettings(_Strict):
     @field_validator("stages")
     @classmethod
     def _stages(cls, v: list[str]) -> list[str]:
-        from cloud_worker.rollout.plan import parse_stage
+        from shared.model.stages import parse_stage
 
         for item in v:
             parse_stage(item)

@@ -21,9 +21,9 @@ from cloud_worker.config import WorkerConfig
 from cloud_worker.learning import relabel
 from cloud_worker.learning.learner import Learner, Signer
 from cloud_worker.models.train import Interrupted, configure_torch, pick_device
+from cloud_worker.registry import Registry
 from cloud_worker.releasing.export import ExportError
 from cloud_worker.releasing.publisher import Publisher, PublishError
-from cloud_worker.releasing.registry import Registry
 from cloud_worker.rollout.wiring import Rollouts
 from lepton_tasks import load_task
 from shared.process.bounded import DropOldestQueue

@@ -16,7 +16,7 @@ Failures are loud and counted (the counters travel in telemetry):
 - an unreadable image in a folder is skipped, counted (``capture.unreadable``) and named once.
 
 Refs count frames across reconnects (``name#N`` never restarts at 0), and a stream's URL
-appears in refs and logs only as host and path (shared.security.redact): never its credentials.
+appears in refs and logs only as host and path (shared.process.redact): never its credentials.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 
 from edge_agent import config as C
 from shared.process.counters import Counters
-from shared.security.redact import url_label
+from shared.process.redact import url_label
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ def check(ref: str, *, models: bool = True, out=print) -> None:
     if not models:
         return
     try:
-        from cloud_worker.models.check import check_models
+        from cloud_worker.releasing.spec_check import check_models
     except ModuleNotFoundError as exc:
         out(f"  models: not checked ({exc.name} is not installed: the cloud extra builds them)")
         return

@@ -1,6 +1,6 @@
 """The data half of ``lepton tasks check``: validate a spec, load its data, split it, preprocess a sample.
 
-No model is built here (that needs the cloud extra: cloud_worker/models/check.py), so a spec can be
+No model is built here (that needs the cloud extra: cloud_worker/releasing/spec_check.py), so a spec can be
 checked on a machine with only the protocol installed. Every problem is one ``TaskSpecError`` line.
 """
 

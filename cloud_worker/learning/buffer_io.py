@@ -12,7 +12,7 @@ import numpy as np
 
 from cloud_worker.learning.buffer import BalancedStore, Row
 from cloud_worker.learning.learned import LearnedSet
-from cloud_worker.releasing.registry import Registry
+from cloud_worker.registry import Registry
 
 STORES = ("f",)  # feature rows (buffers written before raw.sqlite also hold "r": model inputs, not read)
 

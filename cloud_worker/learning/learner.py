@@ -36,7 +36,7 @@ from cloud_worker.learning.rawstore import RawStore
 from cloud_worker.models import nets, train
 from cloud_worker.models.calibrate import ece, softmax
 from cloud_worker.models.cloudmodels import CloudTrainer, FeatureCloud, RawCloud
-from cloud_worker.releasing.registry import Entry, Registry, torch_load
+from cloud_worker.registry import Entry, Registry, torch_load
 from cloud_worker.releasing.release import Decision, Releaser
 from lepton_tasks import Dataset, Task
 from shared.process.counters import Counters

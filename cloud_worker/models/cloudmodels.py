@@ -24,7 +24,7 @@ from torch import nn
 from cloud_worker.config import TrainSettings
 from cloud_worker.models import augment, nets, train
 from cloud_worker.models.calibrate import fit_temperature, softmax
-from cloud_worker.releasing.registry import Registry, torch_bytes, torch_load
+from cloud_worker.registry import Registry, torch_bytes, torch_load
 from lepton_tasks import Task
 
 

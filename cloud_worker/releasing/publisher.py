@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from cloud_worker.releasing.registry import Entry, Registry
+from cloud_worker.registry import Entry, Registry
 from shared.protocol.topics import Topic, Topics
 from shared.transport.mqtt import MqttClient, MqttError
 

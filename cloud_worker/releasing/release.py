@@ -17,8 +17,8 @@ import numpy as np
 
 from cloud_worker.config import WorkerConfig
 from cloud_worker.models import nets
+from cloud_worker.registry import Entry, Registry, torch_bytes
 from cloud_worker.releasing import export as ex
-from cloud_worker.releasing.registry import Entry, Registry, torch_bytes
 from lepton_tasks import Task
 from shared.protocol.schemas import Manifest
 from shared.protocol.topics import Topics

@@ -10,7 +10,7 @@ import uuid
 from argparse import Namespace
 
 from cloud_worker.config import WorkerConfig
-from cloud_worker.releasing.registry import Registry
+from cloud_worker.registry import Registry
 from shared.process.service import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE
 from shared.protocol import schemas
 from shared.protocol.schemas import RolloutCommand, RolloutEvent

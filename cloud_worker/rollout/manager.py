@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_worker.config import RolloutSettings
-from cloud_worker.releasing.registry import Entry, Registry, RegistryError
+from cloud_worker.registry import Entry, Registry, RegistryError
 from cloud_worker.rollout.commands import OperatorCommands
 from cloud_worker.rollout.field import FieldCounts
 from cloud_worker.rollout.judge import Verdict, judge

@@ -4,34 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.model.groups import check_group
-from shared.protocol.schemas import ReleasePlan, Stage
+from shared.model.stages import everyone, parse_stage
+from shared.protocol.schemas import ReleasePlan
 
-
-def parse_stage(text: str) -> Stage:
-    """'20%', 'site:garage' or 'site:garage+20%' (a device in the group or below the share is in)."""
-    share: float | None = None
-    groups: list[str] = []
-    for part in (p.strip() for p in str(text).split("+")):
-        if part.endswith("%"):
-            try:
-                value = float(part[:-1])
-            except ValueError:
-                raise ValueError(f"stage {text!r}: {part!r} is not a percentage") from None
-            if not 0.0 <= value <= 100.0 or share is not None:
-                raise ValueError(f"stage {text!r}: one share within 0..100% at most")
-            share = value
-        elif part.replace(".", "", 1).isdigit():
-            raise ValueError(f"stage {text!r}: a share of the fleet needs a '%' ({part}%)")
-        else:
-            groups.append(check_group(part))
-    if share is None and not groups:
-        raise ValueError(f"stage {text!r} names no share and no group")
-    return Stage(share=share, groups=groups)
-
-
-def everyone(stage: Stage) -> bool:
-    return stage.share is not None and stage.share >= 100.0
+__all__ = ["everyone", "parse_stage", "plan_from"]
 
 
 def plan_from(settings: Any) -> ReleasePlan:

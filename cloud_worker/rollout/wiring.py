@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_worker.answering.answer import Answered
 from cloud_worker.config import WorkerConfig
+from cloud_worker.registry import Entry, Registry
 from cloud_worker.releasing.publisher import Publisher
-from cloud_worker.releasing.registry import Entry, Registry
 from cloud_worker.rollout.field import FieldCounts
 from cloud_worker.rollout.manager import Ports, RolloutManager
 from shared.process.bounded import DropOldestQueue

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shared.security.redact import MASK, is_secret_key, redact_url
+from shared.process.redact import MASK, is_secret_key, redact_url
 
 if sys.version_info >= (3, 11):
     import tomllib

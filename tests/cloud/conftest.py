@@ -12,8 +12,8 @@ import torch
 
 from cloud_worker.config import WorkerConfig
 from cloud_worker.learning.learner import Learner
+from cloud_worker.registry import Registry
 from cloud_worker.releasing.keys import init_keys
-from cloud_worker.releasing.registry import Registry
 from cloud_worker.service import load_signer
 from lepton_tasks import load_task
 from shared.protocol.topics import Topics

@@ -58,7 +58,7 @@ def test_sigterm_in_the_middle_of_a_retrain_stops_within_seconds(tmp_path, keydi
                                                                    registry_copy):
     # A retrain that would take hours (100,000 epochs of the edge model, and of the cloud model's refresh on
     # its own thread) starts on the first labelled batch.
-    from cloud_worker.releasing.registry import Registry
+    from cloud_worker.registry import Registry
     from lepton_tasks import load_task
 
     from .helpers import fused_batch

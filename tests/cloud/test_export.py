@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cloud_worker.models import nets
+from cloud_worker.registry import Registry, torch_load
 from cloud_worker.releasing import export as ex
-from cloud_worker.releasing.registry import Registry, torch_load
 from lepton_tasks import load_task
 from shared.model import model_contract as mc
 from shared.security.signing import SignatureError, load_public, verify_manifest_obj

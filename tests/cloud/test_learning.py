@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cloud_worker.learning.learner import Learner
-from cloud_worker.releasing.registry import Registry
+from cloud_worker.registry import Registry
 from cloud_worker.service import load_signer
 from lepton_tasks import load_task
 from shared.protocol.schemas import Manifest

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_worker.config import RolloutSettings
-from cloud_worker.releasing.registry import Registry
+from cloud_worker.registry import Registry
 from cloud_worker.rollout.field import FieldCounts
 from cloud_worker.rollout.manager import Ports, RolloutManager
 from shared.model import groups

@@ -51,7 +51,7 @@ def test_the_field_overrules_the_holdout_on_whether_to_defer(tmp_path, keydir, r
     import torch
 
     from cloud_worker.learning.learner import FIELD_DEFER_MIN, Learner
-    from cloud_worker.releasing.registry import Registry
+    from cloud_worker.registry import Registry
     from cloud_worker.service import load_signer
     from lepton_tasks import load_task
     from shared.protocol.topics import Topics

@@ -13,8 +13,8 @@ from cloud_worker.config import GateSettings, TriggerSettings, WorkerConfig, raw
 from cloud_worker.learning import policy
 from cloud_worker.learning.buffer import Audit, BalancedStore, Pending, Row
 from cloud_worker.models import augment
+from cloud_worker.registry import Registry
 from cloud_worker.releasing.keys import init_keys
-from cloud_worker.releasing.registry import Registry
 from shared.process.config import ConfigError, load_config
 
 

@@ -13,7 +13,7 @@ from cloud_worker.config import WorkerConfig
 from edge_agent.config import AgentConfig
 from hub_bridge.config import BridgeConfig
 from shared.process.config import ConfigError, load_config, redacted
-from shared.security.redact import redact_text, redact_url, url_label
+from shared.process.redact import redact_text, redact_url, url_label
 
 AGENT_ENV = {"LEPTON_DEVICE": "cam-1", "LEPTON_TASK": "digits", "LEPTON_SOURCE__TYPE": "camera",
              "LEPTON_STREAM": "front", "LEPTON_AGENT__MODEL__ALLOW_UNSIGNED": "true"}
