@@ -35,11 +35,13 @@ from edge_agent.outbox import Outbox, Row
 from edge_agent.rawuplink import RawUplink
 from edge_agent.sender import OutboxSender
 from edge_agent.settings import DecisionControl
+from edge_agent.snapshots import Snapshots, is_frame
 from edge_agent.store import ModelStore
 from shared.model.model_contract import sample_id
 from shared.process.counters import Counters
 from shared.process.sdnotify import SdNotifier
 from shared.process.service import Service
+from shared.protocol import homeassistant as ha
 from shared.protocol import schemas
 from shared.protocol.containers import FeatureBatch, HardSample
 from shared.protocol.rawsample import RawRows
@@ -77,6 +79,11 @@ class Agent(Service):
         self.meter = Meter(cfg.telemetry)
         self.batcher = FeatureBatcher(cfg.features.batch_size, cfg.features.max_age_s)
         self.raw_uplink = RawUplink(self.counters)
+        # Alerts and escalations beyond one in-flight window are waiting for the link: snapshots wait
+        # for none of them (the event a snapshot belongs to is itself in the outbox, so "any" is too strict).
+        self.snapshots = Snapshots(cfg.snapshots, self.counters, self._publish_snapshot,
+                                   backlog=lambda: max(0, self.outbox.unsent(("event", "hard")) - cfg.outbox.inflight))
+        self._current: tuple[int, np.ndarray] | None = None  # the sample process() is deciding, for its snapshot
         self.models = ModelLifecycle(cfg, self.topics, self.counters, self.stopping, probe=lambda: self._last_raw,
                                      on_swap=self._on_swap, report=self._publish_model_state)
         self.outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox.max_bytes, ttl_s=dict(cfg.outbox.ttl_s),
@@ -243,7 +250,11 @@ class Agent(Service):
         if dec.escalate and self._escalate(info, s.raw, x, f, p, model.manifest.cloud):
             return
         info.escalated = False
-        self._finalize(info, "edge", dec.label, dec.confidence)
+        self._current = (sid, s.raw)
+        try:
+            self._finalize(info, "edge", dec.label, dec.confidence)
+        finally:
+            self._current = None
 
     @property
     def seq_issued(self) -> int:
@@ -276,11 +287,14 @@ class Agent(Service):
         hs = HardSample(cfg.device, cfg.stream, cfg.task, self.boot, seq, info.model_version,
                         np.array([info.sample], np.int64), x, feat[None], probs[None], np.array([info.ts]), raw)
         self.escalations.register(info)
+        if raw is not None and raw.encoding == "jpeg" and is_frame(sample):
+            self.snapshots.keep(info.sample, raw.item(0).tobytes())
         ok = self.outbox.put("hard", str(self.topics.hard(cfg.device, cfg.stream)), hs.encode(), qos=1,
                              boot=self.boot, seq=seq, response_topic=str(self.topics.reply(cfg.device)),
                              correlation=str(info.sample).encode())
         if not ok:
             self.escalations.cancel(info.sample)
+            self.snapshots.forget(info.sample)
             return False
         self.meter.escalation()
         self.sender.notify()  # type: ignore[union-attr]
@@ -305,6 +319,16 @@ class Agent(Service):
             if self.outbox.put("event", str(self.topics.event(cfg.device, cfg.stream)), schemas.dumps(ev), qos=1,
                                boot=self.boot, seq=seq):
                 self.sender.notify()  # type: ignore[union-attr]
+            cur = self._current
+            frame = cur[1] if cur is not None and cur[0] == info.sample else None
+            self.snapshots.on_event(ha.class_slugs(tuple(classes))[classes[label]], info.sample, frame)
+        else:
+            self.snapshots.forget(info.sample)
+
+    def _publish_snapshot(self, cls: str, jpeg: bytes) -> bool:
+        cfg = self.cfg
+        return self._publish_direct(self.topics.snapshot(cfg.device, cfg.stream, cls), jpeg, "snapshot", qos=0,
+                                    retain=True)
 
     def _publish_direct(self, topic, payload: bytes, what: str, qos: int = 0, retain: bool = False) -> bool:
         try:
@@ -374,6 +398,7 @@ class Agent(Service):
 
     def _on_connect(self, session_present: bool) -> None:
         self.sender.connection_changed()  # type: ignore[union-attr]
+        self._announce_home_assistant()  # a broker that lost its retained store gets them back
         if self._model_state is not None:
             self._publish_direct(self.topics.model_state(self.cfg.device), self._model_state, "model_state", qos=1,
                                  retain=True)
@@ -391,6 +416,24 @@ class Agent(Service):
         # The retained status names the model in use; keep it true.
         self._publish_direct(self.topics.status(self.cfg.device), self._status_payload("online"), "status", qos=1,
                              retain=True)
+        self._announce_home_assistant()  # classes, alert classes and sw_version come with the model
+
+    def _home_assistant_entities(self) -> ha.DeviceEntities | None:
+        cfg, m = self.cfg, self.active
+        if not cfg.home_assistant.enabled or m is None:
+            return None
+        alerts = cfg.events.alert_classes if cfg.events.alert_classes is not None else m.alert_classes
+        image = m.manifest.cloud is not None and m.manifest.cloud.encoding == "jpeg"
+        h = cfg.home_assistant
+        return ha.DeviceEntities(cfg.device, cfg.task, cfg.stream, tuple(m.classes), tuple(alerts), m.version,
+                                 image=image and cfg.snapshots.enabled, hold_s=h.hold_s, prefix=h.prefix)
+
+    def _announce_home_assistant(self) -> None:
+        e = self._home_assistant_entities()
+        if e is None:
+            return
+        for topic, payload in ha.discovery(e, self.topics):
+            self._publish_direct(topic, payload, "home_assistant", qos=1, retain=True)
 
     def _publish_model_state(self, state: str, offered: int | None = None, reason: str = "") -> None:
         m = self.active

@@ -148,6 +148,31 @@ class EventSettings(_Cfg):
     min_confidence: float = Field(0.0, ge=0, le=1, description="Minimum final confidence for an event.")
 
 
+class SnapshotSettings(_Cfg):
+    enabled: bool = Field(True, description="On an image task, publish the frame of an alert class's event as a "
+                                            "retained JPEG on snapshot/ (docs/INTEGRATIONS.md).")
+    quality: int = Field(75, ge=10, le=95, description="JPEG quality of a snapshot encoded on the device.")
+    max_bytes: int = Field(128 * 1024, ge=4096, le=256 * 1024,
+                           description="Largest snapshot sent; a bigger frame is re-encoded at lower quality, "
+                                       "then dropped (counted snapshot.shed.too_large).")
+    min_interval_s: float = Field(10.0, ge=0, description="Per alert class, seconds between two snapshots; "
+                                                           "events in between send none (counted).")
+
+
+class HomeAssistantSettings(_Cfg):
+    enabled: bool = Field(False, description="Announce this device's entities to Home Assistant by MQTT "
+                                             "discovery (retained configs; docs/INTEGRATIONS.md).")
+    prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT integration's "
+                                                      "setting; the generated broker ACL assumes the default).")
+    hold_s: int = Field(10, ge=1, le=3600, description="Seconds an alert class's binary sensor stays on after the "
+                                                        "class's last event.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return check_root(v)
+
+
 class OutboxSettings(_Cfg):
     path: Path | None = Field(None, description="SQLite file; None puts outbox.sqlite in state_dir.")
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Payload bytes kept at most; overflow policy beyond.")
@@ -212,6 +237,10 @@ class AgentConfig(_Cfg):
     decision: DecisionSettings = Field(default_factory=DecisionSettings, description="Act locally or escalate.")
     features: FeatureSettings = Field(default_factory=FeatureSettings, description="Feature batching on feat/.")
     events: EventSettings = Field(default_factory=EventSettings, description="Alert events on event/.")
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings, description="The frame of an alert, "
+                                                                                      "retained on snapshot/.")
+    home_assistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings,
+                                                  description="Home Assistant MQTT discovery (off by default).")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Store and forward of QoS 1 data.")
     model: ModelSettings = Field(default_factory=ModelSettings, validate_default=True,
                                  description="Model verification and storage.")

@@ -254,6 +254,13 @@ class Outbox:
                         break
         return out
 
+    def unsent(self, classes: tuple[str, ...]) -> int:
+        """Rows of these classes not yet published: the backlog that the link has not drained."""
+        with self._lock:
+            db = self._require()
+            return sum(int(db.execute("SELECT COUNT(*) FROM outbox WHERE cls=? AND sent_at IS NULL",
+                                      (c,)).fetchone()[0]) for c in classes if self._rows.get(c))
+
     def awaiting_custody(self) -> int:
         with self._lock:
             return int(self._require().execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0])

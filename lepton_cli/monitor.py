@@ -25,7 +25,7 @@ from shared.process.cli_help import HelpFormatter
 from shared.process.closed_pipe import silence_stdout
 from shared.process.counters import Counters
 from shared.protocol.containers import FeatureBatch, FusedBatch, HardSample
-from shared.protocol.topics import DEFAULT_ROOT, Topics
+from shared.protocol.topics import DEFAULT_ROOT, Kind, Topics
 from shared.protocol.wire import Decoded, Receiver
 from shared.transport.mqtt import Message, MqttClient, MqttSettings, TlsSettings
 
@@ -42,7 +42,7 @@ def describe(d: Decoded) -> str:
         labelled = int((v.label >= 0).sum())
         return f"fused task={v.task} rows={len(v.sample)} labelled={labelled} devices={len(v.devices)} seq={v.seq}"
     if isinstance(v, bytes):
-        return f"artifact {len(v)} bytes"
+        return f"snapshot {len(v)} bytes (JPEG)" if d.topic.kind is Kind.SNAPSHOT else f"artifact {len(v)} bytes"
     return v.model_dump_json(by_alias=True)
 
 

@@ -149,8 +149,18 @@ def _configs(args: argparse.Namespace, run: Path, access: PlainAccess | SecureAc
                          "policy": {"type": d.policy, "threshold": d.threshold}},
             "telemetry": {"interval_s": 2.0},
             "state_dir": str(run / "agents" / device),
+            **({"home_assistant": {"enabled": True}} if args.home_assistant else {}),
         }
     return out
+
+
+def home_assistant_lines(port: int | None, secure: bool) -> list[str]:
+    """How to point a Home Assistant at this run's broker (its devices announce themselves there)."""
+    if secure:
+        return ["home assistant: the agents announce themselves; give Home Assistant a homeassistant_<name> "
+                "identity (`lepton provision homeassistant_1`) and the broker's CA (docs/INTEGRATIONS.md)"]
+    return [f"home assistant: Settings > Devices & services > Add integration > MQTT, broker 127.0.0.1, port {port} "
+            "(no credentials); each agent appears as a device (docs/INTEGRATIONS.md)"]
 
 
 # `--rollout` plan keys -> the worker's RolloutSettings fields; defaults sized for a run of a few minutes.
@@ -424,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"lepton up: broker on 127.0.0.1:{port}{' (secure.conf)' if args.secure else ''}, "
               f"run dir {shown(stack.run_dir)}\n{stack.watch_hint()}{console_line(stack)}", flush=True)
         print("\n".join(start_lines(stack.run_dir, stack.run_dir / "keys" / "signing.pub")), flush=True)
+        if args.home_assistant:
+            print("\n".join(home_assistant_lines(port, args.secure)), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         w = stack.watcher
         assert w is not None
@@ -521,6 +533,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random: label --label-fraction of all predictions; queue: a scripted person labels the "
                         "console's queue in the order shown, --person-rate labels a second; none: nobody labels")
     p.add_argument("--person-rate", type=float, default=1.0, help="labels a second of --labeller queue")
+    p.add_argument("--home-assistant", action="store_true",
+                   help="agents announce themselves to Home Assistant (MQTT discovery); prints how to connect it")
     p.add_argument("--no-console", action="store_true", help="do not start the web console")
     p.add_argument("--console-port", type=int, default=8765, help="the web console's port on 127.0.0.1 (0: a free one)")
     p.add_argument("--retrain-labels", type=int, default=100, help="new labels that trigger a retrain")

@@ -263,6 +263,17 @@ def build_app(state: ConsoleState, actions: Actions, sessions: Sessions, *, regi
                         headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff",
                                  "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
+    def snapshot(request: Request) -> Response:
+        if session(request) is None:
+            return Response("log in first", 401)
+        pp = request.path_params
+        s = state.snapshots.get(pp["device"], pp["stream"], pp["name"])
+        if s is None:
+            return Response("no snapshot", 404)
+        return Response(s.jpeg, media_type="image/jpeg",
+                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
     def plot(request: Request) -> Response:
         if session(request) is None:
             return Response("log in first", 401)
@@ -339,6 +350,7 @@ def build_app(state: ConsoleState, actions: Actions, sessions: Sessions, *, regi
         Route("/api/training", api(do_training, True), methods=["POST"]),
         Route("/sample/{key}", sample),
         Route("/plot/{which}.svg", plot),
+        Route("/snapshot/{device}/{stream}/{name}.jpg", snapshot),
         Route("/events", events),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -30,7 +30,8 @@ from shared.transport.mqtt import MqttClient
 log = logging.getLogger(__name__)
 
 # What the console reads (shared/security/acl.py grants the console role exactly these, and its own custody topic).
-READS = (Kind.HARD, Kind.PRED, Kind.REPLY, Kind.STATUS, Kind.TELEMETRY, Kind.MODEL_STATE, Kind.EVENT)
+READS = (Kind.HARD, Kind.PRED, Kind.REPLY, Kind.STATUS, Kind.TELEMETRY, Kind.MODEL_STATE, Kind.EVENT,
+         Kind.SNAPSHOT)
 
 
 class ConsoleService(Service):

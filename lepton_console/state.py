@@ -33,6 +33,7 @@ import numpy as np
 from lepton_console import ranking
 from lepton_console.fleet import FleetExtras
 from lepton_console.samples import Shown, from_input, from_jpeg, from_window, placeholder
+from lepton_console.snapshots import SnapshotShelf
 from lepton_views.fleetview import FleetStats
 from shared.process.counters import Counters
 from shared.protocol import schemas
@@ -91,6 +92,7 @@ class ConsoleState:
         self.counters = Counters()
         self.fleet = FleetStats()
         self.extras = FleetExtras()
+        self.snapshots = SnapshotShelf()
         self.items: OrderedDict[str, Item] = OrderedDict()
         self.history: OrderedDict[str, Labelled] = OrderedDict()
         self.label_counts: Counter[tuple[str, int]] = Counter()
@@ -120,6 +122,10 @@ class ConsoleState:
     # ---- intake --------------------------------------------------------------------
     def on_value(self, d: Decoded, m: Message) -> None:
         k, v = d.topic.kind, d.value
+        if k is Kind.SNAPSHOT:  # a picture, not a fleet figure
+            self.snapshots.put(d.topic.device, d.topic.stream, d.topic.name, v)
+            self._tell({"type": "fleet"})
+            return
         if k is not Kind.HARD:
             self.fleet.feed(d, len(m.payload))
         self.extras.feed(d)

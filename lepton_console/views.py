@@ -82,7 +82,10 @@ def device_json(st: ConsoleState, device: str) -> dict[str, Any]:
                        "name": classes[p.label] if p.label < len(classes) else f"class {p.label}",
                        "confidence": round(p.confidence, 3), "source": p.source, "escalated": p.escalated,
                        "model_version": p.model_version, "ref": p.ref} for p in preds],
-            "events": [{"ts": t, "what": w} for t, w in events]}
+            "events": [{"ts": t, "what": w} for t, w in events],
+            "snapshots": [{"stream": s.stream, "name": s.name, "ts": s.ts, "bytes": len(s.jpeg),
+                           "url": f"/snapshot/{s.device}/{s.stream}/{s.name}.jpg"}
+                          for s in st.snapshots.of(device)]}
 
 
 def models_json(st: ConsoleState, registry: Path | None) -> dict[str, Any]:

@@ -323,6 +323,16 @@ function devicePage() {
     }
     const ul = $("d-events"); ul.replaceChildren();
     for (const e of d.events) ul.append(el("li", clock(e.ts) + " " + e.what));
+    const sl = $("d-snapshots"); sl.replaceChildren();
+    if (!d.snapshots.length) sl.append(el("li", "none yet (the frame of each alert class's newest event)", "muted"));
+    for (const s of d.snapshots) {
+      const a = el("a", s.name + " (" + s.stream + "), " + clock(s.ts));
+      a.href = s.url + "?t=" + Math.round(s.ts);
+      a.target = "_blank";
+      const li = el("li");
+      li.append(a);
+      sl.append(li);
+    }
     document.body.dataset.ready = "1";
   }
   document.querySelectorAll("button.cmd").forEach(b => b.addEventListener("click", async () => {

@@ -30,6 +30,8 @@ MAX_SIDE = 4096  # pixels, either side of a decoded frame
 # One frame. The container's own limits bound the message too: 4 MiB in all, and 1 MiB for one tensor,
 # which is what a `jpeg` row set is (so a message carries at most 1 MiB of JPEG).
 MAX_JPEG_BYTES = 1024 * 1024
+# An event's snapshot (edge/{device}/snapshot/...): one retained JPEG, smaller than a raw row may be.
+MAX_SNAPSHOT_BYTES = 256 * 1024
 TENSOR_DTYPES = ("float16", "float32", "uint8", "int16", "uint16", "int32")
 
 

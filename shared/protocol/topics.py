@@ -127,6 +127,7 @@ class Kind(str, enum.Enum):
     MODEL_VERSION = "model_version"
     ROLLOUT_EVENT = "rollout_event"
     ROLLOUT_CMD = "rollout_cmd"
+    SNAPSHOT = "snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class TopicSpec:
     publisher: str
     consumer: str
     payload: str  # schema name (JSON) or container kind (binary)
-    encoding: str  # "json" | "tensor" | "onnx"
+    encoding: str  # "json" | "tensor" | "onnx" | "jpeg"
     qos: int
     retain: bool
     description: str
@@ -153,6 +154,10 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               "Local (or cloud-resolved) predictions, one message per sample."),
     TopicSpec(Kind.EVENT, "edge/{device}/event/{stream}", "agent", "bridge, apps", "Event", "json", 1, False,
               "Alerts for configured classes; the highest routing priority."),
+    TopicSpec(Kind.SNAPSHOT, "edge/{device}/snapshot/{stream}/{name}", "agent", "Home Assistant, console, apps",
+              "JPEG bytes", "jpeg", 0, True,
+              "The frame of the newest event of one alert class ({name}), retained: what a notification shows. "
+              "Bounded in size; shed (counted) while the device has alerts or escalations waiting."),
     TopicSpec(Kind.FEAT, "edge/{device}/feat/{stream}", "agent", "bridge", "feat", "tensor", 1, False,
               "Feature batch: features, sample ids, local scores and labels."),
     TopicSpec(Kind.HARD, "edge/{device}/hard/{stream}", "agent", "bridge", "hard", "tensor", 1, False,
@@ -204,6 +209,28 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
 SPEC_BY_KIND: dict[Kind, TopicSpec] = {s.kind: s for s in TOPIC_SPECS}
 
 
+# Home Assistant's MQTT discovery lives outside Lepton's root, under a prefix of its own:
+# ``<prefix>/<component>/<node_id>/<object_id>/config`` (retained), node_id being the device id, so
+# the ACL can bind a device to its own discovery topics as it binds it to its own edge tree.
+HA_PREFIX = "homeassistant"
+HA_COMPONENTS = ("binary_sensor", "sensor", "image")
+HA_CONFIG_PATTERN = "{prefix}/{component}/{device}/{object}/config"
+
+
+def ha_config(prefix: str, component: str, device: str, object_id: str) -> Topic:
+    """A Home Assistant discovery topic for one entity of a Lepton device."""
+    if component not in HA_COMPONENTS:
+        raise TopicError(f"Home Assistant component {component!r}: one of {', '.join(HA_COMPONENTS)}")
+    return Topic("/".join((check_root(prefix), component, check_device(device),
+                           check_segment(object_id, "entity id"), "config")))
+
+
+def ha_configs(prefix: str, device: str = "+") -> Filter:
+    """Every discovery topic of one device (or of all: ``+``) under ``prefix``."""
+    dev = device if device == "+" else check_device(device)
+    return Filter(f"{check_root(prefix)}/+/{dev}/+/config")
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedTopic:
     kind: Kind
@@ -241,6 +268,10 @@ class Topics:
 
     def event(self, device: str, stream: str) -> Topic:
         return self._t("edge", check_device(device), "event", check_segment(stream, "stream"))
+
+    def snapshot(self, device: str, stream: str, name: str) -> Topic:
+        return self._t("edge", check_device(device), "snapshot", check_segment(stream, "stream"),
+                       check_segment(name, "class name"))
 
     def feat(self, device: str, stream: str) -> Topic:
         return self._t("edge", check_device(device), "feat", check_segment(stream, "stream"))
@@ -401,6 +432,9 @@ class Topics:
                     return ParsedTopic(streamed[leaf], device=dev, stream=check_segment(p[3], "stream"))
                 if leaf == "cmd":
                     return ParsedTopic(Kind.CMD, device=dev, name=check_segment(p[3], "command"))
+            elif n == 5 and leaf == "snapshot":
+                return ParsedTopic(Kind.SNAPSHOT, device=dev, stream=check_segment(p[3], "stream"),
+                                   name=check_segment(p[4], "class name"))
         elif head == "label" and n == 3:
             return ParsedTopic(Kind.LABEL, device=check_device(p[1]), stream=check_segment(p[2], "stream"))
         elif head == "hub":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.process.counters import Counters
-from shared.protocol import codec, schemas
+from shared.protocol import codec, rawsample, schemas
 from shared.protocol.containers import CONTAINERS
 from shared.protocol.topics import SPEC_BY_KIND, Kind, ParsedTopic, TopicError, Topics
 
@@ -65,6 +65,8 @@ def decode_parsed(parsed: ParsedTopic, payload: bytes) -> Any:
                 # An empty retained payload is how MQTT clears a retained topic.
                 raise WireError("empty", "empty retained payload (topic cleared)", parsed.kind)
             value = schemas.loads(payload, schemas.SCHEMAS[spec.payload])
+        elif spec.encoding == "jpeg":
+            value = _snapshot(parsed, payload)
         else:
             if not payload:
                 raise WireError("empty", "empty artifact payload", parsed.kind)
@@ -73,6 +75,19 @@ def decode_parsed(parsed: ParsedTopic, payload: bytes) -> Any:
         raise WireError(exc.reason, str(exc), parsed.kind) from None
     _check_identity(parsed, value)
     return value
+
+
+def _snapshot(parsed: ParsedTopic, payload: bytes) -> bytes:
+    """A snapshot's JPEG: bounded, and a frame header that says what it is (read, not decoded)."""
+    if not payload:
+        raise WireError("empty", "empty retained payload (topic cleared)", parsed.kind)
+    if len(payload) > rawsample.MAX_SNAPSHOT_BYTES:
+        raise WireError("oversized", f"{len(payload)} bytes, at most {rawsample.MAX_SNAPSHOT_BYTES}", parsed.kind)
+    try:
+        rawsample.jpeg_dims(payload)
+    except rawsample.RawError as exc:
+        raise WireError(exc.reason, exc.detail, parsed.kind) from None
+    return bytes(payload)
 
 
 def _check_identity(t: ParsedTopic, v: Any) -> None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from shared.protocol.topics import (
     DEVICE_RE,
+    HA_CONFIG_PATTERN,
+    HA_PREFIX,
     SPEC_BY_KIND,
     TOPIC_SPECS,
     Filter,
@@ -53,6 +55,7 @@ class Role(str, enum.Enum):
     OPERATOR = "operator"
     CONSOLE = "console"
     MONITOR = "monitor"
+    HOME_ASSISTANT = "homeassistant"
 
 
 SERVICE_ROLES = tuple(r for r in Role if r is not Role.DEVICE)
@@ -73,9 +76,12 @@ class Grant:
     kind: Kind | None = None
     own: bool = False  # the {device} / {publisher} placeholder becomes %u: the identity's own topics
     tree: str | None = None  # a Topics filter method name, e.g. "edge_tree", "all"
+    outside: str | None = None  # a filter outside the root (Home Assistant's), {device} as for kinds
 
     def filter(self, root: str, *, user: str | None = None) -> str:
         """The topic filter; for ``own`` grants ``%u`` unless a concrete ``user`` is given."""
+        if self.outside is not None:
+            return self.outside.replace("{device}", (user if user is not None else "%u") if self.own else "+")
         if self.tree is not None:
             return str(getattr(Topics(root), self.tree)())
         assert self.kind is not None
@@ -91,12 +97,17 @@ class Grant:
 
 
 R, W = Access.READ, Access.WRITE
-_DEVICE_WRITES = (Kind.STATUS, Kind.TELEMETRY, Kind.PRED, Kind.EVENT, Kind.FEAT, Kind.HARD, Kind.MODEL_STATE)
+_DEVICE_WRITES = (Kind.STATUS, Kind.TELEMETRY, Kind.PRED, Kind.EVENT, Kind.FEAT, Kind.HARD, Kind.MODEL_STATE,
+                  Kind.SNAPSHOT)
+# A device announces its own entities to Home Assistant, and no one else's (docs/INTEGRATIONS.md). The
+# generated ACL assumes the default discovery prefix; with another, regenerate it with that prefix.
+HA_OWN_CONFIGS = HA_CONFIG_PATTERN.format(prefix=HA_PREFIX, component="+", device="{device}", object="+")
 
 RULES: Mapping[Role, tuple[Grant, ...]] = {
     # Publishes only under its own edge/{id}/; reads its own replies and commands and the models.
     Role.DEVICE: (
         *(Grant(W, k, own=True) for k in _DEVICE_WRITES),
+        Grant(W, outside=HA_OWN_CONFIGS, own=True),
         Grant(R, Kind.REPLY, own=True),
         Grant(R, Kind.CUSTODY, own=True),
         Grant(R, Kind.CMD, own=True),
@@ -183,8 +194,21 @@ RULES: Mapping[Role, tuple[Grant, ...]] = {
         Grant(R, Kind.MODEL_VERSION),
         Grant(R, Kind.RELEASE),
         Grant(R, Kind.ROLLOUT_EVENT),
+        Grant(R, Kind.SNAPSHOT),
     ),
     Role.MONITOR: (Grant(R, tree="all"),),
+    # Home Assistant's MQTT integration: reads what the devices announce and the topics their entities
+    # follow (births for availability, predictions, events, telemetry, snapshots), and publishes its
+    # own birth on <prefix>/status. It writes nothing of Lepton's.
+    Role.HOME_ASSISTANT: (
+        Grant(R, outside=f"{HA_PREFIX}/#"),
+        Grant(W, outside=f"{HA_PREFIX}/status"),
+        Grant(R, Kind.STATUS),
+        Grant(R, Kind.PRED),
+        Grant(R, Kind.EVENT),
+        Grant(R, Kind.TELEMETRY),
+        Grant(R, Kind.SNAPSHOT),
+    ),
 }
 
 

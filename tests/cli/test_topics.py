@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def test_json_filters_are_one_line_of_t_options_per_json_kind(capsys):
 def test_the_table_says_which_kinds_are_binary(capsys):
     assert lepton(["topics"]) == 0
     out = capsys.readouterr().out
-    assert "lepton/v1/model/+/artifact/+  binary (onnx)" in out and "lepton/v1/edge/+/pred/+" in out
+    assert re.search(r"lepton/v1/model/\+/artifact/\+ +binary \(onnx\)", out) and "lepton/v1/edge/+/pred/+" in out
+    assert re.search(r"lepton/v1/edge/\+/snapshot/\+/\+ +binary \(jpeg\)", out)
     assert lepton(["topics", "--root", "Bad Root"]) == 2
 
 

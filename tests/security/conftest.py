@@ -21,7 +21,8 @@ from shared.process.config import tomllib  # tomllib on 3.11+, tomli on 3.10
 from shared.protocol.topics import Filter, Topic, Topics
 from shared.transport.mqtt import Message, MqttClient, MqttSettings, TlsSettings
 
-IDENTITIES = ("d1", "d2", "bridge_1", "bridge_1-bulk", "worker_1", "labeller_1", "operator_1", "console_1", "monitor_1", "monitor_2")
+IDENTITIES = ("d1", "d2", "bridge_1", "bridge_1-bulk", "worker_1", "labeller_1", "operator_1", "console_1", "monitor_1", "monitor_2",
+              "homeassistant_1")
 ROOT = "lepton/v1"
 
 

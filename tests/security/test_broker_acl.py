@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from shared.protocol.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic
+from shared.protocol.topics import SPEC_BY_KIND, TOPIC_SPECS, Filter, Kind, Topic, ha_config
 from shared.security.acl import SERVICE_ROLES, Access, allowed, filters
 
 from .conftest import ROOT, Inbox, SecureEnv, publish_ack, subscribe
@@ -328,3 +328,11 @@ def test_console_publishes_labels_and_commands_but_not_models_or_another_devices
     assert codes_own[0] < 0x80 and codes_hard[0] < 0x80 and codes_other == [NOT_AUTHORIZED]
     assert codes_rollout[0] < 0x80 and codes_events[0] < 0x80
     assert inbox.wait_for(lambda ms: len(ms) == 1) and inbox.topics() == {str(t.cmd("d1", "thresholds"))}
+
+
+def test_a_device_announces_only_itself_to_home_assistant_on_the_real_broker(secure_env: SecureEnv, connect):
+    d1, ha = connect("d1"), connect("homeassistant_1")
+    assert publish_ack(d1, ha_config("homeassistant", "binary_sensor", "d1", "digits_0")) < 0x80
+    assert publish_ack(d1, ha_config("homeassistant", "binary_sensor", "d2", "digits_0")) == NOT_AUTHORIZED
+    assert subscribe(ha, Filter("homeassistant/#"))[1] == [1]
+    assert subscribe(ha, Filter(f"{ROOT}/edge/+/hard/+"))[1] == [NOT_AUTHORIZED]  # raw samples are not its business

@@ -29,6 +29,7 @@ BUILT = {
     Kind.MODEL_VERSION: (T.model_version("digits", 7), dict(task="digits", version=7)),
     Kind.ROLLOUT_EVENT: (T.rollout_event("digits"), dict(task="digits")),
     Kind.ROLLOUT_CMD: (T.rollout_cmd("digits"), dict(task="digits")),
+    Kind.SNAPSHOT: (T.snapshot("cam-1", "front", "person"), dict(device="cam-1", stream="front", name="person")),
 }
 
 
