@@ -43,8 +43,11 @@ class MetricsEndpoint:
     """An HTTP server for one registry. ``start()`` binds (OSError when the port is taken); ``stop()`` closes."""
 
     def __init__(self, settings: MetricsSettings, collectors: Iterable[Any] = ()) -> None:
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import CollectorRegistry, disable_created_metrics
 
+        # No <histogram>_created series: the text format shows them as gauges of their own, one more
+        # series per histogram for a start time Prometheus does not use.
+        disable_created_metrics()
         self.settings = settings
         self.registry = CollectorRegistry(auto_describe=False)
         for c in collectors:

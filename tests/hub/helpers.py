@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,15 +138,25 @@ class Collector:
 METRIC_LABELS = {"class", "reason", "task", "kind", "trigger", "outcome", "queue", "le"}
 
 
-def check_conventions(text: str) -> None:
+def documented_metrics() -> dict[str, str]:
+    """{family name: type} from docs/INTEGRATIONS.md's tables (counters without their _total, as parsed)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "INTEGRATIONS.md").read_text()
+    rows = re.findall(r"^\| `(lepton_[a-z_]+)` \| (counter|gauge|histogram) \|", doc, re.M)
+    return {(n.removesuffix("_total") if k == "counter" else n): k for n, k in rows}
+
+
+def check_conventions(text: str, documented: bool = True) -> None:
     """Lepton's naming rules over one scrape: lepton_ prefix, _total counters, seconds for times, low-cardinality
-    labels (device only on the per-device lepton_device_* gauges)."""
+    labels (device only on the per-device lepton_device_* gauges); each family in docs/INTEGRATIONS.md."""
+    doc = documented_metrics() if documented else {}
     for fam in text_string_to_metric_families(text):
         assert fam.name.startswith("lepton_"), fam.name
+        if documented:
+            assert doc.get(fam.name) == fam.type, f"{fam.name} ({fam.type}) is not in docs/INTEGRATIONS.md as such"
         assert not any(u in fam.name for u in ("_ms", "millis", "_kb", "_mb")), fam.name
         for s in fam.samples:
             if fam.type == "counter":
-                assert s.name.endswith(("_total", "_created")), s.name
+                assert s.name.endswith("_total"), s.name
             allowed = METRIC_LABELS | ({"device"} if fam.name.startswith("lepton_device_") else set())
             assert set(s.labels) <= allowed, (s.name, s.labels)
         if fam.type == "histogram":
