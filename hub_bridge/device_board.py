@@ -3,13 +3,16 @@
 Bounded: past ``max_devices`` a new device gets no entry, and the devices so left out are counted
 (each once, while at most ``10 * max_devices`` names are remembered for that; beyond, every refused
 telemetry message of an unremembered device counts again). A device whose retained status is
-cleared (decommissioned) leaves the board and frees its place.
+cleared (decommissioned) leaves the board and frees its place. A device's model versions are kept for
+at most ``MAX_TASKS`` tasks (the first by name): a device cannot mint series by naming tasks.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+
+MAX_TASKS = 16
 
 
 @dataclass
@@ -48,7 +51,7 @@ class DeviceBoard:
             e = self._entry(device)
             if e is not None:
                 e.fps, e.escalation_ratio, e.outbox_depth = fps, escalation_ratio, outbox_depth
-                e.models = dict(models)
+                e.models = dict(sorted(models.items())[:MAX_TASKS])
 
     def status(self, device: str, online: bool) -> None:
         with self._lock:

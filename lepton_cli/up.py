@@ -202,8 +202,9 @@ def rollout_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         checked = RolloutSettings.model_validate(out)
     except ValidationError as exc:
-        first_error = exc.errors()[0]
-        raise ValueError(f"--rollout: {'.'.join(map(str, first_error['loc']))}: {first_error['msg']}") from None
+        from shared.process.config_errors import describe_one
+
+        raise ValueError(f"--rollout: {describe_one(RolloutSettings, exc.errors()[0], out)[1]}") from None
     return checked.model_dump()
 
 

@@ -159,6 +159,8 @@ def describe_one(model: type[BaseModel], err: dict[str, Any], data: Any) -> tupl
     """One error as (its key path in the input, a sentence naming the fix)."""
     loc = tuple(err["loc"])
     kind = err["type"]
+    is_key = bool(loc) and loc[-1] == "[key]"  # a dict's key failed, not its value
+    loc = loc[:-1] if is_key else loc
     place = locate(model, loc)
     keys = place.keys
     name = ".".join(keys) or "<top level>"
@@ -189,7 +191,14 @@ def describe_one(model: type[BaseModel], err: dict[str, Any], data: Any) -> tupl
         return keys, f"{name}: unknown key{hint}"
     if kind == "missing":
         return keys, f"{name}: Field required"
+    if place.tags and not isinstance(err.get("input"), dict):
+        got = err.get("input")
+        hint = f' (write [{name}] with {place.disc} = "{got}")' if got in place.tags else ""
+        return keys, (f"{name} must be a table whose {place.disc} is one of: {', '.join(place.tags)}; "
+                      f"got {got!r}{hint}")
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.startswith(("literal_error", "enum")):
         msg = f"{msg}; got {err.get('input')!r}"
+    if is_key:
+        msg = f"key {keys[-1]!r}: {msg}" if keys else msg
     return keys, f"{name}: {msg}"

@@ -38,6 +38,12 @@ MISTAKES = [
     ("agent", AGENT + '[source]\ntype = "folder"\npath = "frames"\npatern = "*.png"\n',
      "source.patern: unknown key; did you mean 'pattern'?", 8),
     ("agent", 'device = cam-1\n', "not valid TOML", 1),
+    ("agent", 'device = "cam-1"\ntask = "digits"\nsource = "folder"\n[model]\nallow_unsigned = true\n',
+     "source must be a table whose type is one of: camera, video, stream, folder, replay, csv; got 'folder' "
+     '(write [source] with type = "folder")', 3),
+    ("agent", AGENT + FOLDER + "[outbox]\nttl_s = { hard = 5.0, escalation = 9.0 }\n",
+     "outbox.ttl_s.escalation: key 'escalation': Input should be 'event', 'hard', 'feat' or 'telemetry'; "
+     "got 'escalation'", 9),
     ("bridge", "[classes.escalation]\ncapcity = 10\n", "classes.escalation.capcity: unknown key; did you mean "
                                                       "'capacity'?", 2),
     ("bridge", 'statusinterval = 3\n', "statusinterval: unknown key; did you mean 'status_interval'?", 1),
