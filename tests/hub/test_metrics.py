@@ -85,3 +85,16 @@ def test_metrics_are_off_by_default_and_a_taken_port_fails_the_start(broker, top
 def test_the_naming_check_refuses_what_the_conventions_forbid(text):
     with pytest.raises(AssertionError):
         check_conventions(text, documented=False)
+
+
+def test_the_device_board_is_bounded_counts_each_left_out_device_once_and_frees_places():
+    from hub_bridge.device_board import MAX_TASKS, DeviceBoard
+
+    board = DeviceBoard(max_devices=2)
+    for dev in ("a", "b", "c", "c", "d"):
+        board.telemetry(dev, 1.0, 0.1, 0, {f"task{i:02d}": i for i in range(MAX_TASKS + 5)})
+    assert sorted(board.snapshot()) == ["a", "b"] and board.left_out == 2  # c twice, counted once
+    assert len(board.snapshot()["a"].models) == MAX_TASKS
+    board.forget("a")  # its retained status cleared: decommissioned
+    board.status("c", True)
+    assert sorted(board.snapshot()) == ["b", "c"] and board.snapshot()["c"].online
