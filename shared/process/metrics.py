@@ -64,7 +64,11 @@ class MetricsEndpoint:
     def start(self) -> MetricsEndpoint:
         from prometheus_client import start_http_server
 
-        self._server, self._thread = start_http_server(self.settings.port, self.settings.host, self.registry)
+        try:
+            self._server, self._thread = start_http_server(self.settings.port, self.settings.host, self.registry)
+        except OSError as exc:  # the port is taken, the address is not this host's
+            raise OSError(exc.errno, f"metrics endpoint {self.settings.host}:{self.settings.port}: "
+                                     f"{exc.strerror or exc} (set metrics.port, or metrics.enabled = false)") from None
         self.port = self._server.server_port
         log.info("metrics on http://%s:%d/metrics", self.settings.host, self.port)
         return self

@@ -98,3 +98,23 @@ def test_the_device_board_is_bounded_counts_each_left_out_device_once_and_frees_
     board.forget("a")  # its retained status cleared: decommissioned
     board.status("c", True)
     assert sorted(board.snapshot()) == ["b", "c"] and board.snapshot()["c"].online
+
+
+def test_a_taken_metrics_port_stops_the_bridge_command_with_the_address(broker, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    conf = tmp_path / "bridge.toml"
+    conf.write_text(f"[mqtt]\nport = {broker.port}\n[metrics]\nenabled = true\nport = {port}\n")
+    try:
+        out = subprocess.run([sys.executable, "-m", "hub_bridge", "--config", str(conf), "--duration", "5"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert out.returncode == 1, out.stderr
+    assert f"metrics endpoint 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
