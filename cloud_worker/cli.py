@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"lepton-worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # e.g. the metrics port is taken
+        print(f"lepton-worker: cannot run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except DeviceUnavailable as exc:
         print(f"lepton-worker: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.process.metrics import MetricsSettings, with_port
 from shared.protocol.topics import DEFAULT_ROOT, check_root, check_segment
 from shared.security.statedir import state_dir
 from shared.transport.mqtt import MqttSettings
@@ -193,6 +194,8 @@ class WorkerConfig(_Strict):
     export: ExportSettings = Field(default_factory=ExportSettings, description="ONNX export and manifest settings.")
     infer: InferSettings = Field(default_factory=InferSettings, description="Escalation answering.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Staged rollout of new versions.")
+    metrics: MetricsSettings = Field(default_factory=with_port(9852), description="Prometheus /metrics endpoint "
+                                                                                   "(docs/INTEGRATIONS.md).")
 
     @field_validator("root")
     @classmethod

@@ -66,7 +66,8 @@ class WorkerService(Service):
         self.tasks = {task.name: task for task in map(load_task, cfg.tasks)}
         self.registry = Registry(cfg.registry)
         self.learners: dict[str, Learner] = {}
-        self.infer_q: DropOldestQueue[Message] = DropOldestQueue(cfg.infer.queue)
+        # (arrival time, message): the answer-latency histogram counts the wait in this queue too
+        self.infer_q: DropOldestQueue[tuple[float, Message]] = DropOldestQueue(cfg.infer.queue)
         self.learn_q: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(cfg.batch_queue)
         self.client: MqttClient | None = None
         self.publisher: Publisher | None = None
@@ -75,6 +76,8 @@ class WorkerService(Service):
         self.started_at = 0.0
         self._unacked: dict[tuple[str, int, str], SeqSet] = {}  # (bridge, boot, task) -> batch seqs ingested
         self._last_ack = 0.0
+        self.metrics = None  # the /metrics endpoint (cfg.metrics.enabled), and its latency histogram:
+        self._latency_hist = None
 
     # ---- lifecycle --------------------------------------------------------------
     def _status(self, state: str) -> bytes:
@@ -92,6 +95,11 @@ class WorkerService(Service):
     def _start(self) -> None:
         cfg = self.cfg
         self.started_at = time.time()
+        if cfg.metrics.enabled:  # first: a port already taken fails the start before anything connects
+            from cloud_worker.metrics import worker_endpoint
+
+            self.metrics, self._latency_hist = worker_endpoint(self)
+            self.metrics.start()
         configure_torch(cfg.training.threads)
         device = pick_device(cfg.torch_device)
         # The private key is needed only where models are made: a pure answering worker on
@@ -146,13 +154,15 @@ class WorkerService(Service):
             lr.close()
         if self.client is not None:
             self.client.stop(death=(self.topics.cloud_status(self.cfg.worker_id), self._status("offline")))
+        if self.metrics is not None:
+            self.metrics.stop()
 
     # ---- network thread: enqueue only -----------------------------------------
     def _on_connect(self, session_present: bool) -> None:
         self._republish = self.cfg.republish_on_start
 
     def _on_infer(self, msg: Message) -> None:
-        if self.infer_q.put(msg) is not None:
+        if self.infer_q.put((time.monotonic(), msg)) is not None:
             self.counters.inc("infer.dropped_oldest")
 
     def _on_batch(self, msg: Message) -> None:
@@ -214,7 +224,8 @@ class WorkerService(Service):
             first = self.infer_q.get(timeout=0.2)
             if first is None:
                 continue
-            batch = [first, *self.infer_q.drain()]
+            arrived, batch = zip(*[first, *self.infer_q.drain()], strict=True)
+            batch = list(batch)
             models = {n: _answering(lr) for n, lr in self.learners.items()}
             try:
                 out = ans.answer(batch, self.topics, self.tasks, models, self.cfg.worker_id,
@@ -234,6 +245,10 @@ class WorkerService(Service):
                     c.inc("infer.replies")
                 except MqttError as exc:
                     c.inc(f"infer.reply_failed.{exc.reason}")
+            if self._latency_hist is not None:
+                done = time.monotonic()
+                for t in arrived:
+                    self._latency_hist.observe(done - t)
             if self.rollouts is not None:
                 for a in out.answered:
                     self.rollouts.answered(a)

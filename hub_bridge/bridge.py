@@ -40,6 +40,7 @@ from hub_bridge.config import BridgeConfig
 from hub_bridge.context import ContextBuilder
 from hub_bridge.custody import NEW, CustodyLedger, Handoff, Key
 from hub_bridge.custody_notes import CustodyNotes
+from hub_bridge.device_board import DeviceBoard
 from hub_bridge.fusion import Fuser
 from hub_bridge.gc_policy import GcPolicy
 from hub_bridge.label_custody import LabelCustody
@@ -119,6 +120,9 @@ class HubBridge(Service):
                                         payload_of=_label_custody_payload, counter="label_custody")
         self._rate_prev: tuple[float, list[int]] | None = None
         self._status_lock = threading.Lock()
+        self.devices = DeviceBoard(cfg.metrics.max_devices)
+        self.metrics = None  # the /metrics endpoint (cfg.metrics.enabled), and its latency histogram:
+        self._latency_hist = None
 
     # ---- lifecycle ----------------------------------------------------------
     def _mqtt_settings(self, suffix: str):
@@ -148,6 +152,11 @@ class HubBridge(Service):
 
     def _start(self) -> None:
         sys.setswitchinterval(self.cfg.switch_interval_s)
+        if self.cfg.metrics.enabled:  # first: a port already taken fails the start before anything connects
+            from hub_bridge.metrics import bridge_endpoint
+
+            self.metrics, self._latency_hist = bridge_endpoint(self)
+            self.metrics.start()
         status_topic = self.t.hub_status()
         hi = MqttClient(self._mqtt_settings("hi"), client_id=f"{self.cfg.id}-hi",
                         will=Will(status_topic, self._status_payload("offline")),
@@ -194,6 +203,8 @@ class HubBridge(Service):
             hi.stop(death=(self.t.hub_status(), self._status_payload("offline")))
         for c in self.clients[1:]:
             c.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     # ---- network threads: classify, size-check, queue -------------------------
     def _ack_hi(self, msgs: list[Message]) -> None:
@@ -265,6 +276,7 @@ class HubBridge(Service):
         except wire.WireError as exc:
             if exc.reason == "empty":  # retained status cleared
                 self.devices_online.pop(parsed.device, None)
+                self.devices.forget(parsed.device)
                 self.counters.inc("status.cleared")
                 return
             self.counters.inc(f"rejected.status.{exc.reason}")
@@ -274,6 +286,7 @@ class HubBridge(Service):
             self.devices_online[st.device] = st.boot
         else:
             self.devices_online.pop(st.device, None)
+        self.devices.status(st.device, st.state == "online")
         self.counters.inc(f"status.{st.state}")
 
     def _on_discard(self, item: Item, reason: str) -> None:
@@ -398,6 +411,8 @@ class HubBridge(Service):
         with self._delivered_lock:
             self.delivered[cls] += 1
         self._lat[cls].append(latency)
+        if self._latency_hist is not None:
+            self._latency_hist.labels(CLASS_NAMES[cls]).observe(latency)
 
     def _first_time(self, cls: int, key: Key) -> bool:
         """Admit a device message to processing; a copy is counted (and, if in custody, re-announced)."""
@@ -485,6 +500,7 @@ class HubBridge(Service):
             raise
         if parsed.kind is Kind.TELEMETRY:
             self.context.note_telemetry(v.device, {k: float(getattr(v, k)) for k in _TELEMETRY_KEYS})
+            self.devices.telemetry(v.device, v.fps, v.escalation_ratio, v.outbox_depth, v.models)
         return True
 
     # ---- custody --------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub_bridge.classes import CLASS_NAMES
+from shared.process.metrics import MetricsSettings
 from shared.protocol.topics import DEFAULT_ROOT, SEGMENT_RE, check_root
 from shared.transport.mqtt import MqttSettings
 
@@ -132,6 +133,13 @@ class CustodySettings(BaseModel):
         return self
 
 
+class BridgeMetricsSettings(MetricsSettings):
+    port: int = Field(9851, ge=0, le=65535, description="Port of the bridge's metrics endpoint; 0 picks a free one.")
+    max_devices: int = Field(2000, ge=0, description="Devices given per-device series (lepton_device_*); past it a "
+                                                     "new device gets none and lepton_bridge_device_series_left_out"
+                                                     "_total counts it.")
+
+
 class BridgeConfig(BaseModel):
     """The hub bridge: priority routing, shedding, dedup, fusion."""
 
@@ -177,6 +185,8 @@ class BridgeConfig(BaseModel):
     switch_interval_s: float = Field(0.001, gt=0, le=0.1, description=(
         "Python's GIL switch interval, set for the whole process at start: the longest a network thread "
         "with an alert waits for the GIL behind fusion work (Python's default is 0.005)."))
+    metrics: BridgeMetricsSettings = Field(default_factory=BridgeMetricsSettings,
+                                           description="Prometheus /metrics endpoint (docs/INTEGRATIONS.md).")
     status_top_devices: int = Field(20, ge=0, description="Devices with the most drops listed in hub/status counters.")
 
     @model_validator(mode="after")

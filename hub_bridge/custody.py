@@ -163,6 +163,7 @@ class _Batch:
     sent: float
     attempts: int = 1
     tickets: list = field(default_factory=list)  # label tickets (hub_bridge/label_custody.py) its rows carry
+    born: float = 0.0  # first publication (``sent`` moves on with each republication)
 
 
 @dataclass
@@ -196,7 +197,7 @@ class Handoff:
         if not rows and not tickets:
             return  # label-only rows of labels without custody: nothing to hold
         with self._lock:
-            self._batches[seq] = _Batch(seq, task, payload, rows, samples, now, tickets=list(tickets or ()))
+            self._batches[seq] = _Batch(seq, task, payload, rows, samples, now, tickets=list(tickets or ()), born=now)
             over = len(self._batches) - self.max_batches
             victims = [self._batches.popitem(last=False)[1] for _ in range(max(0, over))]
             for v in victims:
@@ -254,6 +255,12 @@ class Handoff:
                     out.append(b)
             self.republished += len(out)
         return out
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds the oldest batch has waited for a worker's acknowledgement (0 when none waits)."""
+        with self._lock:
+            first = next(iter(self._batches.values()), None)
+        return max(0.0, now - first.born) if first is not None else 0.0
 
     def __len__(self) -> int:
         with self._lock:

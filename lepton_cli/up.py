@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lepton_cli import tomlgen
+from lepton_cli import tomlgen, up_metrics
 from lepton_cli.fleettable import worker_short
 from lepton_cli.hints import command, mosquitto_sub
 from lepton_cli.labeller import Labeller
@@ -122,7 +122,8 @@ def _devices(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 
 
 def _configs(args: argparse.Namespace, run: Path, access: PlainAccess | SecureAccess,
-             keys: Path) -> dict[str, dict[str, Any]]:
+             keys: Path, metrics: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    metrics = metrics or {}
     out: dict[str, dict[str, Any]] = {
         "worker": {
             "mqtt": access.service("worker"), "root": args.root, "worker_id": "worker-1", "tasks": list(args.task),
@@ -130,9 +131,10 @@ def _configs(args: argparse.Namespace, run: Path, access: PlainAccess | SecureAc
             "public_key": str(keys / "signing.pub"), "status_interval_s": 2.0,
             "triggers": {"min_new_labels": args.retrain_labels, "interval_s": 30.0, "cooldown_s": 5.0},
             **({"rollout": r} if (r := rollout_settings(args)) else {}),
+            **up_metrics.settings(metrics, "worker"),
         },
         "bridge": {"mqtt": access.service("bridge"), "root": args.root, "id": "bridge-1", "status_interval": 2.0,
-                   **access.bridge_extra()},
+                   **access.bridge_extra(), **up_metrics.settings(metrics, "bridge")},
     }
     for ref, device, part in _devices(args):
         task = load_task(ref)
@@ -211,8 +213,9 @@ def rollout_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         checked = RolloutSettings.model_validate(out)
     except ValidationError as exc:
-        first_error = exc.errors()[0]
-        raise ValueError(f"--rollout: {'.'.join(map(str, first_error['loc']))}: {first_error['msg']}") from None
+        from shared.process.config_errors import describe_one
+
+        raise ValueError(f"--rollout: {describe_one(RolloutSettings, exc.errors()[0], out)[1]}") from None
     return checked.model_dump()
 
 
@@ -237,6 +240,8 @@ class Stack:
         self.console = None  # lepton_console.service.ConsoleService (start_console)
         self.person = None  # lepton_console.person.QueuePerson (--labeller queue)
         self.watcher: Watcher | None = None
+        self.metrics: dict[str, int] = {}  # role -> its /metrics port (--no-metrics: none)
+        self.scrape_config: Path | None = None
         self.topics = Topics(args.root)
 
     def _start_broker(self) -> PlainAccess | SecureAccess:
@@ -259,7 +264,9 @@ class Stack:
             signing.generate_keypair(keys / "signing.key", keys / "signing.pub")
         access = self._start_broker()
         self.watcher = Watcher(MqttSettings(**access.service("watcher")), self.topics).start()
-        for name, cfg in _configs(a, self.run_dir, access, keys).items():
+        self.metrics = up_metrics.metrics_ports(not getattr(a, "no_metrics", False))
+        self.scrape_config = up_metrics.write_scrape_config(self.run_dir, self.metrics)
+        for name, cfg in _configs(a, self.run_dir, access, keys, self.metrics).items():
             conf = self.run_dir / f"{name}.toml"
             write_private_bytes(conf, tomlgen.dumps(cfg).encode())  # secure runs put passwords in it
             self.procs.append(Proc(name, _command(name.split("-")[0], conf), self.run_dir / f"{name}.log"))
@@ -269,7 +276,7 @@ class Stack:
             self.labeller = Labeller(MqttSettings(**access.service("labeller")), self.topics,
                                      fraction=a.label_fraction, delay=a.label_delay)
             self.labeller.start()
-        self.console = start_console(a, access, self.run_dir)
+        self.console = start_console(a, access, self.run_dir, self.metrics)
         if a.labeller == "queue":
             self.person = start_person(self.console, a.person_rate)
 
@@ -337,7 +344,8 @@ class Stack:
                 f"     or: {mosquitto_sub(self.args.root, port, 'monitor_2', f)}")
 
 
-def start_console(args: argparse.Namespace, access: PlainAccess | SecureAccess, run_dir: Path):
+def start_console(args: argparse.Namespace, access: PlainAccess | SecureAccess, run_dir: Path,
+                  metrics: dict[str, int] | None = None):
     """The web console (lepton_console), in this process, on the run's broker; None with --no-console."""
     if args.no_console:
         return None
@@ -345,13 +353,14 @@ def start_console(args: argparse.Namespace, access: PlainAccess | SecureAccess, 
     from lepton_console.service import ConsoleService
 
     cfg = ConsoleConfig(mqtt=MqttSettings(**access.service("console")), root=args.root, port=args.console_port,
-                        registry=run_dir / "registry", outbox=run_dir / "console" / "labels.sqlite")
+                        registry=run_dir / "registry", outbox=run_dir / "console" / "labels.sqlite",
+                        **up_metrics.settings(metrics or {}, "console"))
     svc = ConsoleService(cfg)
     try:
         svc.start()
     except OSError:  # the port is taken (another run's console): any free one will do
         svc.stop()
-        svc = ConsoleService(cfg.model_copy(update={"port": 0}))
+        svc = ConsoleService(cfg.model_copy(update={"port": 0, "metrics": cfg.metrics.model_copy(update={"port": 0})}))
         svc.start()
     if not svc.wait_ready(10):
         raise UpError("the console's web server did not start")
@@ -432,7 +441,8 @@ def run(args: argparse.Namespace) -> int:
         started = True
         port = stack.broker.port if stack.broker else None
         print(f"lepton up: broker on 127.0.0.1:{port}{' (secure.conf)' if args.secure else ''}, "
-              f"run dir {shown(stack.run_dir)}\n{stack.watch_hint()}{console_line(stack)}", flush=True)
+              f"run dir {shown(stack.run_dir)}\n{stack.watch_hint()}{console_line(stack)}"
+              f"{up_metrics.metrics_line(stack.metrics, stack.scrape_config)}", flush=True)
         print("\n".join(start_lines(stack.run_dir, stack.run_dir / "keys" / "signing.pub")), flush=True)
         if args.home_assistant:
             print("\n".join(home_assistant_lines(port, args.secure)), flush=True)
@@ -537,6 +547,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="agents announce themselves to Home Assistant (MQTT discovery); prints how to connect it")
     p.add_argument("--no-console", action="store_true", help="do not start the web console")
     p.add_argument("--console-port", type=int, default=8765, help="the web console's port on 127.0.0.1 (0: a free one)")
+    p.add_argument("--no-metrics", action="store_true", help="serve no /metrics (by default the bridge, the worker "
+                                                             "and the console do, on free ports; docs/INTEGRATIONS.md)")
     p.add_argument("--retrain-labels", type=int, default=100, help="new labels that trigger a retrain")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds; 0 or unset runs until Ctrl-C or SIGTERM")

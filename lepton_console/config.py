@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.process.metrics import MetricsSettings, with_port
 from shared.protocol.topics import DEFAULT_ROOT
 from shared.transport.mqtt import MqttSettings
 
@@ -39,3 +40,5 @@ class ConsoleConfig(BaseModel):
                                                              "custody within this long (doubling per attempt).")
     custody_timeout_max_s: float = Field(600.0, gt=0, description="Longest wait between two sends of one label.")
     push_every_s: float = Field(1.0, gt=0, le=30, description="Seconds between live updates of fleet and models.")
+    metrics: MetricsSettings = Field(default_factory=with_port(9853), description="Prometheus /metrics endpoint "
+                                                                                   "(docs/INTEGRATIONS.md).")

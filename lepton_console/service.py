@@ -62,6 +62,7 @@ class ConsoleService(Service):
                     t.of_kind(Kind.MODEL_VERSION)):
             self.client.subscribe(flt, 1, receive)
         self.port: int | None = None
+        self.metrics = None  # the /metrics endpoint, when cfg.metrics.enabled
         self._server: uvicorn.Server | None = None
         self._sock: socket.socket | None = None
 
@@ -84,6 +85,10 @@ class ConsoleService(Service):
         return f"{self.url}/login?token={self.sessions.token}"
 
     def _start(self) -> None:
+        if self.cfg.metrics.enabled:  # first: a port already taken fails the start before anything connects
+            from lepton_console.metrics import console_endpoint
+
+            self.metrics = console_endpoint(self).start()
         self.client.start()
         fam = socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET
         self._sock = socket.socket(fam, socket.SOCK_STREAM)
@@ -120,6 +125,8 @@ class ConsoleService(Service):
         if self._sock is not None:
             self._sock.close()
         self.client.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         waiting = len(self.sender.outbox)
         if self.journal is not None:
             self.journal.close()

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.model import preprocess
+from shared.process.config import toml_error
+from shared.process.config_errors import describe_one, key_line
 from shared.protocol.topics import SEGMENT_RE
 
 if sys.version_info >= (3, 11):
@@ -209,25 +211,23 @@ class TaskSpec(_Strict):
         return self
 
 
-def _loc(err: dict) -> str:
-    return ".".join(str(x) for x in err["loc"] if x != "__root__") or "<spec>"
-
-
 def parse_spec(text: str, origin: str = "<spec>") -> TaskSpec:
-    """Validate TOML text; TaskSpecError names the first bad key."""
+    """Validate TOML text; TaskSpecError names the first bad key, the fix when there is one, and its line."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise TaskSpecError(f"{origin}: not valid TOML: {exc}") from None
+        raise TaskSpecError(toml_error(origin, exc)) from None
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
         e = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise TaskSpecError(f"{origin}: {_loc(e)}: {msg}{more}") from None
+        keys, sentence = describe_one(TaskSpec, e, data)
+        if not keys:
+            sentence = sentence.removeprefix("<top level>: ")
+        line = key_line(text, keys)
+        at = f" (line {line})" if line else ""
+        raise TaskSpecError(f"{origin}: {sentence}{at}{more}") from None
 
 
 def read_spec(path: Path) -> TaskSpec:

@@ -16,8 +16,9 @@
 #
 # Environment: LEPTON_COMPOSE_PROJECT (compose project name, default lepton), LEPTON_COMPOSE_TIMEOUT
 # (seconds `up` waits, default 600: the worker trains model v1 on its first start),
-# LEPTON_COMPOSE_FILE (default docker-compose.yml), and what docker-compose.yml reads:
-# LEPTON_BROKER_PORT (default 1883), LEPTON_TASK (default digits).
+# LEPTON_COMPOSE_FILE (default docker-compose.yml; several joined by ':' as in compose's own
+# COMPOSE_FILE: docker-compose.yml:docker-compose.monitoring.yml adds Prometheus), and what
+# docker-compose.yml reads: LEPTON_BROKER_PORT (default 1883), LEPTON_TASK (default digits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,12 @@ EX_UNAVAILABLE=69
 
 project="${LEPTON_COMPOSE_PROJECT:-lepton}"
 file="${LEPTON_COMPOSE_FILE:-docker-compose.yml}"
-[[ -f "$file" ]] || die "no compose file $file" 2
+IFS=: read -r -a files <<<"$file"
+file_args=()
+for f in "${files[@]}"; do
+    [[ -f "$f" ]] || die "no compose file $f" 2
+    file_args+=(-f "$f")
+done
 timeout_s="${LEPTON_COMPOSE_TIMEOUT:-600}"
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || die "LEPTON_COMPOSE_TIMEOUT must be a number of seconds, not '$timeout_s'" 2
 [[ $# -gt 0 ]] || die "usage: bash scripts/compose.sh up | down [-v] | ps | logs [-f] [SERVICE] | COMPOSE-COMMAND ..." 2
@@ -93,7 +99,7 @@ if [[ "$engine" == podman ]]; then
         export DOCKER_HOST="unix://$workdir/podman.sock"
     fi
 fi
-C() { "${compose[@]}" -f "$file" -p "$project" "$@"; }
+C() { "${compose[@]}" "${file_args[@]}" -p "$project" "$@"; }
 
 ids() { "$engine" ps -aq --filter "label=com.docker.compose.project=$project"; }
 
@@ -125,7 +131,7 @@ check_images() {
 
 cmd_up() {
     local t0=$SECONDS services names last=-100 elapsed svc state code restart health line key waiting npending
-    services="$(C config --services)" || die "$file does not load (\`${compose[*]} -f $file config\`)"
+    services="$(C config --services)" || die "$file does not load (\`${compose[*]} ${file_args[*]} config\`)"
     names="$(tr '\n' ' ' <<<"$services")"
     [[ " $* " == *" --build "* ]] || check_images
     say "engine: ${compose[*]} ($engine), project $project; broker on 127.0.0.1:${LEPTON_BROKER_PORT:-1883}"

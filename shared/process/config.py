@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from shared.process.config_errors import describe_one, key_line
 from shared.process.redact import MASK, is_secret_key, redact_url
 
 if sys.version_info >= (3, 11):
@@ -128,8 +130,9 @@ def _key_path(loc: tuple[Any, ...], data: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _origin(err: Any, data: dict[str, Any], env: EnvLayer, file: Path | None, prefix: str, role: str | None) -> str:
-    """Where the value behind one validation error came from, in words."""
+def _origin(err: Any, data: dict[str, Any], env: EnvLayer, file: Path | None, prefix: str, role: str | None,
+            text: str = "", keys: tuple[str, ...] = ()) -> str:
+    """Where the value behind one validation error came from, in words (with the file's line when found)."""
     loc = tuple(err["loc"])
     if err["type"] == "missing" and loc:
         keys = (*_key_path(loc[:-1], data), str(loc[-1]))
@@ -139,13 +142,14 @@ def _origin(err: Any, data: dict[str, Any], env: EnvLayer, file: Path | None, pr
         return f"set it in {file if file else 'a config file'} or with {' or '.join(where)}"
     if not loc:
         return f"from {' + '.join(_sources(file, env))}"
-    path = _key_path(loc, data)
+    path = keys or _key_path(loc, data)
     for n in range(len(path), 0, -1):
         var = env.origin.get(path[:n])
         if var is not None:
             return f"from {var}"
     if file is not None:
-        return f"in {file}"
+        line = key_line(text, path)
+        return f"in {file}:{line}" if line else f"in {file}"
     return "from the defaults"
 
 
@@ -168,13 +172,15 @@ def load_config(model: type[C], path: str | Path | None = None, *, environ: Mapp
         path = (environ.get(role_prefix(role, prefix) + "CONFIG") if role else None) or environ.get(prefix + "CONFIG")
     file: Path | None = Path(path) if path else None
     file_data: dict[str, Any] = {}
+    text = ""
     if file is not None:
         try:
-            file_data = tomllib.loads(file.read_text())
+            text = file.read_text()
+            file_data = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+            raise ConfigError(toml_error(file, exc)) from None
     env = env_overrides(model, environ, prefix, role)
     data = _merge(file_data, env.values)
     if overrides:
@@ -184,9 +190,20 @@ def load_config(model: type[C], path: str | Path | None = None, *, environ: Mapp
     except ValidationError as exc:
         lines = []
         for e in exc.errors():
-            where = _origin(e, data, env, file, prefix, role)
-            lines.append(f"  {'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']} ({where})")
-        raise ConfigError(f"invalid {model.__name__} config:\n" + "\n".join(lines)) from None
+            keys, sentence = describe_one(model, e, data)
+            lines.append(f"{sentence} ({_origin(e, data, env, file, prefix, role, text, keys)})")
+        # one mistake, one line; several, one line each under a heading
+        head = f"invalid {model.__name__} config:"
+        raise ConfigError(f"{head} {lines[0]}" if len(lines) == 1 else "\n  ".join([head, *lines])) from None
+
+
+def toml_error(file: Path | str, exc: Exception) -> str:
+    """A TOML syntax error as ``file:line:col: not valid TOML: what`` (tomllib puts the place at the end)."""
+    msg = str(exc)
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
+    if m:
+        return f"{file}:{m.group(1)}:{m.group(2)}: not valid TOML: {msg[:m.start()]}"
+    return f"{file}: not valid TOML: {msg}"
 
 
 def ignored_env(model: type[BaseModel], environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> list[str]:

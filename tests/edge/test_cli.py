@@ -78,7 +78,7 @@ def _minimal(tmp_path: Path, model: str = "", mqtt: str = "") -> Path:
 def test_an_agent_without_a_public_key_does_not_start_and_says_what_to_set(tmp_path, capsys):
     assert main(["--config", str(_minimal(tmp_path)), "--validate-config"]) == 2
     err = capsys.readouterr().err
-    assert "model: Value error, no model.public_key: this agent runs only models signed by your stack's key" in err
+    assert "model: no model.public_key: this agent runs only models signed by your stack's key" in err
     assert "model.allow_unsigned = true to run unsigned models" in err
 
 

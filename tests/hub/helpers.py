@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from hub_bridge.bridge import HubBridge
 from hub_bridge.classes import CLASS_NAMES, TELEMETRY
@@ -128,3 +132,44 @@ class Collector:
     def matching(self, pred: Callable[[Message], bool] = lambda m: True) -> list[Message]:
         with self._lock:
             return [m for m in self.msgs if pred(m)]
+
+
+# Labels of low cardinality only (docs/INTEGRATIONS.md): never a sample id or a sequence number.
+METRIC_LABELS = {"class", "reason", "task", "kind", "trigger", "outcome", "queue", "le"}
+
+
+def documented_metrics() -> dict[str, str]:
+    """{family name: type} from docs/INTEGRATIONS.md's tables (counters without their _total, as parsed)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "INTEGRATIONS.md").read_text()
+    rows = re.findall(r"^\| `(lepton_[a-z_]+)` \| (counter|gauge|histogram) \|", doc, re.M)
+    return {(n.removesuffix("_total") if k == "counter" else n): k for n, k in rows}
+
+
+def check_conventions(text: str, documented: bool = True) -> None:
+    """Lepton's naming rules over one scrape: lepton_ prefix, _total counters, seconds for times, low-cardinality
+    labels (device only on the per-device lepton_device_* gauges); each family in docs/INTEGRATIONS.md."""
+    doc = documented_metrics() if documented else {}
+    for fam in text_string_to_metric_families(text):
+        assert fam.name.startswith("lepton_"), fam.name
+        if documented:
+            assert doc.get(fam.name) == fam.type, f"{fam.name} ({fam.type}) is not in docs/INTEGRATIONS.md as such"
+        assert not any(u in fam.name for u in ("_ms", "millis", "_kb", "_mb")), fam.name
+        for s in fam.samples:
+            if fam.type == "counter":
+                assert s.name.endswith("_total"), s.name
+            allowed = METRIC_LABELS | ({"device"} if fam.name.startswith("lepton_device_") else set())
+            assert set(s.labels) <= allowed, (s.name, s.labels)
+        if fam.type == "histogram":
+            assert fam.name.endswith("_seconds"), fam.name
+
+
+def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """One scrape of a /metrics endpoint, parsed by prometheus-client and checked against Lepton's naming rules:
+    {sample: {sorted labels: value}}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    check_conventions(text)
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out

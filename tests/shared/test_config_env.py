@@ -56,7 +56,8 @@ def test_a_bad_env_value_is_blamed_on_the_variable_not_the_file(tmp_path):
 def test_a_bad_file_value_is_blamed_on_the_file(tmp_path):
     conf = tmp_path / "agent.toml"
     conf.write_text('device = "cam-1"\ntask = "digits"\n[source]\ntype = "camera"\nindex = -1\n')
-    with pytest.raises(ConfigError, match=rf"source\.camera\.index: .*\(in {conf}\)"):
+    # the key as written in the file (not pydantic's source.camera.index), and its line
+    with pytest.raises(ConfigError, match=rf"source\.index: .*\(in {conf}:5\)"):
         load_config(AgentConfig, conf, environ={})
 
 
