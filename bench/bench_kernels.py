@@ -25,6 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 SETTINGS = {
     "native": {},
@@ -135,6 +138,7 @@ def cpu_model() -> str:
 
 
 def main() -> None:
+    cleanup.guard()  # SIGTERM / SIGHUP: the child running a setting is stopped too
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="comma-separated settings (default: all): " + ", ".join(SETTINGS))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
