@@ -27,26 +27,36 @@ def learner(tmp_path, keydir, registry_copy, **over) -> tuple[Learner, list]:
     return lr, published
 
 
+def gate_held(d: dict, margin: float) -> bool:
+    """The gate's mechanism, whatever the figures: published exactly when the candidate beat the deployed
+    model's holdout accuracy by the margin (no drift in these tests)."""
+    return d["published"] == (d["candidate_acc"] >= d["deployed_acc"] + margin)
+
+
 def test_labelled_stream_batches_raise_holdout_accuracy_across_versions(tmp_path, keydir, registry_copy):
     lr, published = learner(tmp_path, keydir, registry_copy)
     stream = load_task("digits").dataset().stream
     v1_acc = lr.deployed_acc
-    accs = [v1_acc]
+    decisions = []
 
-    for round_, chunk in enumerate((stream[:150], stream[150:700])):
+    # A few labels, then 34 times as many: each round gained 12 to 28 holdout samples under every CPU
+    # kernel tried, where the gate's margin (0.005 of 360) needs two, so no CPU's rounding decides whether
+    # v3 exists. Rounds of 150 then 550 left v3 to 1 to 11 samples: refused on an AMD EPYC (tests/README.md).
+    for round_, chunk in enumerate((stream[:20], stream[20:700])):
         lr.ingest_fused(fused_batch("digits", lr.deployed.onnx, lr.version, chunk, seq=round_))
         d = lr.retrain("labels")
-        assert d["published"], d["why"]
-        accs.append(d["candidate_acc"])
+        assert gate_held(d, lr.cfg.gate.margin) and d["published"], d["why"]
+        decisions.append(d)
 
+    first, second = decisions
     assert [e.version for e in published] == [2, 3]
-    assert accs[1] > accs[0] and accs[2] >= accs[1] + lr.cfg.gate.margin
-    assert accs[2] - v1_acc >= 0.03, accs  # a visible gain over the 120-sample seed model
+    assert (first["deployed_acc"], second["deployed_acc"]) == (v1_acc, first["candidate_acc"])  # each built on the last
+    assert second["candidate_acc"] - v1_acc >= 0.03, decisions  # a visible gain over the 120-sample seed model
     rec = lr.registry.get("digits", 3).record
     assert rec["parent"] == 2 and rec["backbone"] == 1 and rec["kind"] == "head"
-    assert rec["data"]["features"] > 0 and rec["metrics"]["accuracy"] == accs[2]
+    assert rec["data"]["features"] > 0 and rec["metrics"]["accuracy"] == second["candidate_acc"]
     m = Manifest.model_validate_json(rec["manifest_raw"])
-    assert (m.version, m.parent, m.metrics["accuracy"]) == (3, 2, accs[2])
+    assert (m.version, m.parent, m.metrics["accuracy"]) == (3, 2, second["candidate_acc"])
 
 
 def test_worse_candidate_is_not_published_and_the_decision_is_logged(tmp_path, keydir, registry_copy):
