@@ -103,3 +103,17 @@ def calendar(times: np.ndarray) -> np.ndarray:
     t = np.asarray(times, dtype=np.int64)
     days = np.floor_divide(t, 86400)
     return np.stack([np.floor_divide(t % 86400, 3600), (days + 3) % 7], axis=1)  # 1970-01-01 was a Thursday
+
+
+EDGE_CALENDAR = 9  # sin/cos of the hour, one-hot day of week
+
+
+def edge_inputs(x: np.ndarray, level: np.ndarray, issued_at: np.ndarray) -> np.ndarray:
+    """The edge forecaster's input rows (n, L + 9), float32: the last L values over the device's level, then
+    the calendar of the issue step. The cloud builds its training rows and the agent its live rows here,
+    so the two cannot drift apart."""
+    cal = calendar(issued_at)
+    ang = 2 * np.pi * cal[:, 0] / 24
+    dow = np.eye(7)[cal[:, 1]]
+    scaled = np.asarray(x, np.float64) / np.asarray(level, np.float64)[:, None]
+    return np.concatenate([scaled, np.sin(ang)[:, None], np.cos(ang)[:, None], dow], axis=1).astype(np.float32)
