@@ -68,7 +68,8 @@ def device_stats(series: SeriesSet, season: int, start: int | None = None,
 
 def make_samples(series: SeriesSet, settings: ForecastSettings, stats: dict[str, tuple[float, float]], *,
                  start: int, end: int, stride: int = 1, devices: tuple[str, ...] | None = None) -> Samples:
-    """Samples issued in [start, end) whose whole horizon also lies before ``end`` (no peeking past a split).
+    """Samples issued at start, start + stride, ... before ``end``, whose whole horizon also lies before ``end``
+    (no peeking past a split).
 
     Only samples with a complete lookback and at least one finite truth are kept: a counter that was down
     in the last L hours issues no forecast. Devices without stats are left out.
@@ -76,6 +77,8 @@ def make_samples(series: SeriesSet, settings: ForecastSettings, stats: dict[str,
     L, H = settings.lookback, settings.horizon
     t0, dt = int(series.times[0]), settings.interval
     first = max(int(np.ceil((start - t0) / dt)), 0)
+    if first < L - 1:  # keep the phase: forecasts issued at 23:00 every 24 h stay at 23:00
+        first += -(-(L - 1 - first) // stride) * stride
     last_truth = (end - t0) // dt - 1 if (end - t0) % dt == 0 else (end - t0) // dt  # last step stamped < end
     parts = []
     for j, dev in enumerate(series.devices):

@@ -117,3 +117,14 @@ def test_edge_mlp_onnx_parity(data, fitted):
     out = run(onnx_bytes, rows) * test.level[:, None]
     assert np.abs(out - mlp.predict(test)).max() < 1e-3 * test.level.max()
     assert abs(mase(test, out) - mlp.score(test)) < 1e-4
+
+
+def test_daily_samples_keep_their_issue_hour():
+    from shared.model.forecast_windows import calendar
+
+    s = _series(weeks=4)
+    stats = device_stats(s, S.season)
+    daily = make_samples(s, S, stats, start=T0 + 23 * 3600, end=T0 + 4 * WEEK, stride=24, devices=("a",))
+    assert set(calendar(daily.issued_at)[:, 0]) == {23}
+    assert daily.issued_at[0] == T0 + 47 * 3600  # the first 23:00 with a whole lookback (L = 48)
+    assert daily.issued_at[-1] + S.horizon * 3600 < T0 + 4 * WEEK
