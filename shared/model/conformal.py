@@ -49,3 +49,31 @@ def coverage(y_true: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     y = np.asarray(y_true, np.float64)
     ok = np.isfinite(y)
     return float(((y >= lo) & (y <= hi))[ok].mean())
+
+
+def rolling_widths(issued_at: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, coverage: float, *,
+                   horizon_s: int, window_s: int, scale: np.ndarray | None = None,
+                   min_n: int = 50) -> np.ndarray:
+    """Per-forecast half-widths (n, H) from the forecasts whose truth had arrived when it was issued.
+
+    A forecaster's truth arrives by itself, so its intervals can follow the errors it makes now rather
+    than those of a hold-out: a forecast issued at u takes the conformal width of the residuals of the
+    forecasts issued in (u - window_s - horizon_s, u - horizon_s], the ones whose last step had been read
+    by u. NaN (use the hold-out's widths) where fewer than ``min_n`` such residuals exist for a step.
+    """
+    t = np.asarray(issued_at, np.int64)
+    r = np.abs(np.asarray(y_true, np.float64) - np.asarray(y_pred, np.float64))
+    if scale is not None:
+        r = r / np.asarray(scale, np.float64)[:, None]
+    out = np.full(r.shape, np.nan)
+    for u in np.unique(t):
+        past = (t + horizon_s <= u) & (t + horizon_s + window_s > u)
+        if not past.any():
+            continue
+        here = t == u
+        for h in range(r.shape[1]):
+            col = np.sort(r[past, h][np.isfinite(r[past, h])])
+            k = int(np.ceil((col.size + 1) * coverage))
+            if col.size >= min_n and k <= col.size:
+                out[here, h] = col[k - 1]
+    return out

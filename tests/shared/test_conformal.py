@@ -42,3 +42,31 @@ def test_missing_truths_skipped_and_too_few_refused():
     with pytest.raises(ValueError, match="coverage"):
         calibrate(y, np.zeros_like(y), 1.0)
     assert coverage(np.array([[1.0, np.nan]]), np.zeros((1, 2)), np.ones((1, 2))) == 1.0
+
+
+def test_rolling_widths_follow_a_change_a_holdout_missed():
+    """Noise doubles after day 100: the hold-out's widths under-cover from then on, the rolling ones
+    (built only from forecasts whose truth had arrived) come back to nominal once the window has refilled."""
+    from shared.model.conformal import rolling_widths
+
+    rng = np.random.default_rng(3)
+    day, devices, h = 86400, 20, 4
+    t = np.repeat(np.arange(200) * day, devices)
+    sd = np.where(t < 100 * day, 1.0, 2.0)[:, None]
+    pred = rng.normal(size=(t.size, h))
+    true = pred + rng.normal(size=(t.size, h)) * sd
+    cal = calibrate(true[t < 50 * day], pred[t < 50 * day], 0.8)
+    w = rolling_widths(t, true, pred, 0.8, horizon_s=day, window_s=14 * day)
+    # at day 2 the truths of days 0 and 1 have arrived (40 residuals, min 50), at day 3 those of days 0-2
+    assert np.isnan(w[t < 3 * day]).all() and np.isfinite(w[t == 3 * day]).all()
+    later = t >= 120 * day
+    lo_r, hi_r = pred[later] - w[later], pred[later] + w[later]
+    lo_c, hi_c = cal.interval(pred[later])
+    assert abs(coverage(true[later], lo_r, hi_r) - 0.8) < 0.03
+    assert coverage(true[later], lo_c, hi_c) < 0.6
+    # no peeking: a forecast's width depends only on forecasts whose horizon ended by its issue time
+    true2 = true.copy()
+    true2[t == 150 * day] += 100.0
+    w2 = rolling_widths(t, true2, pred, 0.8, horizon_s=day, window_s=14 * day)
+    assert np.array_equal(w2[t <= 150 * day], w[t <= 150 * day], equal_nan=True)
+    assert not np.array_equal(w2[t == 151 * day], w[t == 151 * day])
