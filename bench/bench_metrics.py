@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
 
 RESULTS = ROOT / "bench" / "results" / "bench_metrics.json"
 
@@ -92,6 +95,7 @@ def main() -> int:
     p.add_argument("--scrapes", type=int, default=20, help="scrapes per fleet size")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     from shared.transport.broker import Broker
 
     broker = Broker(Path(tempfile.mkdtemp(prefix="bench-metrics-"))).start()

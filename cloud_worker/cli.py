@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"lepton-worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:  # its reader went away (`... | head`): ends_quietly_on_closed_pipe's case
+        raise
     except OSError as exc:  # e.g. the metrics port is taken
         print(f"lepton-worker: cannot run: {exc}", file=sys.stderr)
         return EXIT_ERROR
