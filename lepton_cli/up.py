@@ -44,6 +44,11 @@ from shared.transport.mqtt import MqttSettings
 log = logging.getLogger("lepton.up")
 
 
+# Seconds a service has to end after SIGTERM before `lepton up` kills it; each role's own stop takes
+# at most half of it under a CPU hog (tests/stops/).
+KILL_TIMEOUT_S = 15.0
+
+
 class UpError(RuntimeError):
     """Something the user must fix; printed as one line."""
 
@@ -73,7 +78,7 @@ class Proc:
             self.terminated = True
             self.popen.send_signal(signal.SIGTERM)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = KILL_TIMEOUT_S) -> int | None:
         """SIGTERM (unless sent already), then wait; kill after ``timeout``."""
         if self.popen is None:
             return None
