@@ -311,9 +311,9 @@ class Stack:
             return "bridge (handing on what it holds)"
         workers = self.watcher.stats.summary()["workers"].values() if self.watcher else []
         if any(worker_short(w) == "retraining" for w in workers):
-            return "worker (finishing its retrain, then saving its learning buffer)"
+            return "worker (leaving its retrain, saving its learning buffer)"
         if any(worker_short(w) == "training_v1" for w in workers):
-            return "worker (finishing v1's training)"
+            return "worker (leaving v1's training)"
         return "worker (saving its learning buffer, acknowledging batches)"
 
     def watch_hint(self) -> str:

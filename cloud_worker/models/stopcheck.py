@@ -61,9 +61,11 @@ def watching(stop: threading.Event | None) -> Iterator[None]:
         _local.stop = prev
 
 
-def chunks(n: int, first: int = 16, target_s: float = TARGET_S, most: int = 4096) -> Iterator[slice]:
+def chunks(n: int, first: int = 16, target_s: float = TARGET_S, most: int = 1024) -> Iterator[slice]:
     """Slices covering ``range(n)`` in order, each sized so that it takes about ``target_s`` (from the
-    time per item of the chunk before); the watched stop event is checked before each."""
+    time per item of the chunk before, at most doubling: a box that gets busier between two chunks must
+    not meet the largest one); the watched stop event is checked before each. The work in a chunk may
+    hold the GIL throughout (numba), so its length bounds how long every other thread waits too."""
     i, size = 0, max(1, first)
     while i < n:
         check()
@@ -71,8 +73,8 @@ def chunks(n: int, first: int = 16, target_s: float = TARGET_S, most: int = 4096
         yield slice(i, min(n, i + size))
         i += size
         took = time.perf_counter() - t0
-        per = took / size if took > 0 else 0.0
-        size = most if per <= 0 else int(min(most, max(1, target_s / per)))
+        want = target_s * size / took if took > 0 else float(most)
+        size = int(max(1, min(most, 2 * size, want)))
 
 
 def run_chunked(fn: Callable[[slice], object], n: int, first: int = 16) -> list:
