@@ -69,12 +69,16 @@ class MiniRocketClassifier:
         self._sd: np.ndarray | None = None
         self._ridge = None
 
+    def _transform(self, x: np.ndarray) -> np.ndarray:
+        return self._rocket.transform(np.asarray(x, np.float32)).astype(np.float32)  # type: ignore[union-attr]
+
+    def _standard(self, f: np.ndarray) -> np.ndarray:
+        return (f - self._mu) / self._sd if self._mu is not None else f
+
     def _features(self, x: np.ndarray) -> np.ndarray:
         """MiniRocket features, standardised once fitted; the watched stop event is checked between chunks."""
-        out = [self._rocket.transform(np.asarray(x[s], np.float32))  # type: ignore[union-attr]
-               for s in chunks(len(x))]
-        f = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-        return (f - self._mu) / self._sd if self._mu is not None else f
+        out = [self._standard(self._transform(x[s])) for s in chunks(len(x))]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, stop: threading.Event | None = None) -> FitStats:
         with watching(stop if stop is not None else current()):
@@ -99,8 +103,12 @@ class MiniRocketClassifier:
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Ridge decision scores (N, n_classes); classes the training set lacked score far below."""
-        f = self._features(_pad(np.asarray(x, np.float32)))
-        d = self._ridge.decision_function(f)  # type: ignore[union-attr]
+        x = _pad(np.asarray(x, np.float32))
+        # Chunk by chunk, transform to scores: thousands of windows (a whole retrain's teacher pass) make
+        # a feature matrix of hundreds of MB, and standardising it whole took seconds with no look at the stop.
+        parts = [self._ridge.decision_function(self._standard(self._transform(x[s])))  # type: ignore[union-attr]
+                 for s in chunks(len(x))]
+        d = np.concatenate(parts) if parts else np.zeros((0, len(self._classes)), np.float32)
         if d.ndim == 1:  # two classes: sklearn returns one column, the second class's score
             d = np.stack([-d, d], axis=1)
         out = np.full((len(x), self.n_classes), -1e3, np.float32)

@@ -8,6 +8,7 @@ A service's constructor does no I/O; ``start()`` opens connections and spawns th
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a dependency (broker, binary) is missing
+SLOW_STOP_S = 2.0  # a signalled stop still running after this logs every thread's stack (stderr)
 
 
 class Service:
@@ -105,6 +107,8 @@ def run_until_signal(service: Service, *, duration: float | None = None) -> int:
     def handler(signum: int, frame: object) -> None:
         log.info("%s: got %s, shutting down", service.name, signal.Signals(signum).name)
         service.stopping.set()
+        # A stop that is slow says where: every thread's stack, from a watchdog that needs no GIL.
+        faulthandler.dump_traceback_later(SLOW_STOP_S, exit=False)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -112,6 +116,7 @@ def run_until_signal(service: Service, *, duration: float | None = None) -> int:
         _wait_awake(service, duration)
     finally:
         service.stop()
+        faulthandler.cancel_dump_traceback_later()
         for s, h in old.items():
             signal.signal(s, h)
     return EXIT_ERROR if service.errors else EXIT_OK

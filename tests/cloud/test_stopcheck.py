@@ -98,3 +98,19 @@ def test_export_and_parity_check_are_left_between_steps_when_stopping():
     with watching(ev), pytest.raises(Interrupted):
         ex.export(net, task, x, opset=17, parity_tolerance=1e-4)
     assert ex.export(net, task, x, opset=17, parity_tolerance=1e-4).parity <= 1e-4  # not watched: exported
+
+
+def test_minirocket_scores_chunk_by_chunk_as_it_would_all_at_once():
+    from cloud_worker.models.rocket import MiniRocketClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 1, 40)).astype(np.float32)
+    y = (x[:, 0, :20].mean(1) > 0).astype(np.int64)
+    m = MiniRocketClassifier((1, 40), 2, n_kernels=500)
+    m.fit(x[:80], y[:80])
+    whole = m._ridge.decision_function(m._features(x[80:]))
+    assert np.allclose(m.scores(x[80:])[:, 1], whole, atol=1e-4)
+    ev = threading.Event()
+    ev.set()
+    with watching(ev), pytest.raises(Interrupted):
+        m.predict_proba(x[80:])
