@@ -46,9 +46,8 @@ def scenarios() -> dict:
     import torch
 
     torch.set_num_threads(1)  # as the tests do
-    from cloud_worker.releasing.registry import Registry
-
     from cloud_worker.learning.learner import Learner
+    from cloud_worker.registry import Registry
     from cloud_worker.releasing.keys import init_keys
     from cloud_worker.service import load_signer
     from lepton_tasks import load_task

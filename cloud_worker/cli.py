@@ -37,6 +37,7 @@ from shared.process.service import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    end_process,
     log_ignored_env,
     parse_args,
     run_until_signal,
@@ -183,7 +184,8 @@ def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
         return EXIT_OK
     from cloud_worker.service import WorkerService
 
-    return run_until_signal(WorkerService(cfg), duration=args.duration)
+    # Ended here, not only in __main__: `lepton-worker run` (the console script) is a service's process too.
+    end_process(run_until_signal(WorkerService(cfg), duration=args.duration))
 
 
 class _Session:

@@ -187,6 +187,9 @@ class WorkerConfig(_Strict):
     ack_interval_s: float = Field(2.0, gt=0, description="Seconds between saving the learning buffer and "
                                                          "acknowledging the fused batches it now holds (hub/ack).")
     status_interval_s: float = Field(10.0, gt=0, description="Seconds between retained status updates.")
+    stop_ingest_s: float = Field(2.0, ge=0, description="On stop, seconds spent taking in the batches already "
+                                                        "queued before the last save and ack; the rest go "
+                                                        "unacknowledged and the bridge sends them again.")
     triggers: TriggerSettings = Field(default_factory=TriggerSettings, description="When to retrain.")
     gate: GateSettings = Field(default_factory=GateSettings, description="When to publish a candidate.")
     buffer: BufferSettings = Field(default_factory=BufferSettings, description="Replay buffer sizes and weights.")

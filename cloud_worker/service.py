@@ -124,7 +124,12 @@ class WorkerService(Service):
             if not lr.load():
                 if not cfg.bootstrap_missing:
                     raise RuntimeError(f"task {name!r} has no model in {cfg.registry} and bootstrap_missing is off")
-                lr.bootstrap()
+                try:
+                    lr.bootstrap()
+                except Interrupted:  # stopped while training v1: nothing registered, a clean exit
+                    self.counters.inc("learn.interrupted")
+                    log.info("%s: stopping while training v1; nothing registered", name)
+                    return
             self.learners[name] = lr
         if cfg.learn and cfg.rollout.enabled and signer is not None:
             self.rollouts = Rollouts(cfg, list(self.tasks), self.topics, self.registry, self.counters, self.client,
@@ -313,8 +318,15 @@ class WorkerService(Service):
                 lr.save_buffer()
             self._ack_held()
         if self.cfg.learn:
-            # What already arrived is taken in before the last save and ack: a stop drops nothing held.
-            self._ingest(self.learn_q.drain())
+            # What already arrived is taken in before the last save and ack, for a bounded time (a long
+            # retrain leaves a backlog): a batch not taken in is not acknowledged, and comes again.
+            left = self.learn_q.drain()
+            deadline = time.monotonic() + self.cfg.stop_ingest_s
+            while left and time.monotonic() < deadline:
+                self._ingest(left[:8])
+                left = left[8:]
+            if left:
+                c.inc("learn.left_on_stop", len(left))
             for lr in self.learners.values():  # on this thread: it owns the buffers
                 lr.save_buffer()
             self._ack_held(force=True)

@@ -152,9 +152,11 @@ class Agent(Service):
         if self.sender is None or self.client is None:  # start() failed before connecting
             self.outbox.close()
             return
-        # Give what is queued a moment to leave; whatever does not stays on disk for next time.
+        # Give what is queued and not yet sent a moment to leave; whatever does not stays on disk for next
+        # time. Rows already sent and awaiting custody stay anyway: waiting for them cost every stop 2 s.
         deadline = time.monotonic() + 2.0
-        while self.client.connected and self.outbox.depth() and time.monotonic() < deadline:
+        while (self.client.connected and self.outbox.depth() > self.outbox.awaiting_custody()
+               and time.monotonic() < deadline):
             self.sender.notify()
             time.sleep(0.02)
         self.sender.stop()

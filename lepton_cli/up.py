@@ -45,6 +45,11 @@ from shared.transport.mqtt import MqttSettings
 log = logging.getLogger("lepton.up")
 
 
+# Seconds a service has to end after SIGTERM before `lepton up` kills it; each role's own stop takes
+# at most half of it under a CPU hog (tests/stops/).
+KILL_TIMEOUT_S = 15.0
+
+
 class UpError(RuntimeError):
     """Something the user must fix; printed as one line."""
 
@@ -74,7 +79,7 @@ class Proc:
             self.terminated = True
             self.popen.send_signal(signal.SIGTERM)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = KILL_TIMEOUT_S) -> int | None:
         """SIGTERM (unless sent already), then wait; kill after ``timeout``."""
         if self.popen is None:
             return None
@@ -324,9 +329,9 @@ class Stack:
             return "bridge (handing on what it holds)"
         workers = self.watcher.stats.summary()["workers"].values() if self.watcher else []
         if any(worker_short(w) == "retraining" for w in workers):
-            return "worker (finishing its retrain, then saving its learning buffer)"
+            return "worker (leaving its retrain, saving its learning buffer)"
         if any(worker_short(w) == "training_v1" for w in workers):
-            return "worker (finishing v1's training)"
+            return "worker (leaving v1's training)"
         return "worker (saving its learning buffer, acknowledging batches)"
 
     def watch_hint(self) -> str:

@@ -61,7 +61,7 @@ def short_summary(s: dict[str, Any], seconds: float) -> list[str]:
                f"{_acc(s.get('accuracy_joint'))} · cloud answers {_acc(s.get('accuracy_cloud'))}")
     up, raw = s.get("uplink_bytes") or 0, s.get("raw_frame_bytes") or 0
     if raw:
-        out.append(f"  uplink {_kb(up)}: {up / raw:.1%} of the raw frames as JPEG ({_kb(raw)})")
+        out.append(uplink_line(up, raw, {b.get("kind") for b in s.get("scoreboard") or []}))
     hub = s.get("hub") or {}
     drops = sum(v for k, v in (hub.get("counters") or {}).items() if k.startswith(("dropped.", "expired.")))
     gaps = sum((s.get("qos1_seq_gaps") or {}).values())
@@ -69,6 +69,17 @@ def short_summary(s: dict[str, Any], seconds: float) -> list[str]:
                f"{gaps} QoS 1 gaps, {s.get('qos1_duplicates', 0)} duplicates, {drops} hub drops or expiries")
     out += rollout_lines(s.get("rollout"))
     return out
+
+
+def uplink_line(up: int, raw: int, kinds: set[str | None]) -> str:
+    """Bytes sent against the raw samples, named by what the raw side is: a frame's size as JPEG (what
+    the agent's meter counts), a window's as captured. Windows travel as float16 tensors, not JPEG."""
+    pct = f"{up / raw:.1%}"
+    if kinds == {"image"}:
+        return f"  uplink {_kb(up)}: {pct} of the raw frames as JPEG ({_kb(raw)})"
+    if kinds == {"window"}:
+        return f"  uplink {_kb(up)} (windows as float16 tensors): {pct} of the raw windows as captured ({_kb(raw)})"
+    return f"  uplink {_kb(up)}: {pct} of the raw samples ({_kb(raw)}: frames as JPEG, windows as captured)"
 
 
 def rollout_lines(ro: dict[str, Any] | None) -> list[str]:

@@ -33,7 +33,7 @@ from cloud_worker.learning.cloudjob import CloudJob
 from cloud_worker.learning.intake import Intake
 from cloud_worker.learning.learned import LearnedSet
 from cloud_worker.learning.rawstore import RawStore
-from cloud_worker.models import nets, train
+from cloud_worker.models import nets, stopcheck, train
 from cloud_worker.models.calibrate import ece, softmax
 from cloud_worker.models.cloudmodels import CloudTrainer, FeatureCloud, RawCloud
 from cloud_worker.registry import Entry, Registry, torch_load
@@ -180,7 +180,7 @@ class Learner:
         self.intake.dirty = False
 
     def close(self) -> None:
-        self.cloud_job.join(5.0)  # a stopping worker interrupts it; its result is not used
+        self.cloud_job.join(1.0)  # a stopping worker interrupts it; its result is not used (nor waited for)
         self.raw.close()
 
     def sync(self) -> bool:
@@ -215,10 +215,17 @@ class Learner:
             return
         edge_p = self.edge_probs(self.edge, self.hold_x)
         if self.cloud is not None:
-            self.worth = scoring.split_worth(edge_p, self.cloud.predict(self.hold_cx), self.hold_y, self.policy)
+            self.worth = scoring.split_worth(edge_p, self._cloud_holdout(), self.hold_y, self.policy)
         if self.cloud_features is not None:
             self.worth_features = scoring.split_worth(edge_p, self.cloud_features.predict(self.hold_x), self.hold_y,
                                                       self.policy)
+
+    def _cloud_holdout(self) -> np.ndarray:
+        """The raw cloud's probabilities on the holdout, computed once per cloud model."""
+        assert self.cloud is not None
+        if self.cloud.holdout_probs is None:
+            self.cloud.holdout_probs = self.cloud.predict(self.hold_cx)
+        return self.cloud.holdout_probs
 
     # ---- the cloud's models ---------------------------------------------------------------
     def refresh_cloud(self, force: bool = False) -> dict:
@@ -284,12 +291,13 @@ class Learner:
         """The cloud section on the deployed backbone's features, from every labelled row there is."""
         if self.edge is None:
             return
-        backbone = self.backbones.get(self.version, self.version)
-        truth = self.raw.truth()
-        hs = head_set(self.edge, self.seed_x, self.seed_y, self.raw.edge_inputs(truth).astype(np.float32), truth,
-                      self.features.rows(), self.backbones, backbone, self.device)
-        self.cloud_features = self.clouds.features(self.edge, self.version, hs.feat, hs.y, hs.w)
-        self._score()
+        with stopcheck.watching(self.stop):
+            backbone = self.backbones.get(self.version, self.version)
+            truth = self.raw.truth()
+            hs = head_set(self.edge, self.seed_x, self.seed_y, self.raw.edge_inputs(truth).astype(np.float32),
+                          truth, self.features.rows(), self.backbones, backbone, self.device)
+            self.cloud_features = self.clouds.features(self.edge, self.version, hs.feat, hs.y, hs.w)
+            self._score()
 
     def predict_features(self, feat: np.ndarray, versions: np.ndarray) -> np.ndarray | None:
         """The cloud section on features an agent sent (escalations without their sample), or None when
@@ -336,7 +344,7 @@ class Learner:
         m = {"accuracy": acc, "holdout_n": float(len(self.hold_y)), "temperature": float(edge.temperature),
              "ece": ece(p, self.hold_y)}
         if self.cloud is not None and len(self.hold_y):
-            w = scoring.split_worth(p, self.cloud.predict(self.hold_cx), self.hold_y, self.policy)
+            w = scoring.split_worth(p, self._cloud_holdout(), self.hold_y, self.policy)
             m.update({"macro_f1": w["edge_macro_f1"], "cloud_acc": w["cloud_acc"],
                       "cloud_macro_f1": w["cloud_macro_f1"], "joint_acc": w["joint_acc"],
                       "joint_macro_f1": w["joint_macro_f1"], "escalated": w["escalated"],
@@ -413,6 +421,36 @@ class Learner:
 
         Raises train.Interrupted when the service stops meanwhile: nothing is published."""
         assert self.edge is not None and self.deployed is not None
+        with stopcheck.watching(self.stop):  # every step up to the version's registration can be abandoned
+            decision, cand, whole, metrics, exported = self._candidate(trigger, label_noise, force_release)
+        if decision.published:
+            with stopcheck.watching(None):  # a version being written is finished first
+                parent = self.version
+                entry = self.releaser.register(cand.net, parent=parent,
+                                               backbone=None if whole else self.backbones.get(parent, parent),
+                                               kind=cand.kind, metrics=metrics, data=cand.data, decision=decision,
+                                               exported=exported)
+                decision.version = entry.version
+                self._adopt(entry)
+                self.counters.inc("learn.published")
+                self.publish(entry)
+        else:
+            self.counters.inc("learn.rejected")
+        decision.details["cloud_answers_with"] = self.cloud.name if self.cloud else None
+        out = decision.as_dict()
+        self.registry.log_decision(self.task.name, out)
+        self.last_decision = out
+        log.info("%s: %s", self.task.name, decision.why)
+        try:
+            self._fit_cloud_features()
+        except train.Interrupted:  # the decision stands; the feature section is fitted again on restart
+            self.counters.inc("learn.interrupted_after_decision")
+        return out
+
+    def _candidate(self, trigger: str, label_noise: bool, force_release: bool):
+        """Train, score and gate a candidate; when it is to be published, export and check it too.
+        Returns (decision, candidate, whole?, manifest metrics or None, exported or None)."""
+        assert self.edge is not None
         t = self.cfg.training
         self.last_train = time.time()
         self.intake.new_labels = 0
@@ -469,27 +507,10 @@ class Learner:
             decision.why = f"FORCED release (demo), the gate said: {g.why}"
             decision.published = True
             decision.details["forced"] = True
-        if g.publish or force_release:
-            parent = self.version
-            entry = self.releaser.register(cand.net, parent=parent,
-                                           backbone=None if whole else self.backbones.get(parent, parent),
-                                           kind=cand.kind, metrics={**self._metrics(cand.net, acc),
-                                                                    "labels": float(_labels(cand.data))},
-                                           data=cand.data,
-                                           decision=decision)
-            decision.version = entry.version
-            self._adopt(entry)
-            self.counters.inc("learn.published")
-            self.publish(entry)
-        else:
-            self.counters.inc("learn.rejected")
-        self._fit_cloud_features()
-        decision.details["cloud_answers_with"] = self.cloud.name if self.cloud else None
-        out = decision.as_dict()
-        self.registry.log_decision(self.task.name, out)
-        self.last_decision = out
-        log.info("%s: %s", self.task.name, decision.why)
-        return out
+        if not decision.published:
+            return decision, cand, whole, None, None
+        metrics = {**self._metrics(cand.net, acc), "labels": float(_labels(cand.data))}
+        return decision, cand, whole, metrics, self.releaser.export(cand.net)
 
     def _field_whole(self, cand: nets.EdgeNet) -> tuple[float, float, int] | None:
         """Candidate and deployed edge on the most recent labelled raw samples (under drift)."""

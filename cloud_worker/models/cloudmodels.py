@@ -24,6 +24,7 @@ from torch import nn
 from cloud_worker.config import TrainSettings
 from cloud_worker.models import augment, nets, train
 from cloud_worker.models.calibrate import fit_temperature, softmax
+from cloud_worker.models.stopcheck import watching
 from cloud_worker.registry import Registry, torch_bytes, torch_load
 from lepton_tasks import Task
 
@@ -39,6 +40,9 @@ class RawCloud:
     rows: int = 0
     train_s: float = 0.0
     kind: str = "raw"
+    # Its probabilities on the holdout, kept from its fit: scoring a new edge against it must not run the
+    # cloud model again (seconds for MiniRocket on a loaded box, inside a version's registration).
+    holdout_probs: np.ndarray | None = None
 
     @property
     def is_torch(self) -> bool:
@@ -89,11 +93,18 @@ class CloudTrainer:
         self.device = device
         self.hold_cx, self.hold_y, self.hold_x = hold_cx, hold_y, hold_x
         self.stop = stop
+        # The factory's module is imported here, on the caller's thread: importing aeon on the fit thread
+        # took seconds on a loaded box and cannot be interrupted (a stop waited for it).
+        nets.build_cloud(task)
 
     def raw(self, x: np.ndarray, y: np.ndarray, generation: int, init: RawCloud | None = None) -> RawCloud:
         """Fit the task's cloud model on cloud inputs: a torch network from scratch, or fine-tuned from
         ``init`` (continual: every refresh adds a few epochs over everything labelled); a classifier
-        refitted. Calibrated and scored on the holdout; :meth:`save` keeps it."""
+        refitted. Calibrated and scored on the holdout; :meth:`save` keeps it. Every step checks the stop event."""
+        with watching(self.stop):
+            return self._raw(x, y, generation, init)
+
+    def _raw(self, x: np.ndarray, y: np.ndarray, generation: int, init: RawCloud | None) -> RawCloud:
         t = self.t
         warm = init is not None and init.is_torch
         model = copy.deepcopy(init.model) if warm else nets.build_cloud(self.task)
@@ -101,14 +112,15 @@ class CloudTrainer:
             stats = train.fit(model, x, y, epochs=t.cloud_refresh_epochs if warm else t.cloud_epochs,
                               lr=t.cloud_lr / 3 if warm else t.cloud_lr, batch=t.batch, device=self.device,
                               seed=t.seed + generation, augment=augment.for_kind(self.task.kind), onecycle=True,
-                              smoothing=0.05, stop=self.stop)
+                              smoothing=0.05)
             temp = fit_temperature(train.predict_logits(model, self.hold_cx, self.device), self.hold_y)
         else:
-            stats = model.fit(x, y, stop=self.stop)
+            stats = model.fit(x, y)
             temp = model.calibrate(self.hold_cx, self.hold_y)
         cloud = RawCloud(model, f"{self.task.name}-cloud-{generation}", 0.0, self.device, temp, generation, len(y),
                          stats.seconds)
-        cloud.accuracy = _acc(cloud.predict(self.hold_cx), self.hold_y)
+        cloud.holdout_probs = cloud.predict(self.hold_cx)
+        cloud.accuracy = _acc(cloud.holdout_probs, self.hold_y)
         return cloud
 
     def save(self, cloud: RawCloud) -> None:
@@ -139,14 +151,15 @@ class CloudTrainer:
     def features(self, edge: nets.EdgeNet, version: int, feats: np.ndarray, y: np.ndarray,
                  w: np.ndarray) -> FeatureCloud:
         """A cloud section on ``edge``'s features (rows made by that backbone), judged on the holdout."""
-        head = feature_head(edge.feat_dim, len(self.task.classes))
-        train.fit_head(head, feats, y, weights=w, epochs=self.t.head_epochs, device=self.device, seed=self.t.seed,
-                       stop=self.stop)
-        backbone = copy.deepcopy(edge.backbone).to(self.device).eval()
-        m = FeatureCloud(head.eval(), f"{self.task.name}-cloud-features-v{version}", 0.0, self.device, backbone,
-                         version)
-        m.accuracy = _acc(m.predict(self.hold_x), self.hold_y)
-        return m
+        with watching(self.stop):
+            head = feature_head(edge.feat_dim, len(self.task.classes))
+            train.fit_head(head, feats, y, weights=w, epochs=self.t.head_epochs, device=self.device,
+                           seed=self.t.seed)
+            backbone = copy.deepcopy(edge.backbone).to(self.device).eval()
+            m = FeatureCloud(head.eval(), f"{self.task.name}-cloud-features-v{version}", 0.0, self.device, backbone,
+                             version)
+            m.accuracy = _acc(m.predict(self.hold_x), self.hold_y)
+            return m
 
 
 def _acc(probs: np.ndarray, y: np.ndarray) -> float:

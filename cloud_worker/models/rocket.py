@@ -6,7 +6,9 @@ and with a ridge classifier on top it is within a point of the best deep time-se
 UCR archive (FordA 0.948, ECG5000 0.946 over 30 resamples; ChangWeiTan/MultiRocket's
 results/all_resamples_average.csv). aeon implements it in numpy/numba.
 
-Fitting is interruptible: the transform runs in chunks that check the stop event, and the ridge
+Fitting and scoring are interruptible: the transform runs in chunks sized to take ~0.2 s each
+(cloud_worker/models/stopcheck.py; 512 windows took over a second on a loaded box) that check the
+stop event, and the ridge
 solve (BLAS, seconds to a minute for thousands of rows) runs on a helper thread that a stopping
 worker abandons instead of waiting for. Probabilities are a softmax of the ridge scores at a
 temperature fitted on the holdout (cloud_worker/models/calibrate.py).
@@ -19,11 +21,12 @@ import time
 from typing import Any
 
 import numpy as np
+from aeon.transformations.collection.convolution_based import MiniRocket
+from sklearn.linear_model import RidgeClassifierCV
 
 from cloud_worker.models.calibrate import fit_temperature, softmax
-from cloud_worker.models.train import FitStats, Interrupted
-
-CHUNK = 512  # windows transformed between two looks at the stop event
+from cloud_worker.models.stopcheck import Interrupted, chunks, current, watching
+from cloud_worker.models.train import FitStats
 
 
 def run_interruptible(fn, stop: threading.Event | None, poll_s: float = 0.1) -> Any:
@@ -66,25 +69,30 @@ class MiniRocketClassifier:
         self._sd: np.ndarray | None = None
         self._ridge = None
 
-    def _features(self, x: np.ndarray, stop: threading.Event | None = None) -> np.ndarray:
-        out = []
-        for i in range(0, len(x), CHUNK):
-            if stop is not None and stop.is_set():
-                raise Interrupted("stopping: transform abandoned")
-            out.append(self._rocket.transform(np.asarray(x[i:i + CHUNK], np.float32)))  # type: ignore[union-attr]
-        f = np.concatenate(out).astype(np.float32)
+    def _transform(self, x: np.ndarray) -> np.ndarray:
+        return self._rocket.transform(np.asarray(x, np.float32)).astype(np.float32)  # type: ignore[union-attr]
+
+    def _standard(self, f: np.ndarray) -> np.ndarray:
         return (f - self._mu) / self._sd if self._mu is not None else f
 
-    def fit(self, x: np.ndarray, y: np.ndarray, *, stop: threading.Event | None = None) -> FitStats:
-        from aeon.transformations.collection.convolution_based import MiniRocket
-        from sklearn.linear_model import RidgeClassifierCV
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """MiniRocket features, standardised once fitted; the watched stop event is checked between chunks."""
+        out = [self._standard(self._transform(x[s])) for s in chunks(len(x))]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
+    def fit(self, x: np.ndarray, y: np.ndarray, *, stop: threading.Event | None = None) -> FitStats:
+        with watching(stop if stop is not None else current()):
+            return self._fit(x, y)
+
+    def _fit(self, x: np.ndarray, y: np.ndarray) -> FitStats:
         t0 = time.perf_counter()
         x = np.asarray(x, np.float32)
         # A transform needs 9 steps at least; shorter windows are padded (counts over a day: 24).
-        self._rocket = MiniRocket(n_kernels=self.n_kernels, random_state=self.seed, n_jobs=1).fit(_pad(x))
+        stop = current()
+        rocket = MiniRocket(n_kernels=self.n_kernels, random_state=self.seed, n_jobs=1)
+        self._rocket = run_interruptible(lambda: rocket.fit(_pad(x)), stop)
         self._mu = None
-        f = self._features(_pad(x), stop)
+        f = self._features(_pad(x))
         self._mu, self._sd = f.mean(0), f.std(0) + 1e-6
         f = (f - self._mu) / self._sd
         present = np.unique(y)
@@ -95,8 +103,12 @@ class MiniRocketClassifier:
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Ridge decision scores (N, n_classes); classes the training set lacked score far below."""
-        f = self._features(_pad(np.asarray(x, np.float32)))
-        d = self._ridge.decision_function(f)  # type: ignore[union-attr]
+        x = _pad(np.asarray(x, np.float32))
+        # Chunk by chunk, transform to scores: thousands of windows (a whole retrain's teacher pass) make
+        # a feature matrix of hundreds of MB, and standardising it whole took seconds with no look at the stop.
+        parts = [self._ridge.decision_function(self._standard(self._transform(x[s])))  # type: ignore[union-attr]
+                 for s in chunks(len(x))]
+        d = np.concatenate(parts) if parts else np.zeros((0, len(self._classes)), np.float32)
         if d.ndim == 1:  # two classes: sklearn returns one column, the second class's score
             d = np.stack([-d, d], axis=1)
         out = np.full((len(x), self.n_classes), -1e3, np.float32)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from cloud_worker.config import DeviceUnavailable
 from cloud_worker.models import augment as aug_mod
 from cloud_worker.models.augment import Augment
+from cloud_worker.models.stopcheck import Interrupted, check, current, watching
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Interrupted(RuntimeError):
-    """Training stopped because the service is stopping; the half-trained model must not be used."""
-
-
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Class logits: EdgeNet and CloudNet have ``logits``; a task's own cloud module returns them from forward."""
     f = getattr(model, "logits", None)
@@ -62,7 +59,16 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray |
     """Weighted cross-entropy with AdamW. ``soft`` (N, C) replaces the one-hot targets (a teacher's
     probabilities, or a mix of them and the label: distillation); ``augment`` transforms each batch
     (default: the one-step ``jitter`` when ``jitter``); ``onecycle`` anneals the learning rate (for
-    training from scratch); ``stop`` is checked every batch (raises Interrupted)."""
+    training from scratch); ``stop`` (default: the thread's watched event, cloud_worker/models/stopcheck.py)
+    is checked every batch and every layer, forward and backward (raises Interrupted)."""
+    with watching(stop if stop is not None else current()):
+        return _fit(model, x, y, weights=weights, epochs=epochs, lr=lr, batch=batch, device=device, seed=seed,
+                    jitter=jitter, params=params, soft=soft, augment=augment, onecycle=onecycle, smoothing=smoothing)
+
+
+def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None, epochs: int, lr: float,
+         batch: int, device: torch.device, seed: int, jitter: bool, params: list[nn.Parameter] | None,
+         soft: np.ndarray | None, augment: Augment | None, onecycle: bool, smoothing: float) -> FitStats:
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -79,9 +85,11 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, weights: np.ndarray |
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
-            if stop is not None and stop.is_set():
+            try:
+                check()
+            except Interrupted:
                 model.eval()
-                raise Interrupted("stopping: training abandoned")
+                raise
             idx = order[i:i + batch]
             xb = xt[idx].float()
             if aug is not None:
@@ -127,6 +135,7 @@ def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, batch:
     model.to(device).eval()
     out = []
     for i in range(0, len(x), batch):
+        check()  # and between layers: the forward hook (stopcheck)
         out.append(logits_of(model, torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -134,8 +143,10 @@ def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, batch:
 @torch.no_grad()
 def features_of(backbone: nn.Module, x: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
     backbone.to(device).eval()
-    out = [backbone(torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu()
-           for i in range(0, len(x), batch)]
+    out = []
+    for i in range(0, len(x), batch):
+        check()
+        out.append(backbone(torch.as_tensor(x[i:i + batch], dtype=torch.float32, device=device)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 

@@ -2,7 +2,8 @@
 
 Every export is verified before anything is published: ``onnx.checker``, the graph's
 names against the model contract, and onnxruntime run on real reference inputs with
-max |torch - onnxruntime| below the parity tolerance. Any failure raises ExportError.
+max |torch - onnxruntime| below the parity tolerance. Any failure raises ExportError. A stopping
+worker is heard between the steps (cloud_worker/models/stopcheck.py: Interrupted).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_worker.models.nets import EdgeNet
+from cloud_worker.models.stopcheck import check
 from lepton_tasks import Task
 from shared.model import model_contract as mc
 from shared.protocol.schemas import Manifest, TensorSpec
@@ -69,6 +71,7 @@ def check_onnx(onnx_bytes: bytes, model: EdgeNet, x_ref: np.ndarray, tol: float)
     """Checker + contract + parity. Returns torch's (feat, probs) on x_ref and the max diff."""
     import onnx
 
+    check()
     try:
         proto = onnx.load_from_string(onnx_bytes)
         onnx.checker.check_model(proto, full_check=True)
@@ -80,8 +83,10 @@ def check_onnx(onnx_bytes: bytes, model: EdgeNet, x_ref: np.ndarray, tol: float)
         raise ExportError(f"graph has inputs {ins} and outputs {outs}; contract wants ['x'] and {list(mc.OUTPUTS)}")
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
         raise ExportError("graph references external data; the artifact must be one self-contained file")
+    check()
     with torch.no_grad():
         feat_t, probs_t = (t.numpy() for t in model.to("cpu").eval()(torch.as_tensor(x_ref)))
+    check()
     try:
         feat_o, probs_o = ort_session(onnx_bytes).run(list(mc.OUTPUTS), {mc.INPUT: x_ref})
     except Exception as exc:
@@ -94,6 +99,7 @@ def check_onnx(onnx_bytes: bytes, model: EdgeNet, x_ref: np.ndarray, tol: float)
 
 def export(model: EdgeNet, task: Task, x_ref: np.ndarray, *, opset: int, parity_tolerance: float) -> Exported:
     x_ref = np.ascontiguousarray(x_ref, dtype=np.float32)
+    check()
     data = to_onnx(model, task.input_shape, opset)
     feat, probs, diff = check_onnx(data, model, x_ref, parity_tolerance)
     outputs = [TensorSpec(name=mc.OUTPUT_FEAT, dtype="float32", shape=["batch", int(feat.shape[1])]),

@@ -89,12 +89,20 @@ class Releaser:
         if self.signer is None:
             raise RuntimeError("no signing key: cannot publish")
 
+    def export(self, edge: nets.EdgeNet) -> ex.Exported:
+        """Export and check ``edge`` (ExportError; Interrupted between steps when the worker stops)."""
+        e = self.cfg.export
+        return ex.export(edge, self.task, self.reference_x, opset=e.opset, parity_tolerance=e.parity_tolerance)
+
     def register(self, edge: nets.EdgeNet, *, parent: int | None, backbone: int | None, kind: str,
-                 metrics: dict[str, float], data: dict, decision: Decision) -> Entry:
-        """Export, check, sign and register ``edge`` as the next version (not yet published)."""
+                 metrics: dict[str, float], data: dict, decision: Decision,
+                 exported: ex.Exported | None = None) -> Entry:
+        """Export (unless ``exported`` is given), check, sign and register ``edge`` as the next version
+        (not yet published)."""
         self._require_signer()
         e = self.cfg.export
-        exported = ex.export(edge, self.task, self.reference_x, opset=e.opset, parity_tolerance=e.parity_tolerance)
+        if exported is None:
+            exported = self.export(edge)
         version = self.registry.claim(self.task.name)
         try:
             metrics = {**metrics, "parity": exported.parity,

@@ -37,3 +37,17 @@ def test_where_names_commands_that_run_from_here(tmp_path, monkeypatch):
     assert lines[3].endswith("models list --config var/up/20261201-120000/worker.toml "
                              "(registry var/up/20261201-120000/registry)")
     assert shown("/elsewhere/x") == "/elsewhere/x"
+
+
+def test_the_uplink_line_names_what_the_raw_side_is_per_task_kind():
+    def line(kinds: list[str]) -> str:
+        s = {"uplink_bytes": 929_000, "raw_frame_bytes": 1_000_000,
+             "scoreboard": [{"task": f"t{i}", "kind": k} for i, k in enumerate(kinds)]}
+        return next(ln for ln in short_summary(s, 60) if ln.startswith("  uplink"))
+
+    assert line(["image"]) == "  uplink 929 kB: 92.9% of the raw frames as JPEG (1.00 MB)"
+    window = line(["window"])
+    assert "JPEG" not in window and "float16" in window and "92.9% of the raw windows as captured" in window
+    both = line(["image", "window"])
+    assert "92.9% of the raw samples" in both and "frames as JPEG, windows as captured" in both
+    assert all(len(ln) <= 100 for ln in (window, both))
