@@ -25,7 +25,8 @@ Then, without a single night label, on ``--pool`` unlabelled night frames:
   statistics then mix day and night, so it is also scored with AdaBN on the pool after it.
 
 The per-domain row also records the guard's verdict (cloud_worker/models/adapt.py ``judge``), from
-the pool and the day holdout only, as the live worker would have it.
+the pool and the day holdout only, as the live worker would have it, and its verdict on the AdaBN
+copy serving day frames too.
 
 Reference ceiling: the day model refreshed as the worker refreshes it (``cloud_refresh_epochs`` at a
 third of the rate) on the labelled day frames plus ``--night-labelled`` *labelled* night frames.
@@ -179,12 +180,14 @@ def run(*, train_rows: int, night_labelled: int, pool: int, eval_night: int, epo
     r = next(r for r in rows if r["method"] == f"AdaBN (M={big})")
     # The guard, as the worker would run it: on the pool only (no night label), and the day holdout
     # of what serves day frames (the day model, under per-domain BN).
-    v = judge(probs(base, x_pool[:big]), probs(adapted[big], x_pool[:big]), none["day_acc"], none["day_acc"])
+    day_p = probs(base, x_hold)
+    v = judge(probs(adapted[big], x_pool[:big]), day_p, day_p, y_hold)
+    single = judge(probs(adapted[big], x_pool[:big]), day_p, probs(adapted[big], x_hold), y_hold)
     rows.append({"method": f"per-domain BN (M={big}: AdaBN at night, day model by day)",
                  "night_acc": r["night_acc"], "day_acc": none["day_acc"], "seconds": r["seconds"],
                  "guard": {"accepted": v.accepted, "agreement": round(v.agreement, 4), "confident": v.confident,
-                           "entropy_before": round(v.entropy_before, 4), "entropy_after": round(v.entropy_after, 4),
-                           "reasons": list(v.reasons)}})
+                           "entropy_new": round(v.entropy_new, 4), "reasons": list(v.reasons),
+                           "single_model_accepted": single.accepted}})
     mix = min(big, len(x_lab))
     t0 = time.perf_counter()
     both = adapt_bn(base, np.concatenate([x_pool[:mix], x_lab[:mix]]))
@@ -228,11 +231,15 @@ def table(r: dict) -> str:
     note = (f"\nPseudo-labels kept: {pl['pseudo_labels']} of {r['pool']}, right {pl['pseudo_label_acc']:.3f}.\n"
             if pl else "")
     g = next((o["guard"] for o in r["rows"] if "guard" in o), None)
-    if g:
-        note += (f"\nGuard on per-domain BN: {'accepted' if g['accepted'] else 'refused'}; agreement "
+    if g and "entropy_new" in g:
+        note += (f"\nGuard on per-domain BN: {'accepted' if g['accepted'] else 'refused'} (day agreement "
+                 f"{g['agreement']:.3f} on {g['confident']} sure frames, entropy on the pool {g['entropy_new']:.3f} "
+                 f"of uniform); on the AdaBN copy serving day frames too: "
+                 f"{'accepted' if g['single_model_accepted'] else 'refused'}.\n")
+    elif g:  # recorded by the first guard, which judged agreement and entropy on the new inputs
+        note += (f"\nFirst guard on per-domain BN: {'accepted' if g['accepted'] else 'refused'}; agreement "
                  f"{g['agreement']:.3f} on the {g['confident']} pool frames the day model was sure of; mean "
-                 f"entropy {g['entropy_before']:.3f} -> {g['entropy_after']:.3f}"
-                 + (f"; {'; '.join(g['reasons'])}" if g["reasons"] else "") + ".\n")
+                 f"entropy {g['entropy_before']:.3f} -> {g['entropy_after']:.3f}.\n")
     return (f"Seed {r['seed']}: cloud CNN trained on {r['labelled_day']} labelled day frames ({r['epochs']} epochs, "
             f"{r['seconds']['train_day_model']} s); night accuracy on {r['eval_night']} held-out night frames, day "
             f"accuracy on the task's {r['day_holdout']}-frame holdout; unlabelled pool {r['pool']} night "
