@@ -55,3 +55,21 @@ def test_the_raw_sample_options_table_is_the_recorded_bench():
     for name, a0, a1, b0, b1 in rows:
         recorded = [(round(by[names[name]]["escalated_acc"], 3), by[names[name]]["bytes_per_escalation"]) for by in by_seed]
         assert recorded == [(float(a0), int(b0.replace(",", ""))), (float(a1), int(b1.replace(",", "")))], name
+
+
+def test_the_drift_table_is_the_recorded_bench():
+    """Each figure of the 'Drift without labels' table is bench_drift.json's, row by row, seed by seed
+    ("—": a row that seed's run did not have)."""
+    import json
+
+    rec = json.loads((DOC.parents[1] / "bench" / "results" / "bench_drift.json").read_text())
+    text = DOC.read_text()
+    section = text.split("### Drift without labels", 1)[1].split("\n#", 1)[0]
+    header = re.search(r"^\| method \(seeds? ([0-9 /]+)\) \|", section, re.M)
+    seeds = [int(s) for s in header.group(1).split(" / ")]
+    rows = re.findall(r"^\| [^|]+ \| \**([0-9.— /]+?)\** \| \**([0-9.— /]+?)\** \| [^|]+ \|$", section, re.M)
+    by_seed = {r["seed"]: r["rows"] for r in rec["runs"]}
+    for k, seed in enumerate(seeds):
+        doc = [(n.split(" / ")[k], d.split(" / ")[k]) for n, d in rows]
+        doc = [(float(n), float(d)) for n, d in doc if n != "—"]
+        assert doc == [(round(o["night_acc"], 3), round(o["day_acc"], 3)) for o in by_seed[seed]], seed
