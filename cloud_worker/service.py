@@ -121,7 +121,13 @@ class WorkerService(Service):
         for name, task in self.tasks.items():
             lr = Learner(task, cfg, self.registry, signer, self.topics, device=device, counters=self.counters,
                          publish=self._publish, stop=self.stopping, background=True)
-            if not lr.load():
+            try:
+                loaded = lr.load()
+            except Interrupted:  # stopped while loading (its feature head is refitted): nothing changed on disk
+                self.counters.inc("learn.interrupted")
+                log.info("%s: stopping while loading; nothing changed", name)
+                return
+            if not loaded:
                 if not cfg.bootstrap_missing:
                     raise RuntimeError(f"task {name!r} has no model in {cfg.registry} and bootstrap_missing is off")
                 try:
