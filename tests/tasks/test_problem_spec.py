@@ -73,3 +73,15 @@ def test_problem_errors_are_one_line_naming_the_key(top, tables, needle):
         spec(top, tables)
     msg = str(err.value)
     assert needle in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("name,normals", [("health-anomaly", 2919), ("industrial-anomaly", 2527)])
+def test_the_shipped_anomaly_tasks_name_a_normal_class_the_data_holds(name, normals):
+    from lepton_tasks import load_task
+
+    task = load_task(name)
+    cfg = task.spec.anomaly_cfg
+    assert task.problem == "anomaly" and cfg.normal_classes == ["normal"]
+    y = task.dataset().y
+    assert int((y == task.classes.index("normal")).sum()) == normals  # the archive's counts, TRAIN + TEST
+    assert set(task.alert_classes) == set(task.classes) - set(cfg.normal_classes)
