@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cloud_worker.models.anomaly import AnomalyError, ConvAE, ConvAutoencoder, RocketKNN
+from cloud_worker.models.anomaly import AcfKNN, AnomalyError, ConvAE, ConvAutoencoder, RocketKNN
 from cloud_worker.releasing.export import check_onnx, ort_session, to_onnx
 from shared.model import model_contract as mc
 
@@ -98,7 +98,28 @@ def test_the_autoencoder_separates_bumps_and_exports_its_score_to_onnx(data):
     assert len(onnx_bytes) < 100_000
     x = np.concatenate([data["test"][:8], data["bumps"][:8]])
     feat, score, diff = check_onnx(onnx_bytes, det.net, x, tol=1e-4)  # raises when ONNX Runtime disagrees
-    assert score.shape == (16, 1) and feat.shape == (16, 32) and diff <= 1e-4
+    assert score.shape == (16, 1) and feat.shape == (16, 4) and diff <= 1e-4  # a 4-channel code
     ort_feat, ort_score = ort_session(onnx_bytes).run(list(mc.ANOMALY_OUTPUTS), {mc.INPUT: x})
     assert np.allclose(ort_score.ravel(), det.score(x), rtol=1e-4, atol=1e-6)
     assert ConvAE.outputs == ("feat", "score")
+
+
+def test_the_acf_knn_scores_in_its_graph_and_exports_with_parity():
+    # noise whose spectrum is the normal thing: AR(1) at phi 0.8 normal, 0.2 anomalous
+    rng = np.random.default_rng(1)
+
+    def ar(n: int, phi: float) -> np.ndarray:
+        e = rng.normal(size=(n, 200))
+        x = np.zeros_like(e)
+        for t in range(1, 200):
+            x[:, t] = phi * x[:, t - 1] + e[:, t]
+        return x[:, None, :].astype(np.float32)
+
+    det = AcfKNN(lags=10, k=10, trim=0.05, bank=100).fit(ar(300, 0.8))
+    normal, odd = ar(100, 0.8), ar(100, 0.2)
+    assert auroc(det, normal, odd) > 0.95  # lag-1 autocorrelation 0.8 against 0.2: far apart
+    onnx_bytes = to_onnx(det.net, (1, 200))
+    x = np.concatenate([normal[:8], odd[:8]])
+    _, score, diff = check_onnx(onnx_bytes, det.net, x, tol=1e-4)
+    assert np.allclose(score.ravel(), det.score(x), rtol=1e-5) and diff <= 1e-4
+    assert len(det.kept) == 285  # 5 % of 300 trimmed
