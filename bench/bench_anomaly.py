@@ -26,11 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# One thread per pool, set before torch and numba load: on a loaded 2-core box, torch's and numba's
+# OpenMP pools spinning against each other ran the autoencoder 15-40x slower (a 40 s fit took over
+# 25 minutes once MiniRocket had started numba's threads in the same process).
+for _var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402  (after the thread settings above)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--max-train", type=int, default=1500, help="train normals at most (subsampled above)")
     ap.add_argument("--epochs", type=int, default=60, help="autoencoder epochs")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (2 on a loaded 2-core box ran the AE 15x slower)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--contamination", type=float, default=0.02, help="share of anomalies in a contaminated stream")
     ap.add_argument("--out", default=str(RESULTS / "bench_anomaly.json"))
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="no runs: summarise these results' runs together "

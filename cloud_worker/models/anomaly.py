@@ -13,7 +13,7 @@ upper bound on the contamination, not an estimate of it. For kNN the trimming sc
 cluster of alike contaminants when k exceeds the cluster: with k = 5, twelve alike anomalies are
 each other's neighbours and score normal even leave-one-out (tests/cloud/test_anomaly.py).
 
-Methods: ``ConvAutoencoder`` for the edge (a ~16k-parameter 1-D conv autoencoder whose ONNX graph
+Methods: ``ConvAutoencoder`` for the edge (a 6.7k-parameter 1-D conv autoencoder whose ONNX graph
 outputs the reconstruction error as ``score``; cloud_worker/releasing/export.py exports it);
 ``AcfKNN`` for the edge on noise-like signals (kNN on autocorrelation lags, computed in the graph); and
 ``RocketKNN`` for the cloud (mean distance to the k nearest training windows in standardised
