@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                    f"training stream anomalies, unlabelled; seeds {args.seeds}; AUROC on test normals vs test "
                    f"anomalies; recall and false alarms at the threshold set on calibration normals for the "
                    f"task's false_alarm_rate")
-    result = {"split": split_words, "args": vars(args), "wall_s": time.perf_counter() - t0,
+    # file names only: where this machine keeps them means nothing to a reader of the result
+    recorded = {**vars(args), "out": Path(args.out).name,
+                "merge": [Path(f).name for f in args.merge] if args.merge else None}
+    result = {"split": split_words, "args": recorded, "wall_s": time.perf_counter() - t0,
               "summary": summary, "runs": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
