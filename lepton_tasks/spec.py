@@ -3,7 +3,10 @@
 A spec names the classes (and which of them raise alerts), the preprocessing (the step
 vocabulary of ``shared/model/preprocess.py``, carried in every signed manifest), the model input,
 the edge and cloud models as ``module:callable`` factories (defaults per kind), where the data
-comes from, how it splits into seed / holdout / stream, and decision defaults. Unknown keys
+comes from, how it splits into seed / holdout / stream, and decision defaults. ``problem`` says
+what is learned: classes from labels (the default), normal from the unlabelled stream (``anomaly``,
+with its table: false-alarm rate, escalation band, contamination), or the next steps of a series
+(``forecast``, with its table: horizon, lookback, interval). Unknown keys
 are refused, and every error names the key (``TaskSpecError``: one line, for ``lepton tasks
 check``). Paths in a spec are relative to the spec file.
 """
@@ -162,11 +165,67 @@ class DecisionCfg(_Strict):
                                                 "carry the edge features only. 0: none does.")
 
 
+class AnomalyCfg(_Strict):
+    """An anomaly task learns normal from the unlabelled stream and alerts on what is not normal."""
+
+    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5, description="Share of normal windows allowed to raise an "
+                                                                    "alert; the threshold is set on held-out "
+                                                                    "normal scores for it (shared/model/threshold.py).")
+    escalate_rate: float = Field(0.05, ge=0, lt=1, description="The escalation band: scores above the threshold "
+                                                               "set for this false-alarm rate but below the alert "
+                                                               "threshold escalate with their raw window; 0: no "
+                                                               "band.")
+    normal_classes: list[str] = Field(default_factory=lambda: ["normal"], min_length=1,
+                                      description="Dataset classes that count as normal (ground truth for shipped "
+                                                  "data: what the scoreboard and bench score against); the "
+                                                  "models never see labels.")
+    contamination: Literal["trim", "none"] = Field("trim", description="trim: fit, drop the top-scored "
+                                                                       "`trim_fraction` of the training windows "
+                                                                       "(likely unlabelled anomalies), refit; none: "
+                                                                       "trust the stream to be normal.")
+    trim_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share of training windows trimmed as "
+                                                                 "contamination (an upper bound on it: trimming "
+                                                                 "a few normals costs little).")
+
+    @model_validator(mode="after")
+    def _band(self) -> AnomalyCfg:
+        if self.escalate_rate and self.escalate_rate <= self.false_alarm_rate:
+            raise ValueError(f"escalate_rate {self.escalate_rate:g} must exceed false_alarm_rate "
+                             f"{self.false_alarm_rate:g} (the band lies below the alert threshold), or be 0")
+        if len(set(self.normal_classes)) != len(self.normal_classes):
+            raise ValueError("normal_classes must be unique")
+        return self
+
+
+class ForecastCfg(_Strict):
+    """A forecast task predicts the next `horizon` steps from the last `lookback`, with an interval."""
+
+    horizon: int = Field(ge=1, le=10_000, description="Steps ahead forecast (H).")
+    lookback: int = Field(ge=1, le=100_000, description="Past steps a forecast sees (L).")
+    interval: float = Field(0.8, gt=0, lt=1, description="Coverage of the prediction interval (0.8: the truth "
+                                                         "falls inside 80 % of the time).")
+    season: int | None = Field(None, ge=2, description="Season length in steps (24: hourly data, daily "
+                                                       "cycle); None: no seasonality assumed.")
+    interval_method: Literal["conformal"] = Field("conformal", description="How the interval is set: conformal "
+                                                                           "(quantiles of held-out errors).")
+
+    @model_validator(mode="after")
+    def _fits(self) -> ForecastCfg:
+        if self.season is not None and self.season > self.lookback:
+            raise ValueError(f"season {self.season} is longer than the lookback {self.lookback}: a forecast "
+                             f"could not see one whole season")
+        return self
+
+
 class TaskSpec(_Strict):
     name: str = Field(pattern=SEGMENT_RE.pattern, description="Task name (a topic segment).")
     kind: Literal["image", "window"] = Field(description="image: camera frames; window: sensor windows.")
     description: str = Field("", max_length=500, description="One or two sentences for `lepton tasks list`.")
-    classes: list[str] = Field(min_length=2, description="Class names by index.")
+    problem: Literal["classify", "anomaly", "forecast"] = Field(
+        "classify", description="classify: labelled classes; anomaly: learn normal without labels, alert on the "
+                                "rest (table `anomaly`); forecast: predict the next steps (table `forecast`).")
+    classes: list[str] = Field(default_factory=list, description="Class names by index (the dataset's ground "
+                                                                 "truth for anomaly tasks; optional for forecast).")
     alert_classes: list[str] = Field(default_factory=list, description="Classes that raise an event.")
     preprocess: list[dict[str, Any]] = Field(min_length=1, description="Steps of shared/model/preprocess.py, in order.")
     input: InputCfg = Field(description="The model input after preprocessing.")
@@ -177,6 +236,10 @@ class TaskSpec(_Strict):
     cloud: CloudCfg = Field(default_factory=CloudCfg, description="The cloud's input contract (raw sample, "
                                                                   "its encoding and preprocessing).")
     targets: TargetsCfg = Field(default_factory=TargetsCfg, description="What a run's scoreboard checks.")
+    anomaly: AnomalyCfg | None = Field(None, description="problem = 'anomaly': false alarms, band, normal "
+                                                         "classes, contamination (defaults when absent).")
+    forecast: ForecastCfg | None = Field(None, description="problem = 'forecast': horizon, lookback, interval "
+                                                           "(required).")
     citation: str = Field("", max_length=500, description="Where the data comes from, and its licence.")
 
     @field_validator("classes")
@@ -190,6 +253,7 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
+        self._problem_fits()
         unknown = [a for a in self.alert_classes if a not in self.classes]
         if unknown:
             raise ValueError(f"alert_classes {unknown} are not among the classes")
@@ -209,6 +273,31 @@ class TaskSpec(_Strict):
         if self.kind == "image" and (self.cloud.uplink == "all"):
             raise ValueError("cloud.uplink 'all' is for window tasks (frames travel with escalations)")
         return self
+
+    def _problem_fits(self) -> None:
+        if self.problem != "forecast" and len(self.classes) < 2:
+            raise ValueError(f"classes: a {self.problem!r} task names at least 2 classes")
+        if self.problem != "anomaly" and self.anomaly is not None:
+            raise ValueError(f"anomaly: the table is for problem = 'anomaly' (this task's is {self.problem!r})")
+        if self.problem != "forecast" and self.forecast is not None:
+            raise ValueError(f"forecast: the table is for problem = 'forecast' (this task's is {self.problem!r})")
+        if self.problem == "forecast" and self.forecast is None:
+            raise ValueError("forecast: problem = 'forecast' needs a [forecast] table (horizon, lookback)")
+        if self.problem == "anomaly":
+            cfg = self.anomaly_cfg
+            unknown = [c for c in cfg.normal_classes if c not in self.classes]
+            if unknown:
+                raise ValueError(f"anomaly.normal_classes {unknown} are not among the classes")
+            if len(cfg.normal_classes) == len(self.classes):
+                raise ValueError("anomaly.normal_classes: every class is normal, so nothing could be scored an anomaly")
+            clash = [a for a in self.alert_classes if a in cfg.normal_classes]
+            if clash:
+                raise ValueError(f"alert_classes {clash} are normal classes (anomaly.normal_classes)")
+
+    @property
+    def anomaly_cfg(self) -> AnomalyCfg:
+        """The anomaly table, its defaults when the spec left it out."""
+        return self.anomaly if self.anomaly is not None else AnomalyCfg()
 
 
 def parse_spec(text: str, origin: str = "<spec>") -> TaskSpec:

@@ -51,6 +51,10 @@ class Task:
         return self.spec.kind
 
     @property
+    def problem(self) -> str:
+        return self.spec.problem
+
+    @property
     def classes(self) -> tuple[str, ...]:
         return tuple(self.spec.classes)
 

@@ -1,7 +1,8 @@
 """Torch edge model -> one self-contained ONNX file, checked, then a signed manifest.
 
 Every export is verified before anything is published: ``onnx.checker``, the graph's
-names against the model contract, and onnxruntime run on real reference inputs with
+names against the model contract (``feat`` and ``probs``; a model whose ``outputs`` attribute says
+otherwise, such as an anomaly task's ``feat`` and ``score``, is held to those names), and onnxruntime run on real reference inputs with
 max |torch - onnxruntime| below the parity tolerance. Any failure raises ExportError. A stopping
 worker is heard between the steps (cloud_worker/models/stopcheck.py: Interrupted).
 """
@@ -40,8 +41,14 @@ class Exported:
     outputs: list[TensorSpec]
 
 
+def output_names(model: torch.nn.Module) -> tuple[str, str]:
+    """The graph's two outputs: the contract's, or the model's own ``outputs`` (anomaly: feat, score)."""
+    return tuple(getattr(model, "outputs", mc.OUTPUTS))  # type: ignore[return-value]
+
+
 def to_onnx(model: EdgeNet, input_shape: tuple[int, ...], opset: int = 17) -> bytes:
     model = model.to("cpu").eval()
+    names = output_names(model)
     dummy = torch.zeros((1, *input_shape), dtype=torch.float32)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -49,9 +56,8 @@ def to_onnx(model: EdgeNet, input_shape: tuple[int, ...], opset: int = 17) -> by
         # dynamo=False: the legacy exporter writes one self-contained file in ~16 ms; torch's dynamo
         # exporter (needs onnxscript) took ~0.8 s (3.7 s cold) and put the weights in a separate
         # .onnx.data file (digits EdgeNet, torch 2.13 CPU, 2 vCPU CI machine, measured 2026-12-01).
-        torch.onnx.export(model, (dummy,), buf, input_names=[mc.INPUT], output_names=list(mc.OUTPUTS),
-                          dynamic_axes={mc.INPUT: {0: "batch"}, mc.OUTPUT_FEAT: {0: "batch"},
-                                        mc.OUTPUT_PROBS: {0: "batch"}},
+        torch.onnx.export(model, (dummy,), buf, input_names=[mc.INPUT], output_names=list(names),
+                          dynamic_axes={mc.INPUT: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     return buf.getvalue()
 
@@ -79,8 +85,9 @@ def check_onnx(onnx_bytes: bytes, model: EdgeNet, x_ref: np.ndarray, tol: float)
         raise ExportError(f"onnx.checker rejected the graph: {str(exc)[:300]}") from None
     ins = [i.name for i in proto.graph.input]
     outs = [o.name for o in proto.graph.output]
-    if ins != [mc.INPUT] or outs != list(mc.OUTPUTS):
-        raise ExportError(f"graph has inputs {ins} and outputs {outs}; contract wants ['x'] and {list(mc.OUTPUTS)}")
+    names = list(output_names(model))
+    if ins != [mc.INPUT] or outs != names:
+        raise ExportError(f"graph has inputs {ins} and outputs {outs}; contract wants ['x'] and {names}")
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
         raise ExportError("graph references external data; the artifact must be one self-contained file")
     check()
@@ -88,7 +95,7 @@ def check_onnx(onnx_bytes: bytes, model: EdgeNet, x_ref: np.ndarray, tol: float)
         feat_t, probs_t = (t.numpy() for t in model.to("cpu").eval()(torch.as_tensor(x_ref)))
     check()
     try:
-        feat_o, probs_o = ort_session(onnx_bytes).run(list(mc.OUTPUTS), {mc.INPUT: x_ref})
+        feat_o, probs_o = ort_session(onnx_bytes).run(names, {mc.INPUT: x_ref})
     except Exception as exc:
         raise ExportError(f"onnxruntime could not run the graph: {str(exc)[:300]}") from None
     diff = float(max(np.abs(feat_t - feat_o).max(), np.abs(probs_t - probs_o).max()))

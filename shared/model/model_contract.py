@@ -6,6 +6,10 @@ two outputs: ``feat`` (float32 [batch, D], the features uploaded to the hub) and
 base64 tensor container holding reference inputs ``x`` and the outputs the exporter saw,
 ``feat`` and ``probs``; an agent runs ``x`` and requires max |diff| <= manifest.tolerance
 before it swaps the model in.
+
+An anomaly task's edge model has ``score`` in place of ``probs``: float32 [batch, 1], how far
+from normal the sample is (higher: less normal), which the agent compares with the manifest's
+threshold (shared/model/threshold.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from shared.protocol import codec
 INPUT = "x"
 OUTPUT_FEAT = "feat"
 OUTPUT_PROBS = "probs"
+OUTPUT_SCORE = "score"
 OUTPUTS = (OUTPUT_FEAT, OUTPUT_PROBS)
+ANOMALY_OUTPUTS = (OUTPUT_FEAT, OUTPUT_SCORE)
 
 # Sample ids are unique per device across restarts: boot epoch (unix s) * 1e9 + counter.
 _PER_BOOT = 1_000_000_000

@@ -223,9 +223,11 @@ def test_an_agent_runs_a_task_it_has_never_seen_from_the_manifest_alone(tmp_path
 
 def test_docs_describe_every_spec_key():
     from lepton_tasks.spec import (
+        AnomalyCfg,
         CloudCfg,
         DatasetCfg,
         DecisionCfg,
+        ForecastCfg,
         InputCfg,
         ModelsCfg,
         SplitCfg,
@@ -234,7 +236,8 @@ def test_docs_describe_every_spec_key():
     )
 
     doc = (REPO / "docs" / "TASKS.md").read_text()
-    for model in (TaskSpec, InputCfg, ModelsCfg, DatasetCfg, SplitCfg, DecisionCfg, CloudCfg, TargetsCfg):
+    for model in (TaskSpec, InputCfg, ModelsCfg, DatasetCfg, SplitCfg, DecisionCfg, CloudCfg, TargetsCfg,
+                  AnomalyCfg, ForecastCfg):
         for name, field in model.model_fields.items():
             key = field.alias or name
             assert f"{key} " in doc or f"{key} =" in doc or f"`{key}`" in doc, f"docs/TASKS.md lacks {model.__name__}.{key}"
