@@ -183,9 +183,15 @@ def _run(cfg: WorkerConfig, args: argparse.Namespace) -> int:
         print(json.dumps(redacted(cfg), indent=2))
         return EXIT_OK
     from cloud_worker.service import WorkerService
+    from lepton_tasks import TaskSpecError
 
+    try:
+        service = WorkerService(cfg)
+    except TaskSpecError as exc:  # a task it cannot serve: one line, before anything connects
+        print(f"lepton-worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     # Ended here, not only in __main__: `lepton-worker run` (the console script) is a service's process too.
-    end_process(run_until_signal(WorkerService(cfg), duration=args.duration))
+    end_process(run_until_signal(service, duration=args.duration))
 
 
 class _Session:

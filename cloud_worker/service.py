@@ -25,7 +25,7 @@ from cloud_worker.registry import Registry
 from cloud_worker.releasing.export import ExportError
 from cloud_worker.releasing.publisher import Publisher, PublishError
 from cloud_worker.rollout.wiring import Rollouts
-from lepton_tasks import load_task
+from lepton_tasks import load_task, require_live
 from shared.process.bounded import DropOldestQueue
 from shared.process.counters import Counters
 from shared.process.service import Service
@@ -63,7 +63,7 @@ class WorkerService(Service):
         self.counters = counters or Counters()
         self.topics = Topics(cfg.root)
         # By the spec's name: a task given by its spec's path is still `name` on every topic.
-        self.tasks = {task.name: task for task in map(load_task, cfg.tasks)}
+        self.tasks = {task.name: task for task in (require_live(load_task(ref)) for ref in cfg.tasks)}
         self.registry = Registry(cfg.registry)
         self.learners: dict[str, Learner] = {}
         # (arrival time, message): the answer-latency histogram counts the wait in this queue too

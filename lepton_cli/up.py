@@ -35,7 +35,7 @@ from lepton_cli.pki import PkiError, write_private_bytes
 from lepton_cli.secure_broker import CredentialError
 from lepton_cli.secure_stack import SecureAccess
 from lepton_cli.upsummary import short_summary, shown, start_lines, where
-from lepton_tasks import TaskSpecError, load_task
+from lepton_tasks import TaskSpecError, load_task, require_live
 from shared.process.cli_help import HelpFormatter
 from shared.protocol.topics import DEFAULT_ROOT, Topics
 from shared.security import signing
@@ -394,7 +394,7 @@ def _validate(args: argparse.Namespace) -> str | None:
     args.task = args.task or ["digits"]
     for ref in args.task:
         try:
-            load_task(ref)
+            require_live(load_task(ref))
         except TaskSpecError as exc:
             return str(exc)
     if args.agents < 1:

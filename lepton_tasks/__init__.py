@@ -8,7 +8,7 @@ its data, and only the cloud worker builds its models.
 
 from lepton_tasks.registry import available, load_task, locate
 from lepton_tasks.spec import TaskSpec, TaskSpecError, parse_spec, read_spec
-from lepton_tasks.task import Dataset, Task
+from lepton_tasks.task import Dataset, Task, require_live
 
-__all__ = ["Dataset", "Task", "TaskSpec", "TaskSpecError", "available", "load_task", "locate", "parse_spec",
+__all__ = ["Dataset", "Task", "require_live", "TaskSpec", "TaskSpecError", "available", "load_task", "locate", "parse_spec",
            "read_spec"]

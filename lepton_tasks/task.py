@@ -207,3 +207,18 @@ def split(spec: TaskSpec, data: datasets.Loaded) -> Dataset:
     if missing:
         raise TaskSpecError(f"split: the seed set has no sample of classes {missing}")
     return Dataset(data.x, data.y, seed, holdout, stream, len(rest) if len(late) else None, dict(data.skipped))
+
+
+# What the live loop (agent, bridge, worker) serves. Anomaly and forecast tasks have their detectors,
+# forecasters and benches (docs/TASKS.md) but not yet their manifests, decisions and learners: run
+# live, they would be trained as classifiers of their ground truth, so they are refused by name.
+LIVE_PROBLEMS = ("classify",)
+
+
+def require_live(task: Task) -> Task:
+    """``task`` if the live loop serves its problem; else one TaskSpecError line that says what to run."""
+    if task.problem not in LIVE_PROBLEMS:
+        bench = {"anomaly": "bench/bench_anomaly.py", "forecast": "bench/bench_forecast.py"}.get(task.problem, "")
+        raise TaskSpecError(f"problem: {task.name} is an {task.problem} task, which the live system does not serve "
+                            f"yet (its models are measured offline: {bench}; docs/TASKS.md)")
+    return task
