@@ -41,6 +41,10 @@ import numpy as np  # noqa: E402  (after the thread settings above)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cleanup  # noqa: E402  (bench/cleanup.py)
+
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="no runs: summarise these results' runs together "
                     "(tasks benched in parallel processes)")
     args = ap.parse_args(argv)
+    cleanup.guard()  # SIGTERM / SIGHUP: finally blocks run, nothing left running
     t0 = time.perf_counter()
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]

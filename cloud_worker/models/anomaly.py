@@ -222,13 +222,14 @@ class RocketKNN(AnomalyDetector):
         return self.k + 2
 
     def _transform(self, x: np.ndarray, stop: threading.Event | None = None) -> np.ndarray:
-        from cloud_worker.models.rocket import CHUNK, _pad
+        from cloud_worker.models.rocket import _pad
+        from cloud_worker.models.stopcheck import chunks
 
         out = []
-        for i in range(0, len(x), CHUNK):
+        for s in chunks(len(x)):  # sized to take ~0.2 s each; a watched stop is checked between them too
             if stop is not None and stop.is_set():
                 raise Interrupted("stopping: transform abandoned")
-            out.append(self._rocket.transform(_pad(x[i:i + CHUNK])))  # type: ignore[union-attr]
+            out.append(self._rocket.transform(_pad(x[s])))  # type: ignore[union-attr]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
     def _fit(self, x: np.ndarray, stop: threading.Event | None) -> None:

@@ -40,7 +40,7 @@ def test_anomaly_and_forecast_tables_are_read():
 
 @pytest.mark.parametrize("top,tables,needle", [
     ('problem = "regress"\n' + CLASSES, "", "t.toml: problem: Input should be 'classify', 'anomaly' or 'forecast'"),
-    (CLASSES, "[anomaly]\nfalse_alarm_rate = 0.01\n", "t.toml: <spec>: anomaly: the table is for problem = 'anomaly'"),
+    (CLASSES, "[anomaly]\nfalse_alarm_rate = 0.01\n", "t.toml: anomaly: the table is for problem = 'anomaly'"),
     (CLASSES, "[forecast]\nhorizon = 1\nlookback = 4\n", "forecast: the table is for problem = 'forecast'"),
     ('problem = "forecast"\n', "", "forecast: problem = 'forecast' needs a [forecast] table"),
     ('problem = "anomaly"\nclasses = ["normal"]\n', "", "classes: a 'anomaly' task names at least 2 classes"),
