@@ -190,12 +190,7 @@ class ConvAutoencoder(AnomalyDetector):
         self.net = net.eval()
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        if self.net is None:
-            raise AnomalyError("not fitted")
-        x = _windows(x, self.input_shape, at_least=0)
-        with torch.no_grad():
-            out = [self.net(torch.from_numpy(x[i:i + 1024]))[1] for i in range(0, len(x), 1024)]
-        return torch.cat(out).numpy().ravel().astype(np.float64) if out else np.zeros(0)
+        return _graph_scores(self.net, _windows(x, self.input_shape, at_least=0))
 
     def nbytes(self) -> int:
         return 4 * sum(p.numel() for p in self.net.parameters()) if self.net is not None else 0
@@ -327,12 +322,7 @@ class AcfKNN(AnomalyDetector):
         return knn_distance(self._z, self._z, self.k, skip_self=True)  # type: ignore[arg-type]
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        if self.net is None:
-            raise AnomalyError("not fitted")
-        x = _windows(x, self.input_shape, at_least=0)
-        with torch.no_grad():
-            out = [self.net(torch.from_numpy(x[i:i + 1024]))[1] for i in range(0, len(x), 1024)]
-        return torch.cat(out).numpy().ravel().astype(np.float64) if out else np.zeros(0)
+        return _graph_scores(self.net, _windows(x, self.input_shape, at_least=0))
 
     def nbytes(self) -> int:
         return 4 * int(self.net.bank.numel() + 3 * self.lags) if self.net is not None else 0
@@ -348,3 +338,12 @@ def cloud_knn(**kw) -> RocketKNN:
 
 def edge_acf_knn(**kw) -> AcfKNN:
     return AcfKNN(**kw)
+
+
+def _graph_scores(net: nn.Module | None, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """An edge detector's ``score`` output over ``x`` in batches: what its exported graph computes."""
+    if net is None:
+        raise AnomalyError("not fitted")
+    with torch.no_grad():
+        out = [net(torch.from_numpy(x[i:i + batch]))[1] for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy().ravel().astype(np.float64) if out else np.zeros(0)

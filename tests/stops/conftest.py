@@ -99,3 +99,17 @@ def sigterm(proc: subprocess.Popen, log: Path, limit: float = KILL_TIMEOUT_S) ->
             rc = proc.wait(10)
     took = time.monotonic() - t0
     return Stopped(rc, took, log.read_text(errors="replace")[-20000:])
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Whatever a failed round left running is killed, so the next round starts clean."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def within_bound(stopped: Stopped, took: list[float]) -> None:
+    """The stop's verdict: exit 0, within half of `lepton up`'s kill timeout; its time joins ``took``."""
+    assert stopped.rc == 0, stopped.output
+    assert stopped.seconds < BOUND_S, (stopped.seconds, stopped.output)
+    took.append(round(stopped.seconds, 2))

@@ -15,7 +15,7 @@ import pytest
 
 from tests.hub.helpers import hard, wait_until
 
-from .conftest import BOUND_S, sigterm, spawn
+from .conftest import BOUND_S, reap, sigterm, spawn, within_bound
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -67,12 +67,8 @@ def test_the_console_stopped_under_load_while_labelling_exits_0_in_time_and_keep
             stopped = sigterm(proc, log)
         finally:
             hog.stop()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        assert stopped.rc == 0, stopped.output
-        assert stopped.seconds < BOUND_S, (stopped.seconds, stopped.output)
-        took.append(round(stopped.seconds, 2))
+            reap(proc)
+        within_bound(stopped, took)
         with sqlite3.connect(outbox) as db:
             kept = db.execute("SELECT COUNT(*) FROM kept").fetchone()[0]
         assert kept == labelled, (kept, labelled, stopped.output)

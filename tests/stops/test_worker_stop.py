@@ -22,7 +22,7 @@ from lepton_tasks import load_task
 from shared.protocol.schemas import BatchAck, ServiceStatus, loads
 from tests.cloud.helpers import Collector, fused_batch, hard_sample
 
-from .conftest import BOUND_S, sigterm, spawn
+from .conftest import BOUND_S, reap, sigterm, spawn, within_bound
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -89,12 +89,8 @@ def test_a_worker_stopped_in_the_middle_of_a_retrain_under_load_saves_acks_and_e
             stopped = sigterm(proc, log)
         finally:
             hog.stop()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        assert stopped.rc == 0, stopped.output
-        assert stopped.seconds < BOUND_S, (stopped.seconds, stopped.output)
-        took.append(round(stopped.seconds, 2))
+            reap(proc)
+        within_bound(stopped, took)
         # Acknowledged: every fused batch so far; and on disk, every row of them and every escalated sample.
         assert acks.wait_for(lambda items, seq=rnd + 1: any(
             a.task == task and any(lo <= seq <= hi for lo, hi in a.ranges)
