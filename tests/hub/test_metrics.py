@@ -37,7 +37,10 @@ def test_bridge_metrics_count_by_class_and_show_devices_up_to_the_bound(broker, 
         m = scrape(port)
         return m if (m["lepton_bridge_messages_delivered_total"].get((("class", "escalation"),)) == 5
                      and m.get("lepton_bridge_device_series_left_out_total", {}).get(()) == 2
-                     and len(m.get("lepton_device_model_version", {})) == 2) else None
+                     and len(m.get("lepton_device_model_version", {})) == 2
+                     # births come on the bridge's priority connection, telemetry on its bulk one: either
+                     # may be counted first, so wait for both
+                     and m.get("lepton_bridge_devices_online", {}).get((), 0) >= 4) else None
 
     m = wait_until(settled, 10)
     assert m, scrape(port)
